@@ -1,0 +1,36 @@
+"""python -m sample_app: serve the app on APP_HOST:APP_PORT, one process (the in-memory strategies need that).
+
+A missing or invalid setting prints one line naming it and exits with status 2. --help lists every setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from .settings import SettingError, Settings, describe
+
+
+def main(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip() + "\n\nSettings (environment variables):\n" + describe())
+        return 0
+    try:
+        settings = Settings.from_env()
+    except SettingError as error:
+        print(f"sample_app: invalid setting {error}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from .app import create_app
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.app_host, port=settings.app_port, workers=1,
+                loop="uvloop", http="httptools", lifespan="on", access_log=False, proxy_headers=True,
+                forwarded_allow_ips=settings.forwarded_allow_ips, log_level=settings.log_level,
+                server_header=False, date_header=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

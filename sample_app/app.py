@@ -1,0 +1,253 @@
+"""The HTTP contract, the same for every strategy (README.md, "HTTP contract").
+
+Only this module speaks HTTP; the stores only know handles and sessions. Every error is JSON:
+{"error": CODE, "message": TEXT}, 4xx for what the client sent, 503 when the store cannot serve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from . import page
+from .settings import Settings
+from .stores import build_store
+from .stores.base import Change, Rejected, Session, StoreUnavailable
+from .stores.signed_cookie import COOKIE_NAME, MAX_COOKIE_BYTES
+
+log = logging.getLogger("sample_app")
+
+USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+DATA_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+class ClientError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+def session_cookie(header: str) -> str | None:
+    """The SESSION cookie's value from a Cookie header, or None.
+
+    Starlette's request.cookies parses every cookie into a dict, which cost about 15 us a request here, more than
+    a Redis round trip: this finds the one cookie the app reads. The last SESSION cookie wins, as in request.cookies.
+    """
+    found = None
+    for part in header.split(";"):
+        name, sep, value = part.partition("=")
+        if sep and name.strip() == COOKIE_NAME:
+            found = value.strip().strip('"')
+    return found
+
+
+NO_SESSION = ClientError(401, "no_session", "no valid session: log in first")
+
+
+def create_app(settings: Settings) -> Starlette:
+    strategy, store = build_store(settings)
+    node, bearer = settings.node_name, strategy.carrier == "bearer"
+
+    # -- the handle: where the client carries it -------------------------------------------------------------------
+
+    def handle_of(request: Request) -> str | None:
+        if bearer:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            return token.strip() or None if scheme.lower() == "bearer" else None
+        value = session_cookie(request.headers.get("cookie", ""))
+        return value if value and len(value) <= MAX_COOKIE_BYTES else None
+
+    def required_handle(request: Request) -> str:
+        handle = handle_of(request)
+        if handle is None:
+            raise NO_SESSION
+        return handle
+
+    def respond(body: dict[str, Any], handle: str | None = None, status: int = 200) -> JSONResponse:
+        response = JSONResponse(body, status_code=status)
+        if handle is not None and not bearer:
+            response.set_cookie(COOKIE_NAME, handle, path="/", httponly=True, samesite="lax",
+                                secure=settings.cookie_secure)
+        return response
+
+    def expire_cookie(response: Response) -> Response:
+        if not bearer:
+            response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=settings.cookie_secure)
+        return response
+
+    async def body_json(request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > settings.max_body_bytes):
+            raise ClientError(413, "body_too_large", f"request bodies are limited to {settings.max_body_bytes} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > settings.max_body_bytes:
+                raise ClientError(413, "body_too_large",
+                                  f"request bodies are limited to {settings.max_body_bytes} bytes")
+            chunks.append(chunk)
+        try:
+            return json.loads(b"".join(chunks))
+        except (ValueError, UnicodeDecodeError):
+            raise ClientError(400, "invalid_json", "the request body must be valid JSON") from None
+
+    def data_key(request: Request) -> str:
+        key = request.path_params["key"]
+        if not DATA_KEY.fullmatch(key):
+            raise ClientError(400, "invalid_key", "a data key is 1-64 characters of A-Z a-z 0-9 _ . -")
+        return key
+
+    def changed(change: Change | None) -> Change:
+        if change is None:
+            raise NO_SESSION
+        return change
+
+    # -- endpoints ----------------------------------------------------------------------------------------------
+
+    async def index(request: Request) -> Response:
+        return HTMLResponse(page.render(node=node, strategy=strategy.name, bearer=bearer))
+
+    async def ping(request: Request) -> Response:
+        return JSONResponse({"node": node})
+
+    async def healthz(request: Request) -> Response:
+        try:
+            await store.ping()
+        except StoreUnavailable as error:
+            return JSONResponse({"status": "unavailable", "node": node, "strategy": strategy.name,
+                                 "error": "store_unavailable", "message": str(error)}, status_code=503)
+        return JSONResponse({"status": "ok", "node": node, "strategy": strategy.name})
+
+    async def login(request: Request) -> Response:
+        body = await body_json(request)
+        user = body.get("username") if isinstance(body, dict) else None
+        if not isinstance(user, str) or not USERNAME.fullmatch(user):
+            raise ClientError(400, "invalid_username", "send {\"username\": NAME}, 1-64 characters of A-Z a-z 0-9 _ . @ -")
+        # Fixation protection: a session the client already holds moves to a new id (or ends, for another user).
+        old = handle_of(request)
+        handle = await store.rotate(old, user) if old else None
+        if handle is None:
+            handle = await store.create(Session(user=user))
+        result = {"user": user, "node": node}
+        if bearer:
+            result["token"] = handle
+        return respond(result, handle)
+
+    async def read_session(request: Request) -> Response:
+        session = await store.load(required_handle(request))
+        if session is None:
+            raise NO_SESSION
+        return respond({"user": session.user, "node": node, "strategy": strategy.name,
+                        "counter": session.counter, "data": session.data}, session.renewed_handle)
+
+    async def increment(request: Request) -> Response:
+        change = changed(await store.increment(required_handle(request)))
+        return respond({"counter": change.value, "node": node}, change.handle)
+
+    async def put_data(request: Request) -> Response:
+        handle, key = required_handle(request), data_key(request)
+        value = await body_json(request)
+        if len(json.dumps(value)) > settings.max_value_bytes:
+            raise ClientError(413, "value_too_large", f"a data value is limited to {settings.max_value_bytes} bytes of JSON")
+        change = changed(await store.set_data(handle, key, value))
+        return respond({"key": key, "stored": True, "node": node}, change.handle)
+
+    async def delete_data(request: Request) -> Response:
+        handle, key = required_handle(request), data_key(request)
+        change = changed(await store.delete_data(handle, key))
+        return respond({"key": key, "deleted": change.value, "node": node}, change.handle)
+
+    async def logout(request: Request) -> Response:
+        handle = required_handle(request)
+        if await store.load(handle) is None:
+            raise NO_SESSION
+        await store.destroy(handle)
+        return expire_cookie(JSONResponse({"status": "logged_out", "node": node}))
+
+    async def logout_all(request: Request) -> Response:
+        handle = required_handle(request)
+        session = await store.load(handle)
+        if session is None:
+            raise NO_SESSION
+        ended = await store.destroy_all(session.user)
+        return expire_cookie(JSONResponse({"status": "logged_out", "sessions_ended": ended, "node": node}))
+
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/ping", ping, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/session", read_session, methods=["GET"]),
+        Route("/session/counter", increment, methods=["POST"]),
+        Route("/session/data/{key}", put_data, methods=["PUT"]),
+        Route("/session/data/{key}", delete_data, methods=["DELETE"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/logout/all", logout_all, methods=["POST"]),
+    ]
+    if hasattr(store, "apply"):
+        from .replication_api import replication_routes
+        routes += replication_routes(store)
+
+    async def client_error(request: Request, error: ClientError) -> Response:
+        return error_response(error.status, error.code, error.message)
+
+    async def rejected(request: Request, error: Rejected) -> Response:
+        return error_response(error.status, error.code, error.message)
+
+    async def unavailable(request: Request, error: StoreUnavailable) -> Response:
+        log.warning("store unavailable: %s", error)
+        return error_response(503, "store_unavailable", "the session store is unavailable; try again")
+
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return error_response(error.status_code, codes.get(error.status_code, "http_error"), str(error.detail))
+
+    async def server_error(request: Request, error: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "unexpected server error")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        await store.start()
+        log.info("node %s serving strategy %s", node, strategy.name)
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        ClientError: client_error, Rejected: rejected, StoreUnavailable: unavailable,
+        HTTPException: http_error, Exception: server_error})
+    app.state.store = store
+    return ServedBy(app, node)
+
+
+class ServedBy:
+    """ASGI wrapper: every response, errors included, carries X-Served-By."""
+
+    def __init__(self, app, node: str):
+        self.app, self.header = app, (b"x-served-by", node.encode())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_header(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)

@@ -1,0 +1,70 @@
+"""The strategy table: for each SESSION_STRATEGY, how its store is built and how the client carries the handle.
+
+A new strategy is one new module beside this one and one new row here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from ..settings import Settings
+from .base import Limits, SessionStore
+
+
+def _cookie(settings: Settings, limits: Limits) -> SessionStore:
+    from .signed_cookie import SignedCookieStore
+    return SignedCookieStore(limits, settings.secret_keys)
+
+
+def _sticky(settings: Settings, limits: Limits) -> SessionStore:
+    from .memory import MemoryStore
+    return MemoryStore(limits)
+
+
+def _database(settings: Settings, limits: Limits) -> SessionStore:
+    from .postgres import PostgresStore
+    return PostgresStore(limits, settings.database_url, settings.database_pool_size)
+
+
+def _replication(settings: Settings, limits: Limits) -> SessionStore:
+    from .replicated import ReplicatedStore
+    return ReplicatedStore(limits, settings.node_name, settings.peers, settings.replication_key)
+
+
+def _lean_redis(settings: Settings):
+    from .resp import LeanRedis
+    return LeanRedis(settings.redis_url, settings.redis_sentinels, settings.redis_sentinel_master)
+
+
+def _redis(settings: Settings, limits: Limits) -> SessionStore:
+    from .redis import RedisStore
+    return RedisStore(limits, _lean_redis(settings))
+
+
+def _token(settings: Settings, limits: Limits) -> SessionStore:
+    from .token import TokenStore
+    return TokenStore(limits, _lean_redis(settings))
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    name: str
+    build: Callable[[Settings, Limits], SessionStore]
+    carrier: str  # "cookie": the SESSION cookie; "bearer": the Authorization header
+
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("cookie", _cookie, "cookie"),
+    Strategy("sticky", _sticky, "cookie"),
+    Strategy("database", _database, "cookie"),
+    Strategy("replication", _replication, "cookie"),
+    Strategy("redis", _redis, "cookie"),
+    Strategy("token", _token, "bearer"),
+)}
+
+
+def build_store(settings: Settings) -> tuple[Strategy, SessionStore]:
+    strategy = STRATEGIES[settings.session_strategy]
+    limits = Limits(ttl=settings.session_ttl, max_data_keys=settings.max_data_keys)
+    return strategy, strategy.build(settings, limits)

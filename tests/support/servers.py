@@ -1,0 +1,270 @@
+"""Real servers on loopback for the tests and the benchmark: Redis, Redis Sentinel, PostgreSQL, app nodes, Nginx.
+
+Each runs from the Debian packages' binaries as a child process, in its own temporary directory, on a free port,
+and is stopped (and its directory removed) by stop(). Nothing here is a fake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as error:  # the server is not up yet: any error means "try again"
+            last = error
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not ready after {timeout} s (last error: {last})")
+
+
+def port_open(port: int) -> bool:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+class RedisServer:
+    """redis-server with a password; keeps its data directory across stop()/start() so a restart keeps sessions."""
+
+    def __init__(self, password: str = "test-redis-password", port: int | None = None, extra: tuple[str, ...] = ()):
+        self.password, self.port, self.extra = password, port or free_port(), extra
+        self.dir = Path(tempfile.mkdtemp(prefix="kit-redis-"))
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", self.password,
+             "--masterauth", self.password, "--dir", str(self.dir), "--save", "", "--appendonly", "no",
+             "--protected-mode", "yes", *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: self.cli("PING") == "PONG", 10, f"redis on port {self.port}")
+        return self
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run(["redis-cli", "-p", str(self.port), "--no-auth-warning", "-a", self.password, *args],
+                                capture_output=True, text=True, timeout=10)
+        return result.stdout.strip()
+
+    def stop(self, save: bool = True) -> None:
+        """Stop the server; with save, its data is written to disk first and comes back on start()."""
+        if self.proc and self.proc.poll() is None:
+            self.cli("SHUTDOWN", "SAVE" if save else "NOSAVE")
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                _stop(self.proc)
+
+    def destroy(self) -> None:
+        self.stop(save=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class SentinelServer:
+    """redis-server in Sentinel mode, watching one master under the name `master_name`."""
+
+    def __init__(self, master: RedisServer, master_name: str = "mymaster"):
+        self.master, self.master_name, self.port = master, master_name, free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="kit-sentinel-"))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "SentinelServer":
+        conf = self.dir / "sentinel.conf"
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"sentinel monitor {self.master_name} 127.0.0.1 {self.master.port} 1\n"
+            f"sentinel auth-pass {self.master_name} {self.master.password}\n"
+            f"sentinel down-after-milliseconds {self.master_name} 1000\n"
+            f"sentinel failover-timeout {self.master_name} 5000\n")
+        self.proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: port_open(self.port), 10, f"sentinel on port {self.port}")
+        return self
+
+    def destroy(self) -> None:
+        _stop(self.proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PostgresServer:
+    """A PostgreSQL 15 cluster of its own (initdb), password authentication, on loopback."""
+
+    user, password, database = "kit", "test-postgres-password", "sessions"
+
+    def __init__(self):
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="kit-pg-"))
+        self.data = self.dir / "data"
+        # PostgreSQL refuses to run as root: run it as the postgres user the Debian package creates.
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if os.geteuid() == 0:
+            pg = pwd.getpwnam("postgres")
+            os.chown(self.dir, pg.pw_uid, pg.pw_gid)
+        self.initialised = False
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
+
+    def _run(self, *command: str) -> None:
+        subprocess.run([*self.as_user, *command], check=True, capture_output=True, timeout=60, cwd=self.dir)
+
+    def start(self) -> "PostgresServer":
+        if not self.initialised:
+            pwfile = self.dir / "pw"
+            pwfile.write_text(self.password + "\n")
+            if self.as_user:
+                shutil.chown(pwfile, "postgres", "postgres")
+            self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=scram-sha-256",
+                      f"--pwfile={pwfile}", "--no-sync", "-E", "UTF8")
+            pwfile.unlink()
+            self.initialised = True
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.dir / "log"), "start", "-o",
+                  f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off -c max_connections=200")
+        if not getattr(self, "_db_created", False):
+            env = {**os.environ, "PGPASSWORD": self.password}
+            subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", "postgres",
+                            "-c", f"CREATE DATABASE {self.database}"], check=True, capture_output=True, env=env)
+            self._db_created = True
+        return self
+
+    def stop(self) -> None:
+        if self.data.exists():
+            with contextlib.suppress(subprocess.CalledProcessError):
+                self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class AppNode:
+    """One `python -m sample_app` process."""
+
+    def __init__(self, name: str, env: dict[str, str], port: int | None = None):
+        self.name, self.port = name, port or free_port()
+        self.env = {**os.environ, "NODE_NAME": name, "APP_HOST": "127.0.0.1", "APP_PORT": str(self.port),
+                    "LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT), **env}
+        self.log = Path(tempfile.mkstemp(prefix=f"kit-app-{name}-", suffix=".log")[1])
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> "AppNode":
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "sample_app"], env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=ROOT)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"node {self.name} exited: {self.log.read_text()[-2000:]}")
+            return requests.get(self.url + "/ping", timeout=1).status_code == 200
+
+        wait_until(up, timeout, f"app node {self.name}")
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    def destroy(self) -> None:
+        self.stop()
+        self.log.unlink(missing_ok=True)
+
+
+class Nginx:
+    """A local Nginx in front of app nodes (round robin), for the benchmark's 'through a load balancer' figures."""
+
+    def __init__(self, backends: list[str], workers: int = 1):
+        self.port, self.backends, self.workers = free_port(), backends, workers
+        self.dir = Path(tempfile.mkdtemp(prefix="kit-nginx-"))
+        self.proc: subprocess.Popen | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Nginx":
+        servers = "\n".join(f"    server {backend};" for backend in self.backends)
+        (self.dir / "nginx.conf").write_text(f"""
+worker_processes {self.workers};
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {self.dir}/body; proxy_temp_path {self.dir}/proxy;
+  fastcgi_temp_path {self.dir}/fcgi; uwsgi_temp_path {self.dir}/uwsgi; scgi_temp_path {self.dir}/scgi;
+  upstream app {{
+{servers}
+    keepalive 64;
+  }}
+  server {{
+    listen 127.0.0.1:{self.port};
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $remote_addr;
+    }}
+  }}
+}}
+""")
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.proc = subprocess.Popen([nginx, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
+                                      "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: port_open(self.port), 10, "nginx")
+        return self
+
+    def destroy(self) -> None:
+        _stop(self.proc, signal.SIGQUIT)
+        shutil.rmtree(self.dir, ignore_errors=True)
