@@ -5,7 +5,8 @@
   older copy (the lag is measured on arrival and shown on /_replication/status and in the log).
 - Deltas carry the resulting value, not the operation (Tomcat's attribute semantics): concurrent increments of one
   session on two nodes overwrite each other (last writer wins). That is the cost of this strategy; the test suite
-  measures it.
+  measures it. Each value carries a Lamport version (clock, node), and a node applies a delta only when it is newer
+  than what it holds, so that whatever the order deltas arrive in, every node ends with the same value.
 - Requests between peers are authenticated with HMAC-SHA256 under REPLICATION_KEY, over a timestamp, the method,
   the path and the body; a request older than MAX_SKEW seconds is refused.
 - A starting node pulls the full state from the first peer that answers (/_replication/snapshot).
@@ -88,6 +89,8 @@ class ReplicatedStore(MemoryStore):
         self.key = key.encode()
         self.peers = [Peer(url) for url in peers]
         self.seq = 0
+        self.clock = 0  # Lamport clock: above every version this node has made or seen
+        self.versions: dict[str, dict[str, tuple[int, str]]] = {}  # handle -> field -> (clock, node)
         self.received = 0
         self.lag_ms: collections.deque[float] = collections.deque(maxlen=LAG_SAMPLES)
         self.snapshot_from = ""
@@ -112,9 +115,21 @@ class ReplicatedStore(MemoryStore):
 
     # -- outgoing -----------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _field(delta: dict[str, Any]) -> str:
+        return delta["field"] if delta["op"] == "set" else "d:" + delta["key"]
+
+    def _forget(self, handle: str) -> None:
+        super()._forget(handle)
+        self.versions.pop(handle, None)
+
     def _changed(self, op: str, handle: str, **fields: Any) -> None:
         self.seq += 1
-        delta = {"origin": self.node, "seq": self.seq, "ts": time.time(), "op": op, "sid": handle, **fields}
+        self.clock += 1
+        delta = {"origin": self.node, "seq": self.seq, "ts": time.time(), "clock": self.clock, "op": op,
+                 "sid": handle, **fields}
+        if op in ("set", "data_set", "data_del"):
+            self.versions.setdefault(handle, {})[self._field(delta)] = (self.clock, self.node)
         for peer in self.peers:
             peer.push(delta)
 
@@ -152,6 +167,7 @@ class ReplicatedStore(MemoryStore):
     def apply(self, deltas: list[dict[str, Any]]) -> None:
         now = time.time()
         for delta in deltas:
+            self.clock = max(self.clock, int(delta["clock"]))
             self._apply_one(delta)
             self.lag_ms.append(max(0.0, (now - float(delta["ts"])) * 1000))
         self.received += len(deltas)
@@ -167,6 +183,12 @@ class ReplicatedStore(MemoryStore):
         session = self._live(handle)
         if session is None:
             return
+        # Apply only what is newer than what this node holds: all nodes converge on the highest version.
+        version, field = (int(delta["clock"]), delta["origin"]), self._field(delta)
+        held = self.versions.setdefault(handle, {})
+        if version <= held.get(field, (0, "")):
+            return
+        held[field] = version
         if op == "set":
             setattr(session, delta["field"], delta["value"])
         elif op == "data_set":

@@ -17,10 +17,11 @@ def cluster(request, backends):
 
 
 def eventually(check, timeout: float = 3.0, interval: float = 0.02):
-    """Retry until check() returns a truthy value (replication is asynchronous); return it or fail with the last."""
+    """Retry until check() returns something other than None or False (replication is asynchronous); return it,
+    or the last result when time is up. (Not plain truthiness: a 4xx requests.Response is falsy.)"""
     deadline = time.monotonic() + timeout
     while True:
         result = check()
-        if result or time.monotonic() > deadline:
+        if (result is not None and result is not False) or time.monotonic() > deadline:
             return result
         time.sleep(interval)
