@@ -69,7 +69,7 @@ class PostgresStore(SessionStore):
         super().__init__(limits)
         self.pool = psycopg_pool.AsyncConnectionPool(
             url, min_size=pool_size, max_size=pool_size, open=False, timeout=2.0,
-            kwargs={"autocommit": True, "connect_timeout": 2}, reconnect_timeout=0)
+            kwargs={"autocommit": True, "connect_timeout": 2})
         self._schema_ready = False
         self._purger: asyncio.Task | None = None
 

@@ -1,0 +1,201 @@
+"""What one strategy does beyond the shared contract: cookie keys and size, token without cookies, replication's
+authentication, lag and catch-up, Redis through Sentinel, and the stores surviving an outage."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+import pytest
+import requests
+
+from sample_app.stores.replicated import AUTH_HEADER, sign
+from tests.support.client import SessionClient
+from tests.support.cluster import Backends, Cluster
+from tests.support.servers import AppNode, RedisServer, SentinelServer
+
+from .conftest import eventually
+
+
+def one_cluster(strategy, backends, size=2, **extra_env):
+    return Cluster(strategy, backends, size=size, extra_env=extra_env or None).start()
+
+
+# -- cookie -----------------------------------------------------------------------------------------------------
+
+def test_cookie_key_rotation(backends):
+    old, new = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    before = one_cluster("cookie", backends, size=1, SECRET_KEYS=old)
+    client = SessionClient()
+    try:
+        client.login(before.urls[0], "rotor")
+        client.post(before.urls[0] + "/session/counter")
+    finally:
+        before.destroy()
+    rotated = one_cluster("cookie", backends, size=1, SECRET_KEYS=f"{new},{old}")
+    dropped = one_cluster("cookie", backends, size=1, SECRET_KEYS=new)
+    try:
+        assert client.get(rotated.urls[0] + "/session").json()["counter"] == 1, "an old key must still verify"
+        client.post(rotated.urls[0] + "/session/counter")  # re-signed with the new key
+        assert client.get(dropped.urls[0] + "/session").json()["counter"] == 2, "the new key must sign"
+    finally:
+        rotated.destroy()
+        dropped.destroy()
+
+
+def test_cookie_refuses_to_grow_past_4096_bytes(backends):
+    cluster = one_cluster("cookie", backends, size=1)
+    try:
+        url = cluster.urls[0]
+        client = SessionClient()
+        client.login(url, "hoarder")
+        kept = None
+        for i in range(20):
+            response = client.request("PUT", f"{url}/session/data/blob{i}", json=secrets.token_hex(350))  # random: the serializer compresses
+            if response.status_code != 200:
+                kept = i
+                break
+        assert kept is not None, "the cookie never hit its size limit"
+        assert response.status_code == 413 and response.json()["error"] == "cookie_too_large"
+        assert "Set-Cookie" not in response.headers, "a refused change must not replace the client's cookie"
+        assert len(client.handle) + len("SESSION=") <= 4096
+        body = client.get(url + "/session").json()
+        assert sorted(body["data"]) == sorted(f"blob{i}" for i in range(kept)), "the old session must stay intact"
+    finally:
+        cluster.destroy()
+
+
+# -- token ------------------------------------------------------------------------------------------------------
+
+def test_token_ignores_cookies_and_sets_none(backends):
+    cluster = one_cluster("token", backends)
+    try:
+        client = SessionClient(bearer=True)
+        response = client.login(cluster.urls[0], "mobile")
+        token = response.json()["token"]
+        assert "Set-Cookie" not in response.headers
+        for url in cluster.urls:
+            assert requests.get(url + "/session", cookies={"SESSION": token}, timeout=5).status_code == 401
+            reply = client.get(url + "/session")
+            assert reply.status_code == 200 and "Set-Cookie" not in reply.headers
+        assert "Set-Cookie" not in client.post(cluster.urls[1] + "/session/counter").headers
+        stored = backends.redis.cli("KEYS", "token:*")
+        assert token not in stored, "the token itself must never be stored, only its hash"
+    finally:
+        cluster.destroy()
+
+
+# -- replication ------------------------------------------------------------------------------------------------
+
+def test_replication_refuses_unauthenticated_deltas(backends):
+    cluster = one_cluster("replication", backends)
+    try:
+        url = cluster.urls[0]
+        delta = b'[{"origin": "evil", "seq": 1, "ts": 0, "clock": 1, "op": "put", "sid": "' + b"A" * 43 + \
+            b'", "session": {"user": "root", "counter": 0, "data": {}, "created": 0}}]'
+        for headers in ({}, {AUTH_HEADER: "0:00"}, {AUTH_HEADER: sign(b"wrong key", "POST", "/_replication/deltas", delta)},
+                        {AUTH_HEADER: sign(cluster.env["REPLICATION_KEY"].encode(), "POST", "/_replication/deltas",
+                                           delta, now=time.time() - 3600)}):
+            response = requests.post(url + "/_replication/deltas", data=delta, headers=headers, timeout=5)
+            assert response.status_code == 401 and response.json()["error"] == "unauthenticated"
+        assert requests.post(url + "/_replication/snapshot", timeout=5).status_code == 401
+        forged = SessionClient()
+        forged.handle = "A" * 43
+        assert forged.get(url + "/session").status_code == 401
+        good = sign(cluster.env["REPLICATION_KEY"].encode(), "POST", "/_replication/deltas", b"{bad")
+        response = requests.post(url + "/_replication/deltas", data=b"{bad", headers={AUTH_HEADER: good}, timeout=5)
+        assert response.status_code == 400
+    finally:
+        cluster.destroy()
+
+
+def test_replication_exposes_lag_and_a_new_node_catches_up(backends):
+    cluster = one_cluster("replication", backends)
+    late = None
+    try:
+        client = SessionClient()
+        client.login(cluster.urls[0], "lagged")
+        for _ in range(5):
+            client.post(cluster.urls[0] + "/session/counter")
+        def caught_up():
+            status = requests.get(cluster.urls[1] + "/_replication/status", timeout=5).json()
+            return status if status["received"] >= 6 else None
+
+        status = eventually(caught_up)
+        assert status is not None
+        lag = status["lag_ms"]
+        assert lag["samples"] >= 6 and 0 <= lag["p50"] <= lag["p99"] <= lag["max"] < 5000
+        sender = requests.get(cluster.urls[0] + "/_replication/status", timeout=5).json()
+        assert sender["peers"][cluster.urls[1]]["sent"] >= 6
+        # A node started later pulls the whole state from a peer.
+        late = AppNode("node9", {**cluster.env, "PEERS": ",".join(cluster.urls)}).start()
+        assert client.get(late.url + "/session").json()["counter"] == 5
+        assert requests.get(late.url + "/_replication/status", timeout=5).json()["snapshot_from"] in cluster.urls
+    finally:
+        if late:
+            late.destroy()
+        cluster.destroy()
+
+
+# -- redis through Sentinel -------------------------------------------------------------------------------------
+
+def test_redis_through_sentinel(backends):
+    master = RedisServer().start()
+    sentinel = SentinelServer(master).start()
+    cluster = None
+    try:
+        cluster = Cluster("redis", Backends(redis=master), size=2, extra_env={
+            "REDIS_URL": f"redis://:{master.password}@127.0.0.1:1/0",  # host and port unused: Sentinel says where
+            "REDIS_SENTINELS": f"127.0.0.1:{sentinel.port}", "REDIS_SENTINEL_MASTER": "mymaster"}).start()
+        client = SessionClient()
+        assert client.login(cluster.urls[0], "sentinel").status_code == 200
+        assert client.post(cluster.urls[1] + "/session/counter").json()["counter"] == 1
+        assert master.cli("DBSIZE") == "1"
+    finally:
+        if cluster:
+            cluster.destroy()
+        sentinel.destroy()
+        master.destroy()
+
+
+# -- outages ----------------------------------------------------------------------------------------------------
+
+def _outage(cluster, stop, start):
+    client = SessionClient(bearer=cluster.bearer)
+    url = cluster.urls[0]
+    client.login(url, "survivor")
+    client.post(url + "/session/counter")
+    client.request("PUT", url + "/session/data/k", json=[1, 2])
+    stop()
+    try:
+        health = requests.get(url + "/healthz", timeout=10)
+        assert health.status_code == 503 and health.json()["error"] == "store_unavailable"
+        for method, path in (("GET", "/session"), ("POST", "/session/counter"), ("POST", "/login")):
+            response = client.request(method, url + path, json={"username": "x"} if path == "/login" else None)
+            assert response.status_code == 503, f"{method} {path}: {response.status_code} {response.text}"
+            assert response.json()["error"] == "store_unavailable"
+    finally:
+        start()
+    for node_url in cluster.urls:
+        assert eventually(lambda: requests.get(node_url + "/healthz", timeout=10).status_code == 200, timeout=15)
+    body = client.get(cluster.urls[1] + "/session").json()
+    assert body["counter"] == 1 and body["data"] == {"k": [1, 2]}, "the outage lost or changed the session"
+
+
+@pytest.mark.parametrize("strategy", ["redis", "token"])
+def test_redis_outage_is_503_and_loses_nothing(strategy):
+    redis = RedisServer().start()
+    cluster = Cluster(strategy, Backends(redis=redis), size=2).start()
+    try:
+        _outage(cluster, lambda: redis.stop(save=True), redis.start)
+    finally:
+        cluster.destroy()
+        redis.destroy()
+
+
+def test_postgres_outage_is_503_and_loses_nothing(backends):
+    cluster = Cluster("database", backends, size=2).start()
+    try:
+        _outage(cluster, backends.postgres.stop, backends.postgres.start)
+    finally:
+        cluster.destroy()
