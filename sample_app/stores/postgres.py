@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 import psycopg
 import psycopg_pool
 from psycopg.types.json import Jsonb
 
+from .batching import Batcher
 from .base import Change, Limits, Session, SessionStore, StoreUnavailable, is_valid_id, new_id, too_many_keys
 
 log = logging.getLogger("sample_app.database")
@@ -42,13 +43,18 @@ CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at);
 _TTL = "make_interval(secs => %(ttl)s)"
 _LIVE = "id = %(id)s AND expires_at > now()"
 
-LOAD = f"""SELECT username, counter, data, created, expires_at < now() + {_TTL} * 0.9 AS stale
-           FROM sessions WHERE {_LIVE}"""
-SLIDE = f"UPDATE sessions SET expires_at = now() + {_TTL} WHERE {_LIVE}"
+# Reads and increments are batched (batching.py): one statement answers every request of one event-loop turn.
+LOAD_MANY = f"""SELECT id, username, counter, data, created, expires_at < now() + {_TTL} * 0.9 AS stale
+                FROM sessions WHERE id = ANY(%(ids)s) AND expires_at > now()"""
+SLIDE_MANY = f"UPDATE sessions SET expires_at = now() + {_TTL} WHERE id = ANY(%(ids)s) AND expires_at > now()"
+# A session asked to increment n times in one batch is incremented by n in one atomic UPDATE; its requests then get
+# the n consecutive values, in the order they arrived.
+INCREMENT_MANY = f"""WITH wanted AS (SELECT id, count(*) AS n FROM unnest(%(ids)s::text[]) AS id GROUP BY id)
+                     UPDATE sessions s SET counter = s.counter + w.n, expires_at = now() + {_TTL}
+                     FROM wanted w WHERE s.id = w.id AND s.expires_at > now()
+                     RETURNING s.id, s.counter, w.n"""
 INSERT = f"""INSERT INTO sessions (id, username, counter, data, created, expires_at)
              VALUES (%(id)s, %(user)s, %(counter)s, %(data)s, %(created)s, now() + {_TTL})"""
-INCREMENT = f"""UPDATE sessions SET counter = counter + 1, expires_at = now() + {_TTL}
-                WHERE {_LIVE} RETURNING counter"""
 SET_DATA = f"""UPDATE sessions SET data = jsonb_set(data, ARRAY[%(key)s], %(value)s), expires_at = now() + {_TTL}
                WHERE {_LIVE} AND (data ? %(key)s OR (SELECT count(*) FROM jsonb_object_keys(data)) < %(max)s)
                RETURNING 1"""
@@ -72,6 +78,8 @@ class PostgresStore(SessionStore):
             kwargs={"autocommit": True, "connect_timeout": 2})
         self._schema_ready = False
         self._purger: asyncio.Task | None = None
+        self._loads = Batcher(self._load_many)
+        self._increments = Batcher(self._increment_many)
 
     async def start(self) -> None:
         await self.pool.open(wait=False)
@@ -120,22 +128,42 @@ class PostgresStore(SessionStore):
     async def create(self, session: Session) -> str:
         return await self._insert(new_id(), session)
 
+    async def _all(self, query: str, args: dict[str, Any]) -> list[tuple]:
+        async with self._cursor() as cur:
+            await cur.execute(query, args)
+            return await cur.fetchall()
+
+    async def _load_many(self, handles: Sequence[str]) -> list[Session | None]:
+        args = {"ids": list(set(handles)), "ttl": self.limits.ttl}
+        rows = {row[0]: row for row in await self._all(LOAD_MANY, args)}
+        stale = [handle for handle, row in rows.items() if row[5]]
+        if stale:
+            await self._all(SLIDE_MANY + " RETURNING 1", {**args, "ids": stale})
+        return [None if (row := rows.get(handle)) is None else
+                Session(user=row[1], counter=row[2], data=row[3], created=row[4]) for handle in handles]
+
+    async def _increment_many(self, handles: Sequence[str]) -> list[Change[int] | None]:
+        rows = await self._all(INCREMENT_MANY, {"ids": list(handles), "ttl": self.limits.ttl})
+        # handle -> the first of the n values its requests get
+        next_value = {handle: counter - n + 1 for handle, counter, n in rows}
+        results: list[Change[int] | None] = []
+        for handle in handles:
+            if handle in next_value:
+                results.append(Change(next_value[handle]))
+                next_value[handle] += 1
+            else:
+                results.append(None)
+        return results
+
     async def load(self, handle: str) -> Session | None:
         if not is_valid_id(handle):
             return None
-        row = await self._one(LOAD, self._args(handle))
-        if row is None:
-            return None
-        user, counter, data, created, stale = row
-        if stale:
-            await self._one(SLIDE + " RETURNING 1", self._args(handle))
-        return Session(user=user, counter=counter, data=data, created=created)
+        return await self._loads.submit(handle)
 
     async def increment(self, handle: str) -> Change[int] | None:
         if not is_valid_id(handle):
             return None
-        row = await self._one(INCREMENT, self._args(handle))
-        return None if row is None else Change(row[0])
+        return await self._increments.submit(handle)
 
     async def set_data(self, handle: str, key: str, value: Any) -> Change[None] | None:
         if not is_valid_id(handle):

@@ -1,0 +1,138 @@
+"""Session benchmark: what each strategy costs per request, beside a no-session endpoint of the same process.
+
+    python -m benchmarks.sessions [--strategies redis,token] [--seconds 5] [--sessions 200] [--json out.json]
+
+For each strategy it starts real servers on loopback (Redis, PostgreSQL from the Debian packages), one app node
+(replication: two, loading the first, so that every change is really sent to a peer), logs in --sessions distinct
+sessions, and drives wrk (-t1 -c32) at:
+  GET /ping             no session at all: the baseline, same process, same run
+  GET /session          load the session (the handle rotates over all sessions)
+  POST /session/counter change the session
+first straight at the app, then through a local Nginx (1 worker, upstream keepalive) when nginx is installed.
+It prints requests/s, p50 and p99 latency, and each session endpoint's throughput as a ratio of the baseline.
+
+This is a benchmark, not a test: nothing is asserted. The machine is shared and noisy; compare ratios within a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sample_app.settings import STRATEGIES
+from tests.support.client import SessionClient
+from tests.support.cluster import Backends, Cluster
+from tests.support.servers import Nginx, PostgresServer, RedisServer
+
+ENDPOINTS = (("baseline", "GET", "/ping"), ("read", "GET", "/session"), ("change", "POST", "/session/counter"))
+GOALS = {"redis": 0.8, "token": 0.8, "database": 0.6}  # issue #2: throughput as a fraction of the baseline
+
+LUA = """
+local handles = {%(handles)s}
+local i = 0
+request = function()
+  i = i + 1
+  local h = handles[(i %% #handles) + 1]
+  return wrk.format("%(method)s", "%(path)s", {["%(header)s"] = "%(prefix)s" .. h})
+end
+"""
+
+
+def _unit_ms(value: str) -> float:
+    number, unit = float(re.match(r"[\d.]+", value).group()), re.sub(r"[\d.]+", "", value)
+    return number * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, method: str, path: str, handles: list[str], bearer: bool, seconds: float,
+        connections: int = 32) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(LUA % {"handles": ",".join(json.dumps(h) for h in handles) or '""', "method": method,
+                            "path": path, "header": "Authorization" if bearer else "Cookie",
+                            "prefix": "Bearer " if bearer else "SESSION="})
+    try:
+        command = ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", script.name, url]
+        output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    finally:
+        Path(script.name).unlink()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", output, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {"rps": rps, "p50_ms": _unit_ms(latency["50"]), "p99_ms": _unit_ms(latency["99"]),
+            "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def bench_strategy(strategy: str, backends: Backends, args) -> list[dict]:
+    cluster = Cluster(strategy, backends, size=2 if strategy == "replication" else 1).start()
+    nginx = Nginx([cluster.urls[0].removeprefix("http://")]).start() if Nginx.available() and not args.direct_only \
+        else None
+    rows = []
+    try:
+        handles = []
+        for i in range(args.sessions):
+            client = SessionClient(bearer=cluster.bearer)
+            assert client.login(cluster.urls[0], f"user{i}").status_code == 200
+            handles.append(client.handle)
+        targets = [("direct", cluster.urls[0])] + ([("nginx", nginx.url)] if nginx else [])
+        for via, url in targets:
+            wrk(url, "GET", "/ping", [], False, 1)  # warm up: connections, code paths, caches
+            baseline = None
+            for name, method, path in ENDPOINTS:
+                result = wrk(url, method, path, handles, cluster.bearer, args.seconds)
+                baseline = baseline or result["rps"]
+                row = {"strategy": strategy, "via": via, "endpoint": f"{method} {path}", **result,
+                       "ratio": result["rps"] / baseline}
+                rows.append(row)
+                print_row(row)
+    finally:
+        if nginx:
+            nginx.destroy()
+        cluster.destroy()
+    return rows
+
+
+def print_row(row: dict) -> None:
+    goal = GOALS.get(row["strategy"]) if row["endpoint"] != "GET /ping" else None
+    mark = "" if goal is None else (f"  goal {goal:.1f}x " + ("met" if row["ratio"] >= goal else "NOT met"))
+    errors = f"  ({row['non_2xx']} non-2xx!)" if row["non_2xx"] else ""
+    print(f"{row['strategy']:12s} {row['via']:7s} {row['endpoint']:22s} {row['rps']:9.0f} req/s  "
+          f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  {row['ratio']:5.2f}x{mark}{errors}", flush=True)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--direct-only", action="store_true", help="skip the runs through Nginx")
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args(argv)
+    strategies = [s for s in args.strategies.split(",") if s]
+    unknown = set(strategies) - set(STRATEGIES)
+    if unknown:
+        parser.error(f"--strategies: unknown {', '.join(sorted(unknown))} (choose from {', '.join(STRATEGIES)})")
+    if not shutil.which("wrk"):
+        parser.error("wrk is not installed (apt-get install wrk, or ./kit setup)")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  wrk -t1 -c32 -d{args.seconds}s, {args.sessions} sessions, "
+          f"one app process; ratio = req/s / GET /ping req/s of the same process and path, same run", flush=True)
+    backends = Backends(redis=RedisServer().start(), postgres=PostgresServer().start())
+    rows = []
+    try:
+        for strategy in strategies:
+            rows += bench_strategy(strategy, backends, args)
+    finally:
+        backends.redis.destroy()
+        backends.postgres.destroy()
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
