@@ -13,8 +13,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 
+from .batching import Batcher
 from .base import Change, Limits, Session, SessionStore, StoreUnavailable, is_valid_id, new_id, too_many_keys
 from .resp import LeanRedis, RedisError
 
@@ -34,17 +35,29 @@ end
 return 1
 """
 
-LOAD = """
-local fields = redis.call('HGETALL', KEYS[1])
-if #fields > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return fields
+# Reads and increments of one event-loop turn go to Redis as one script call over all their keys (batching.py):
+# one command to pack, send, parse and wait for instead of one per request.
+LOAD_MANY = """
+local result = {}
+for i, key in ipairs(KEYS) do
+  local fields = redis.call('HGETALL', key)
+  if #fields > 0 then redis.call('PEXPIRE', key, ARGV[1]) end
+  result[i] = fields
+end
+return result
 """
 
-INCREMENT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local n = redis.call('HINCRBY', KEYS[1], 'counter', 1)
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return n
+INCREMENT_MANY = """
+local result = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    result[i] = redis.call('HINCRBY', key, 'counter', 1)
+    redis.call('PEXPIRE', key, ARGV[1])
+  else
+    result[i] = false
+  end
+end
+return result
 """
 
 SET_DATA = """
@@ -89,6 +102,8 @@ class RedisStore(SessionStore):
         super().__init__(limits)
         self.redis = redis
         self.ttl_ms = limits.ttl * 1000
+        self._loads = Batcher(self._load_many)
+        self._increments = Batcher(self._increment_many)
 
     async def close(self) -> None:
         await self.redis.close()
@@ -136,16 +151,23 @@ class RedisStore(SessionStore):
         return Session(user=user.decode(), counter=int(counter), created=float(created),
                        data={name[2:].decode(): json.loads(value) for name, value in fields.items()})
 
+    async def _load_many(self, handles: Sequence[str]) -> list[Session | None]:
+        replies = await self._call(self.redis.script(LOAD_MANY, [self.key(h) for h in handles], [self.ttl_ms]))
+        return [self._parse(flat) for flat in replies]
+
+    async def _increment_many(self, handles: Sequence[str]) -> list[Change[int] | None]:
+        replies = await self._call(self.redis.script(INCREMENT_MANY, [self.key(h) for h in handles], [self.ttl_ms]))
+        return [None if counter is None else Change(counter) for counter in replies]
+
     async def load(self, handle: str) -> Session | None:
         if not is_valid_id(handle):
             return None
-        return self._parse(await self._call(self.redis.script(LOAD, [self.key(handle)], [self.ttl_ms])))
+        return await self._loads.submit(handle)
 
     async def increment(self, handle: str) -> Change[int] | None:
         if not is_valid_id(handle):
             return None
-        counter = await self._call(self.redis.script(INCREMENT, [self.key(handle)], [self.ttl_ms]))
-        return None if counter is None else Change(counter)
+        return await self._increments.submit(handle)
 
     async def set_data(self, handle: str, key: str, value: Any) -> Change[None] | None:
         if not is_valid_id(handle):
