@@ -1,0 +1,46 @@
+"""python -m lab up [--hosts N] | down [--purge] | status   (as root, on Debian 12)
+
+The lab's directories can be moved with LAB_DIR (state) and LAB_CACHE (image, package cache), its addresses with
+LAB_SUBNET (a free /24, default 10.213.0.0/24).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import config, control
+from .sh import LabError
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the lab (idempotent; grows or shrinks it to --hosts)")
+    up.add_argument("--hosts", type=int, default=config.DEFAULT_HOSTS)
+    down = sub.add_parser("down", help="stop every host and remove everything the lab made")
+    down.add_argument("--purge", action="store_true", help="also drop the cached image and package cache")
+    sub.add_parser("status", help="list hosts, addresses, state and memory")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            control.up(args.hosts)
+        elif args.command == "down":
+            control.down(args.purge)
+        else:
+            rows = control.status()
+            if not rows:
+                print("lab: no hosts")
+            for row in rows:
+                print(f"{row['name']:6s} {row['ip']:15s} {row['state']:10s} {row['memory_mib']:7.1f} MiB")
+    except LabError as error:
+        print(f"lab: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lab: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

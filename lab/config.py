@@ -1,0 +1,81 @@
+"""Where the lab keeps things and what it calls them. Every name it creates starts with PREFIX, so that `up` and
+`down` recognise their own leftovers (and only those) after a run that was killed."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from pathlib import Path
+
+PREFIX = "skl"  # session-kit lab: netns skl-lab1, veth skl-lab1, bridge sklbr0, cgroups skl/lab1
+BRIDGE = f"{PREFIX}br0"
+SUITE = "bookworm"
+DEFAULT_HOSTS = 4  # lab1: load balancer + Redis + PostgreSQL; lab2-lab4: app nodes (see inventories/lab.py)
+MAX_HOSTS = 40
+PROXY_PORT = 3142 + 10_000  # apt-cacher-ng's port + 10000: not the packaged instance's
+BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "ca-certificates", "python3",
+                 "curl", "procps", "netbase", "sudo", "gnupg")
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+    state: Path  # the running lab: hosts, keys, proxy, inventory data
+    cache: Path  # the debootstrap image, kept across labs (down --purge drops it)
+
+    @property
+    def base(self) -> Path:
+        return self.cache / f"base-{SUITE}"
+
+    @property
+    def hosts(self) -> Path:
+        return self.state / "hosts"
+
+    @property
+    def ssh(self) -> Path:
+        return self.state / "ssh"
+
+    @property
+    def key(self) -> Path:
+        return self.ssh / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.ssh / "known_hosts"
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.ssh / "config"
+
+    @property
+    def proxy(self) -> Path:
+        return self.state / "proxy"
+
+    @property
+    def inventory(self) -> Path:
+        return self.state / "hosts.json"
+
+
+def paths() -> Paths:
+    return Paths(state=Path(os.environ.get("LAB_DIR", "/var/lib/session-kit-lab")),
+                 cache=Path(os.environ.get("LAB_CACHE", "/var/cache/session-kit-lab")))
+
+
+def subnet() -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(os.environ.get("LAB_SUBNET", "10.213.0.0/24"))
+
+
+def bridge_ip() -> ipaddress.IPv4Address:
+    return subnet().network_address + 1
+
+
+def host_name(index: int) -> str:
+    return f"lab{index}"
+
+
+def host_ip(index: int) -> ipaddress.IPv4Address:
+    return subnet().network_address + 10 + index
+
+
+def netns(name: str) -> str:
+    return f"{PREFIX}-{name}"

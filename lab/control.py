@@ -1,0 +1,205 @@
+"""up, down and status: the lab as a whole."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from . import config, image, network, proxy, ssh
+from .hosts import CGROUP_ROOTS, Host
+from .mirror import machine_mirror
+from .sh import LabError, Progress, run
+
+
+def preflight() -> None:
+    """Everything the lab needs from the machine, checked before anything is made."""
+    if os.geteuid() != 0:
+        raise LabError("must run as root: the lab creates network namespaces, mounts and containers")
+    release = Path("/etc/os-release").read_text() if Path("/etc/os-release").exists() else ""
+    if "ID=debian" not in release.splitlines():
+        raise LabError("needs Debian (12, bookworm): /etc/os-release does not say ID=debian")
+    for command in ("debootstrap", "systemd-nspawn", "ip", "ssh", "ssh-keygen", "apt-cacher-ng", "mount"):
+        if shutil.which(command) is None:
+            raise LabError(f"{command}: not installed (./kit setup installs what the lab needs)")
+    if "overlay" not in Path("/proc/filesystems").read_text():
+        run(["modprobe", "overlay"], check=False)
+        if "overlay" not in Path("/proc/filesystems").read_text():
+            raise LabError("the kernel has no overlay filesystem (modprobe overlay failed)")
+    if not Path("/proc/self/ns/net").exists():
+        raise LabError("the kernel has no network namespaces")
+    if not any(root.exists() for root in CGROUP_ROOTS):
+        raise LabError("no cgroup hierarchy at /sys/fs/cgroup/systemd or /sys/fs/cgroup/unified")
+    network.check_subnet_free()
+
+
+def recorded(state: config.Paths) -> list[Host]:
+    """Every host this lab has a trace of: a directory, a namespace or a cgroup named like its own."""
+    indexes: set[int] = set()
+    if state.hosts.exists():
+        indexes.update(int(p.name[3:]) for p in state.hosts.iterdir() if p.name[3:].isdigit())
+    for ns in network.own_netns():
+        suffix = ns.removeprefix(config.PREFIX + "-lab")
+        if suffix.isdigit():
+            indexes.add(int(suffix))
+    for root in CGROUP_ROOTS:
+        group = root / config.PREFIX
+        if group.exists():
+            indexes.update(int(p.name[3:]) for p in group.iterdir() if p.is_dir() and p.name[3:].isdigit())
+    return [Host(state, i) for i in sorted(indexes)]
+
+
+def healthy(state: config.Paths, host: Host) -> bool:
+    if host.pid() is None or not host.mounted() or not Path(f"/run/netns/{config.netns(host.name)}").exists():
+        return False
+    return ssh.ssh(state, host.name, "systemctl is-system-running", timeout=10).stdout.strip() == "running"
+
+
+def up(count: int) -> dict:
+    if not 1 <= count <= config.MAX_HOSTS:
+        raise LabError(f"--hosts: must be between 1 and {config.MAX_HOSTS}, got {count}")
+    preflight()
+    state = config.paths()
+    progress = Progress()
+    made: list[Host] = []
+    bridge_made = proxy_made = False
+    try:
+        with progress.step("image"):
+            if image.ready(state.base):
+                print(f"         cached at {state.base}", flush=True)
+            else:
+                image.build(state.base)
+                print(f"         built {state.base}: {image.size_mb(state.base)} MB", flush=True)
+        mirror = machine_mirror(config.SUITE)
+        with progress.step("network and apt proxy"):
+            bridge_made = network.ensure_bridge()
+            proxy_made = proxy.ensure(state)
+            public_key = ssh.ensure_key(state)
+        wanted = [Host(state, i) for i in range(1, count + 1)]
+        existing = {h.index: h for h in recorded(state)}
+        with progress.step("check existing hosts"):
+            keep = {h.index for h in wanted if h.index in existing and state.ssh_config.exists() and healthy(state, h)}
+            for index, host in existing.items():
+                if index not in keep:
+                    host.destroy()  # beyond N, or a leftover of a run that was killed
+        todo = [h for h in wanted if h.index not in keep]
+        if todo:
+            with progress.step(f"start {len(todo)} host(s)"):
+                everyone = [(h.name, h.ip) for h in wanted]
+                for host in todo:
+                    made.append(host)
+                    host.create(everyone, mirror, proxy.url(), public_key)
+                for host in todo:
+                    host.boot()
+                ssh.write_config(state, wanted)
+                with concurrent.futures.ThreadPoolExecutor(len(todo)) as pool:
+                    list(pool.map(lambda h: ssh.wait_running(state, h), todo))
+        ssh.write_config(state, wanted)
+        if keep and not todo:
+            for host in wanted:  # a second `up` re-checks the hosts it kept
+                ssh.wait_running(state, host)
+        data = describe(state, wanted)
+        state.inventory.write_text(json.dumps(data, indent=2) + "\n")
+    except BaseException:
+        # Nothing half made: what this call created goes away again.
+        for host in made:
+            host.destroy()
+        if not [h for h in recorded(state) if h.pid() is not None]:
+            if proxy_made:
+                proxy.stop(state)
+            if bridge_made:
+                network.remove_bridge()
+        raise
+    total = sum(progress.times.values())
+    print(f"lab up: {count} host(s) running ({len(keep)} kept, {len(todo)} started) in {total:.1f}s; "
+          f"ssh -F {state.ssh_config} lab1", flush=True)
+    return data
+
+
+def describe(state: config.Paths, hosts: list[Host]) -> dict:
+    return {
+        "subnet": str(config.subnet()), "gateway": str(config.bridge_ip()), "apt_proxy": proxy.url(),
+        "ssh_key": str(state.key), "known_hosts": str(state.known_hosts), "ssh_config": str(state.ssh_config),
+        "hosts": [{"name": h.name, "ip": str(h.ip)} for h in hosts],
+    }
+
+
+def _ssh_clients(state: config.Paths) -> list[int]:
+    """ssh processes (ControlMaster ones included) that talk to the lab's hosts."""
+    marks = (str(state.ssh_config), str(state.key), config.subnet().network_address.exploded.rsplit(".", 1)[0] + ".")
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline.startswith("ssh") and any(mark in cmdline for mark in marks):
+            found.append(int(proc.name))
+    return found
+
+
+def leftovers(state: config.Paths) -> list[str]:
+    left = []
+    mounts = Path("/proc/mounts").read_text()
+    left += [f"mount {line.split()[1]}" for line in mounts.splitlines() if str(state.hosts) in line]
+    left += [f"netns {ns}" for ns in network.own_netns()]
+    left += [f"link {link}" for link in network.own_links()]
+    left += [f"cgroup {root / config.PREFIX}" for root in CGROUP_ROOTS if (root / config.PREFIX).exists()]
+    if proxy.pid(state) is not None:
+        left.append("apt proxy process")
+    left += [f"ssh process {pid}" for pid in _ssh_clients(state)]
+    left += [f"host directory {p}" for p in state.hosts.glob("*")] if state.hosts.exists() else []
+    return left
+
+
+def down(purge: bool = False) -> None:
+    if os.geteuid() != 0:
+        raise LabError("must run as root: the lab's namespaces, mounts and containers belong to root")
+    state = config.paths()
+    progress = Progress()
+    with progress.step("stop hosts"):
+        hosts = recorded(state)
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(hosts))) as pool:
+            list(pool.map(lambda h: h.destroy(), hosts))
+    with progress.step("remove network, proxy, ssh clients"):
+        for pid in _ssh_clients(state):
+            try:
+                os.kill(pid, 15)
+            except OSError:
+                pass
+        proxy.stop(state)
+        network.remove_bridge()
+        for root in CGROUP_ROOTS:
+            group = root / config.PREFIX
+            if group.exists():
+                group.rmdir()
+        for path in (state.hosts, state.inventory, state.ssh_config, state.known_hosts):
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+    if purge:
+        with progress.step("purge cached image and package cache"):
+            run(["rm", "-rf", "--one-file-system", str(state.cache)])
+            run(["rm", "-rf", "--one-file-system", str(state.state)])
+    left = leftovers(state)
+    if left:
+        raise LabError("lab down: left behind: " + "; ".join(left))
+    print(f"lab down: nothing left (no hosts, mounts, namespaces, links, cgroups or proxy) in "
+          f"{sum(progress.times.values()):.1f}s" + (" ; cached image purged" if purge else ""), flush=True)
+
+
+def status() -> list[dict]:
+    state = config.paths()
+    rows = []
+    for host in recorded(state):
+        alive = host.pid() is not None
+        answer = ssh.ssh(state, host.name, "systemctl is-system-running", timeout=10).stdout.strip() if alive else ""
+        rows.append({"name": host.name, "ip": str(host.ip), "state": answer or ("stopped" if not alive else "?"),
+                     "memory_mib": round(host.memory_mib(), 1)})
+    return rows

@@ -1,0 +1,159 @@
+"""One lab host: an overlay over the base image, its own identity, and systemd-nspawn booting it in its netns."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from . import config, network
+from .mirror import Mirror
+from .sh import LabError, run
+
+CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
+
+
+class Host:
+    def __init__(self, state: config.Paths, index: int):
+        self.state, self.index = state, index
+        self.name, self.ip = config.host_name(index), config.host_ip(index)
+        self.dir = state.hosts / self.name
+        self.root = self.dir / "root"
+
+    # -- what is there ---------------------------------------------------------------------------------------------
+
+    def cgroups(self) -> list[Path]:
+        return [root / config.PREFIX / self.name for root in CGROUP_ROOTS if root.exists()]
+
+    def pid(self) -> int | None:
+        try:
+            value = int((self.dir / "nspawn.pid").read_text())
+            cmdline = Path(f"/proc/{value}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return value if b"systemd-nspawn" in cmdline and str(self.root).encode() in cmdline else None
+
+    def processes(self) -> list[int]:
+        pids: set[int] = set()
+        for cgroup in self.cgroups():
+            for procs in cgroup.rglob("cgroup.procs") if cgroup.exists() else ():
+                try:
+                    pids.update(int(p) for p in procs.read_text().split())
+                except OSError:
+                    pass
+        return sorted(pids)
+
+    def memory_mib(self) -> float:
+        """Proportional set size of every process of the host (nspawn included), in MiB."""
+        total = 0
+        for value in self.processes():
+            try:
+                for line in Path(f"/proc/{value}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+            except OSError:
+                continue
+        return total / 1024
+
+    def mounted(self) -> bool:
+        return os.path.ismount(self.root)
+
+    # -- making it -------------------------------------------------------------------------------------------------
+
+    def create(self, all_hosts: list[tuple[str, ipaddress.IPv4Address]], mirror: Mirror, proxy_url: str,
+               public_key: str) -> None:
+        self.destroy()
+        for sub in ("upper", "work", "root"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        run(["mount", "-t", "overlay", "overlay", "-o",
+             f"lowerdir={self.state.base},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}", str(self.root)])
+        etc = self.root / "etc"
+        (etc / "hostname").write_text(self.name + "\n")
+        (etc / "machine-id").write_text(uuid.uuid4().hex + "\n")
+        (etc / "hosts").write_text("127.0.0.1 localhost\n" + "".join(f"{ip} {name}\n" for name, ip in all_hosts))
+        resolv = etc / "resolv.conf"
+        resolv.unlink(missing_ok=True)
+        # No DNS is reachable: point at the bridge and fail fast instead of hanging on the machine's nameserver.
+        resolv.write_text(f"nameserver {config.bridge_ip()}\noptions timeout:1 attempts:1\n")
+        (etc / "apt/apt.conf.d/01session-kit-proxy").write_text(f'Acquire::http::Proxy "{proxy_url}";\n')
+        sources = f"deb {Mirror.http(mirror.debian)} {config.SUITE} main\n" \
+                  f"deb {Mirror.http(mirror.debian)} {config.SUITE}-updates main\n"
+        if mirror.security:
+            sources += f"deb {Mirror.http(mirror.security)} {config.SUITE}-security main\n"
+        (etc / "apt/sources.list").write_text(sources)
+        run(["ssh-keygen", "-A", "-f", str(self.root)])
+        ssh_dir = self.root / "root/.ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        (ssh_dir / "authorized_keys").write_text(public_key)
+        (ssh_dir / "authorized_keys").chmod(0o600)
+        network.add_host(self.name, self.ip)
+
+    def host_key(self) -> str:
+        return (self.root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
+
+    def boot(self) -> None:
+        cgroups = self.cgroups()
+        for cgroup in cgroups:
+            cgroup.mkdir(parents=True, exist_ok=True)
+
+        def join_own_cgroups() -> None:
+            # Without this, every container shares one cgroup and their systemds see each other's units.
+            for cgroup in cgroups:
+                (cgroup / "cgroup.procs").write_text(str(os.getpid()))
+
+        log = open(self.dir / "console.log", "ab")
+        proc = subprocess.Popen(
+            ["systemd-nspawn", "-D", str(self.root), "-M", self.name, "--boot",
+             f"--network-namespace-path=/run/netns/{config.netns(self.name)}", "--register=no", "--keep-unit",
+             "--resolv-conf=off", "--timezone=off", "--link-journal=no", "--console=read-only"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, preexec_fn=join_own_cgroups)
+        (self.dir / "nspawn.pid").write_text(str(proc.pid))
+
+    # -- unmaking it -----------------------------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 15) -> None:
+        value = self.pid()
+        if value is not None:
+            os.kill(value, signal.SIGTERM)  # nspawn asks the guest's systemd for a clean poweroff
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.pid() is not None:
+                time.sleep(0.1)
+        for _ in range(3):  # whatever is left in the host's cgroups, nspawn included after a timeout
+            left = self.processes()
+            if not left:
+                break
+            for value in left:
+                try:
+                    os.kill(value, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.2)
+
+    def destroy(self) -> None:
+        self.stop()
+        if self.mounted():
+            run(["umount", str(self.root)], check=False)
+            if self.mounted():
+                run(["umount", "-l", str(self.root)])
+        network.remove_host(self.name)
+        for cgroup in self.cgroups():
+            for sub in sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+                try:
+                    sub.rmdir()
+                except OSError:
+                    pass
+            try:
+                cgroup.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                raise LabError(f"cgroup {cgroup} still busy: {error}") from None
+        if self.dir.exists():
+            if self.mounted():
+                raise LabError(f"{self.root} is still mounted: not removing it")
+            run(["rm", "-rf", "--one-file-system", str(self.dir)])
