@@ -1,0 +1,68 @@
+"""The sample app on each app node: a venv installed from the uploaded wheelhouse, its environment file and systemd
+unit from templates. It restarts only when its code, settings or unit changed."""
+
+from __future__ import annotations
+
+from gevent.lock import BoundedSemaphore
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.server import Command
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from session_kit.defaults import APP_DEFAULTS
+from session_kit.strategies import app_environment
+
+from . import wheelhouse
+from .cluster import Cluster, private_ip, template
+
+UNIT = "/etc/systemd/system/session-kit-app.service"
+ENV = "/etc/session-kit/app.env"
+_built: dict[str, object] = {}
+# pyinfra prepares hosts in gevent greenlets: the first builds, the others wait for it.
+_building = BoundedSemaphore()
+
+
+def built_wheelhouse():
+    """Build once per pyinfra run (site.py runs once per host)."""
+    with _building:
+        if "path" not in _built:
+            _built["path"] = wheelhouse.build()
+            _built["hash"] = wheelhouse.combined_hash(_built["path"])
+    return _built["path"], _built["hash"]
+
+
+@deploy("sample_app node", data_defaults=APP_DEFAULTS)
+def install_app(cluster: Cluster) -> None:
+    values = {k: host.data.get(k) for k in APP_DEFAULTS}
+    app_dir, user = values["app_dir"], values["app_user"]
+    local_wheels, wheels_hash = built_wheelhouse()
+    apt.packages(name="Install python3-venv", packages=["python3-venv"], update=True, cache_time=3600)
+    server.user(name="App user", user=user, system=True, home=app_dir, shell="/usr/sbin/nologin",
+                create_home=False)
+    files.directory(name="App directory", path=app_dir, user="root", group="root", mode="755")
+    files.sync(name="Upload the wheelhouse", src=str(local_wheels), dest=f"{app_dir}/wheelhouse", delete=True,
+               exclude=[".complete"], user="root", group="root", mode="644")
+    marker = f"{app_dir}/venv/.session-kit-wheels"
+    installed = host.get_fact(Command, f"cat {marker} 2>/dev/null || true")
+    install = server.shell(
+        name="Install the app into its venv (pip --no-index)",
+        commands=[f"test -x {app_dir}/venv/bin/python || python3 -m venv {app_dir}/venv",
+                  f"{app_dir}/venv/bin/pip install -q --no-index --find-links {app_dir}/wheelhouse "
+                  f"--force-reinstall session-kit",
+                  f"echo {wheels_hash} > {marker}"],
+        _if=lambda: (installed or "").strip() != wheels_hash)
+    me = private_ip(host)
+    env = app_environment(
+        cluster.strategy, {**cluster.vars, **values}, cluster.secrets, node=host.name, private_ip=me,
+        peers=[node["ip"] for node in cluster.nodes("app") if node["ip"] != me],
+        redis_ip=cluster.first_ip("redis"), db_ip=cluster.first_ip("db"))
+    env["FORWARDED_ALLOW_IPS"] = ",".join(node["ip"] for node in cluster.nodes("lb"))
+    env_file = files.template(name="App settings", src=template(ENV), dest=ENV, user="root", group=user,
+                              mode="640", env=env)
+    unit = files.template(name="App unit", src=template(UNIT), dest=UNIT, mode="644", strategy=cluster.strategy.name,
+                          **values)
+    systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
+    systemd.service(name="Restart the app", service="session-kit-app", restarted=True,
+                    _if=any_changed(install, env_file, unit))
+    systemd.service(name="Keep the app running and enabled", service="session-kit-app", running=True, enabled=True)

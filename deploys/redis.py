@@ -1,0 +1,25 @@
+"""Redis for the redis and token strategies: bound to the private address, password required, protected mode on."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, systemd
+
+from session_kit.defaults import REDIS_DEFAULTS
+
+from .cluster import Cluster, private_ip, template
+
+CONF = "/etc/redis/redis.conf"
+
+
+@deploy("Redis session store", data_defaults=REDIS_DEFAULTS)
+def install_redis(cluster: Cluster) -> None:
+    apt.packages(name="Install redis-server", packages=["redis-server"], update=True, cache_time=3600)
+    conf = files.template(
+        name="Render redis.conf", src=template(CONF), dest=CONF, user="redis", group="redis", mode="640",
+        private_ip=private_ip(host), redis_password=cluster.secrets["redis_password"],
+        **{k: host.data.get(k) for k in REDIS_DEFAULTS})
+    # Redis cannot reload its configuration: a changed file means a restart.
+    systemd.service(name="Restart redis", service="redis-server", restarted=True, _if=conf.did_change)
+    systemd.service(name="Keep redis running and enabled", service="redis-server", running=True, enabled=True)

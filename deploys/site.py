@@ -1,0 +1,25 @@
+"""Apply everything by group:  pyinfra -y INVENTORY deploys/site.py [--data session_strategy=X]
+
+The inventory is checked first (session_kit/validate.py): a mistake stops the run, with one line naming it, before
+any operation exists. Only what the chosen strategy needs is deployed: Redis for redis and token, PostgreSQL for
+database; the load balancer and the app nodes always.
+"""
+
+from pyinfra import host, inventory
+
+from deploys.app import install_app
+from deploys.cluster import Cluster
+from deploys.nginx import install_nginx
+from deploys.postgres import install_postgres
+from deploys.redis import install_redis
+
+cluster = Cluster(host, inventory)
+
+if cluster.has_role("redis") and "redis" in cluster.strategy.needs:
+    install_redis(cluster)
+if cluster.has_role("db") and "db" in cluster.strategy.needs:
+    install_postgres(cluster)
+if cluster.has_role("app"):
+    install_app(cluster)
+if cluster.has_role("lb"):
+    install_nginx(cluster)

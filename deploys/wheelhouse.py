@@ -1,0 +1,65 @@
+"""The sample app as a wheelhouse, built on the controller: the app's wheel and every dependency's, for the hosts'
+Python (3.11 on Debian 12) and CPU. The hosts install it with `pip --no-index` and never reach PyPI.
+
+Built once per version of the app's sources (pyproject.toml and sample_app/) into build/wheelhouse-HASH, and reused:
+the same files each apply, so uploading them again changes nothing on the hosts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .cluster import ROOT
+
+HOST_PYTHON = "3.11.2"  # Debian 12's python3
+# pip download evaluates python_full_version markers against the controller's own interpreter, not --python-version:
+# what the hosts' 3.11.2 needs beyond that is named here (redis-py: async-timeout on Python < 3.11.3).
+MARKER_EXTRAS = ("async-timeout>=4.0.3",)
+
+
+def source_hash() -> str:
+    digest = hashlib.sha256(HOST_PYTHON.encode())
+    for path in [ROOT / "pyproject.toml", Path(__file__), *sorted((ROOT / "sample_app").rglob("*.py"))]:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build() -> Path:
+    target = ROOT / "build" / f"wheelhouse-{source_hash()}"
+    if (target / ".complete").exists():
+        return target
+    for old in (ROOT / "build").glob("wheelhouse-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    app_dir = tmp.with_name(tmp.name + "-app")
+    shutil.rmtree(app_dir, ignore_errors=True)
+    subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(app_dir), str(ROOT)], check=True,
+                   stdout=subprocess.DEVNULL)
+    (app_wheel,) = app_dir.glob("session_kit-*.whl")
+    for leftover in ("lib", f"bdist.linux-{platform.machine()}"):  # setuptools' in-tree build directories
+        shutil.rmtree(ROOT / "build" / leftover, ignore_errors=True)
+    machine = platform.machine()
+    subprocess.run([*pip, "download", "--dest", str(tmp), "--only-binary=:all:", "--python-version", HOST_PYTHON,
+                    "--implementation", "cp", "--abi", "cp311", "--abi", "abi3", "--abi", "none",
+                    "--platform", f"manylinux2014_{machine}", "--platform", f"manylinux_2_17_{machine}",
+                    "--platform", f"manylinux_2_28_{machine}", "--platform", "any", str(app_wheel), *MARKER_EXTRAS],
+                   check=True, stdout=subprocess.DEVNULL)
+    shutil.rmtree(app_dir)
+    (tmp / ".complete").write_text("ok\n")
+    tmp.rename(target)
+    return target
+
+
+def combined_hash(wheelhouse: Path) -> str:
+    digest = hashlib.sha256()
+    for wheel in sorted(wheelhouse.glob("*.whl")):
+        digest.update(wheel.name.encode() + b"\0" + hashlib.sha256(wheel.read_bytes()).digest())
+    return digest.hexdigest()

@@ -1,0 +1,55 @@
+"""The strategy table: for each session strategy, the groups it needs, its default load-balancing method and the
+app settings it takes. Inventory validation, the deploys, the templates and the verification all read this."""
+
+from __future__ import annotations
+
+import dataclasses
+
+LB_METHODS = ("round_robin", "ip_hash", "hash_cookie")
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    name: str
+    needs: tuple[str, ...]  # inventory groups that must hold at least one host
+    lb_method: str  # default Nginx balancing
+    shared: bool  # every app node sees every session (False: pinned to one node)
+    bearer: bool = False  # the client carries an Authorization token, not a cookie
+    secrets: tuple[str, ...] = ()  # the generated secrets its app settings use
+
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("cookie", ("lb", "app"), "round_robin", shared=True, secrets=("cookie_secret_key",)),
+    Strategy("sticky", ("lb", "app"), "ip_hash", shared=False),
+    Strategy("database", ("lb", "app", "db"), "round_robin", shared=True, secrets=("postgres_password",)),
+    Strategy("replication", ("lb", "app"), "round_robin", shared=True, secrets=("replication_key",)),
+    Strategy("redis", ("lb", "app", "redis"), "round_robin", shared=True, secrets=("redis_password",)),
+    Strategy("token", ("lb", "app", "redis"), "round_robin", shared=True, bearer=True, secrets=("redis_password",)),
+)}
+
+
+def lb_method(data) -> str:
+    return data.get("lb_method") or STRATEGIES[data.get("session_strategy")].lb_method
+
+
+def app_environment(strategy: Strategy, data, secrets: dict[str, str], node: str, private_ip: str,
+                    peers: list[str], redis_ip: str | None, db_ip: str | None) -> dict[str, str]:
+    """The sample app's environment (its settings, see sample_app/settings.py) on one app node."""
+    env = {
+        "SESSION_STRATEGY": strategy.name, "NODE_NAME": node, "APP_HOST": private_ip,
+        "APP_PORT": str(data.get("app_port")), "SESSION_TTL": str(data.get("app_session_ttl")),
+        "COOKIE_SECURE": "true" if data.get("app_cookie_secure") else "false",
+        "LOG_LEVEL": data.get("app_log_level"),
+    }
+    if strategy.name == "cookie":
+        env["SECRET_KEYS"] = secrets["cookie_secret_key"]
+    if strategy.name in ("redis", "token"):
+        env["REDIS_URL"] = f"redis://:{secrets['redis_password']}@{redis_ip}:{data.get('redis_port')}/0"
+    if strategy.name == "database":
+        env["DATABASE_URL"] = (f"postgresql://{data.get('postgres_user')}:{secrets['postgres_password']}@{db_ip}:"
+                               f"{data.get('postgres_port')}/{data.get('postgres_database')}")
+        env["DATABASE_POOL_SIZE"] = str(data.get("app_database_pool_size"))
+    if strategy.name == "replication":
+        env["PEERS"] = ",".join(f"http://{ip}:{data.get('app_port')}" for ip in peers)
+        env["REPLICATION_KEY"] = secrets["replication_key"]
+    return env
