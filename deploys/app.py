@@ -38,7 +38,8 @@ def install_app(cluster: Cluster) -> None:
     app_dir, user = values["app_dir"], values["app_user"]
     local_wheels, wheels_hash = built_wheelhouse()
     apt.packages(name="Install python3-venv", packages=["python3-venv"], update=True, cache_time=3600)
-    server.user(name="App user", user=user, system=True, home=app_dir, shell="/usr/sbin/nologin",
+    # A system user without a home: the code under app_dir stays root's, the app cannot change it.
+    server.user(name="App user", user=user, system=True, home="/nonexistent", shell="/usr/sbin/nologin",
                 create_home=False)
     files.directory(name="App directory", path=app_dir, user="root", group="root", mode="755")
     files.sync(name="Upload the wheelhouse", src=str(local_wheels), dest=f"{app_dir}/wheelhouse", delete=True,
