@@ -4,18 +4,18 @@ and the inventory's secrets. Validation runs here, before any operation is decla
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pyinfra.api.exceptions import PyinfraError
 
 from session_kit import secrets as kit_secrets
-from session_kit.defaults import ALL_DEFAULTS
+from session_kit.inventory import check, private_ip
 from session_kit.strategies import STRATEGIES, Strategy, lb_method
-from session_kit.validate import KitError, check_data, check_groups
+from session_kit.validate import KitError
+
+__all__ = ["Cluster", "ROOT", "private_ip", "template"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
-ROLES = ("lb", "app", "redis", "db")
 
 
 def template(path: str) -> str:
@@ -23,34 +23,13 @@ def template(path: str) -> str:
     return str(TEMPLATES / (path.lstrip("/") + ".j2"))
 
 
-def variables(host) -> dict[str, Any]:
-    """Every kit variable of a host: inventory values over the documented defaults, extra keys kept for checking."""
-    data = dict(host.data.dict()) if hasattr(host.data, "dict") else {}
-    merged = {key: host.data.get(key, default) for key, default in ALL_DEFAULTS.items()}
-    return {**data, **merged, "inventory_name": host.data.get("inventory_name")}
-
-
-def private_ip(host) -> str:
-    return host.data.get("private_ip") or host.data.get("ssh_hostname") or host.name
-
-
-def members(inventory, role: str) -> list:
-    try:
-        return list(inventory.get_group(role))
-    except Exception:  # pyinfra raises NoGroupError for a group the inventory does not define
-        return []
-
-
 class Cluster:
     """The whole inventory as the deploys need it, checked."""
 
     def __init__(self, host, inventory):
         self.host = host
-        self.vars = variables(host)
-        self.groups = {role: members(inventory, role) for role in ROLES}
         try:
-            check_data(self.vars, host.name)
-            check_groups(self.vars["session_strategy"], {r: [h.name for h in hs] for r, hs in self.groups.items()})
+            self.vars, self.groups = check(host, inventory)
         except KitError as error:
             raise PyinfraError(str(error)) from None
         self.strategy: Strategy = STRATEGIES[self.vars["session_strategy"]]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, postgres, systemd
@@ -30,7 +33,15 @@ def install_postgres(cluster: Cluster) -> None:
     systemd.service(name="Reload postgresql", service=service, reloaded=True,
                     _if=lambda: hba.did_change() and not conf.did_change())
     systemd.service(name="Keep postgresql running and enabled", service=service, running=True, enabled=True)
-    postgres.role(name="App role", role=values["postgres_user"], password=cluster.secrets["postgres_password"],
-                  login=True, _su_user="postgres")
+    # pyinfra cannot read a role's password back, so it would set it on every apply: a digest of the password on
+    # the host tells when it really changed.
+    password = cluster.secrets["postgres_password"]
+    digest = files.put(name="Record the app role's password digest",
+                       src=io.StringIO(hashlib.sha256(password.encode()).hexdigest() + "\n"),
+                       dest="/var/lib/postgresql/.session-kit-role-digest", user="postgres", group="postgres",
+                       mode="600")
+    postgres.role(name="App role", role=values["postgres_user"], login=True, _su_user="postgres")
+    postgres.role(name="App role password", role=values["postgres_user"], password=password, login=True,
+                  _su_user="postgres", _if=digest.did_change)
     postgres.database(name="Sessions database", database=values["postgres_database"], owner=values["postgres_user"],
                       _su_user="postgres")

@@ -1,0 +1,50 @@
+"""python -m session_kit check INVENTORY [--data key=value ...]   check an inventory without touching any host
+python -m session_kit demo [--strategy S] [--down]               lab up, deploy, verify, and say what was proven
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .validate import KitError
+
+
+def parse_data(pairs: list[str]) -> dict[str, str]:
+    data = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise KitError(f"--data {pair}: expected key=value")
+        data[key] = value
+    return data
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m session_kit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="check an inventory (as pyinfra would read it) before any host is touched")
+    check.add_argument("inventory")
+    check.add_argument("--data", action="append", default=[], metavar="KEY=VALUE")
+    demo = sub.add_parser("demo", help="the local lab, deployed and verified")
+    demo.add_argument("--strategy", help="session strategy (default: the inventory's group data)")
+    demo.add_argument("--down", action="store_true", help="take the lab down at the end")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "check":
+            from .inventory import load
+            deployment = load(args.inventory, parse_data(args.data))
+            roles = ", ".join(f"{role}: {len(deployment.role(role))}" for role in ("lb", "app", "redis", "db"))
+            print(f"{args.inventory}: ok: session_strategy={deployment.strategy.name}, "
+                  f"lb_method={deployment.lb_method}, {roles}")
+        else:
+            from .demo import run
+            return run(args.strategy, args.down)
+    except KitError as error:
+        print(f"session-kit: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,129 @@
+"""An inventory as the kit sees it, without connecting to anything: each host's merged variables, the hosts of each
+role, and the chosen strategy, checked. Used by deploys/cluster.py inside pyinfra, and by the verification suite and
+`./kit deploy` outside it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .defaults import ALL_DEFAULTS
+from .strategies import STRATEGIES, Strategy, lb_method
+from .validate import KitError, check_data, check_groups
+
+ROLES = ("lb", "app", "redis", "db")
+
+
+def variables(host) -> dict[str, Any]:
+    """Every kit variable of a pyinfra host: inventory values over the documented defaults (other keys kept, so that
+    a misspelt variable can be caught)."""
+    data = dict(host.data.dict()) if hasattr(host.data, "dict") else {}
+    merged = {key: host.data.get(key, default) for key, default in ALL_DEFAULTS.items()}
+    return {**data, **merged, "inventory_name": host.data.get("inventory_name")}
+
+
+def private_ip(host) -> str:
+    return host.data.get("private_ip") or host.data.get("ssh_hostname") or host.name
+
+
+def members(inventory, role: str) -> list:
+    try:
+        return list(inventory.get_group(role))
+    except Exception:  # pyinfra raises NoGroupError for a group the inventory does not define
+        return []
+
+
+def check(host, inventory) -> tuple[dict[str, Any], dict[str, list]]:
+    """Validate one host's variables and the inventory's groups; return both. Raises KitError."""
+    values = variables(host)
+    groups = {role: members(inventory, role) for role in ROLES}
+    check_data(values, host.name)
+    check_groups(values["session_strategy"], {role: [h.name for h in hosts] for role, hosts in groups.items()})
+    return values, groups
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    name: str
+    ip: str  # private address
+    ssh: dict[str, Any]
+    roles: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    strategy: Strategy
+    lb_method: str
+    vars: dict[str, Any]
+    nodes: tuple[Node, ...]
+
+    def role(self, role: str) -> list[Node]:
+        return [node for node in self.nodes if role in node.roles]
+
+    @property
+    def lb_url(self) -> str:
+        lb = self.role("lb")[0]
+        port = str(self.vars["nginx_listen"]).rpartition(":")[2] or "80"
+        address = lb.ssh.get("ssh_hostname") or lb.ip
+        return f"http://{address}" + ("" if port == "80" else f":{port}")
+
+
+class _Data(dict):
+    def dict(self) -> dict[str, Any]:
+        return dict(self)
+
+
+@dataclasses.dataclass
+class _Host:
+    """A host as `pyinfra INVENTORY debug-inventory --json` describes it, shaped like a pyinfra host."""
+    name: str
+    groups: list[str]
+    data: _Data
+
+
+class _Inventory:
+    def __init__(self, hosts: list[_Host]):
+        self.hosts = hosts
+
+    def __iter__(self):
+        return iter(self.hosts)
+
+    def get_group(self, name: str) -> list[_Host]:
+        return [h for h in self.hosts if name in h.groups]
+
+
+def read(path: str | Path, overrides: dict[str, Any] | None = None) -> _Inventory:
+    """The inventory exactly as pyinfra reads it (group data and --data included), without connecting to any host.
+
+    pyinfra runs in a child process: importing its CLI here would monkey-patch this process with gevent."""
+    pyinfra = Path(sys.executable).with_name("pyinfra")
+    command = [str(pyinfra), str(path), "debug-inventory", "--json"]
+    for key, value in (overrides or {}).items():
+        command += ["--data", f"{key}={value}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        detail = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+        raise KitError(f"{path}: pyinfra cannot read it: {detail[-1] if detail else result.returncode}")
+    hosts = json.loads(result.stdout[result.stdout.index("["):])
+    return _Inventory([_Host(h["name"], h["groups"], _Data(h["data"])) for h in hosts])
+
+
+def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Deployment:
+    """Read and check an inventory the way `pyinfra INVENTORY ... --data k=v` would."""
+    inventory = read(path, overrides)
+    hosts = list(inventory)
+    if not hosts:
+        raise KitError(f"{path}: the inventory holds no hosts")
+    values = {}
+    for host in hosts:
+        values, _ = check(host, inventory)
+    ssh_keys = ("ssh_hostname", "ssh_user", "ssh_port", "ssh_key", "ssh_known_hosts_file",
+                "ssh_strict_host_key_checking", "_sudo")
+    nodes = tuple(Node(name=h.name, ip=private_ip(h), ssh={k: h.data.get(k) for k in ssh_keys if h.data.get(k)},
+                       roles=tuple(r for r in ROLES if r in h.groups)) for h in hosts)
+    return Deployment(strategy=STRATEGIES[values["session_strategy"]], lb_method=lb_method(values), vars=values,
+                      nodes=nodes)

@@ -1,0 +1,85 @@
+"""Verification after deploy, against any inventory:
+
+    pytest tests/verify --inventory inventories/lab.py [--strategy token] [--lb-url http://203.0.113.10]
+
+Hosts, groups and the strategy come from the inventory (as pyinfra reads it; --strategy mirrors
+`--data session_strategy=X`). Role checks run over SSH with testinfra, session checks over HTTP through the load
+balancer, as a user would. Every failure names the host or node and the check.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import testinfra
+
+from session_kit.inventory import Deployment, Node, load
+from session_kit.validate import KitError
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("session-kit verification")
+    group.addoption("--inventory", help="the pyinfra inventory that was deployed")
+    group.addoption("--strategy", help="the session_strategy it was deployed with, if overridden with --data")
+    group.addoption("--lb-url", help="the load balancer's URL (default: http://<lb ssh_hostname>)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--inventory"):
+        return
+    skip = pytest.mark.skip(reason="verification runs against a deployment: pass --inventory INVENTORY")
+    for item in items:
+        if "tests/verify" in str(item.fspath):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def deployment(pytestconfig) -> Deployment:
+    overrides = {}
+    if pytestconfig.getoption("--strategy"):
+        overrides["session_strategy"] = pytestconfig.getoption("--strategy")
+    try:
+        return load(pytestconfig.getoption("--inventory"), overrides)
+    except KitError as error:
+        pytest.exit(f"inventory: {error}", returncode=2)
+
+
+@pytest.fixture(scope="session")
+def lb_url(pytestconfig, deployment) -> str:
+    return (pytestconfig.getoption("--lb-url") or deployment.lb_url).rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def ssh_config(deployment, tmp_path_factory) -> Path:
+    """An ssh config for testinfra, written from the inventory's SSH variables (strict host key checking kept)."""
+    lines = []
+    for node in deployment.nodes:
+        ssh = node.ssh
+        lines.append(f"Host {node.name}")
+        lines.append(f"    HostName {ssh.get('ssh_hostname', node.name)}")
+        for option, key in (("User", "ssh_user"), ("Port", "ssh_port"), ("IdentityFile", "ssh_key"),
+                            ("UserKnownHostsFile", "ssh_known_hosts_file"),
+                            ("StrictHostKeyChecking", "ssh_strict_host_key_checking")):
+            if ssh.get(key):
+                value = os.path.expanduser(str(ssh[key]))
+                lines.append(f"    {option} {value}")
+        lines.append("    BatchMode yes\n    ConnectTimeout 10\n    LogLevel ERROR")
+    path = tmp_path_factory.mktemp("ssh") / "config"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def remote(ssh_config, deployment):
+    """remote(node) -> a testinfra host for that inventory host."""
+    cache = {}
+
+    def connect(node: Node):
+        if node.name not in cache:
+            cache[node.name] = testinfra.get_host(f"ssh://{node.name}", ssh_config=str(ssh_config),
+                                                  sudo=bool(node.ssh.get("_sudo")))
+        return cache[node.name]
+
+    return connect

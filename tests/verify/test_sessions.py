@@ -1,0 +1,110 @@
+"""Sessions through the load balancer, as a user sees them: shared across the app nodes (sticky: pinned to one),
+counting exactly, gone everywhere after logout. Token clients send no cookie at all."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from tests.support.client import SessionClient
+
+REQUESTS = 24
+
+
+def client_for(deployment) -> SessionClient:
+    return SessionClient(bearer=deployment.strategy.bearer)
+
+
+def test_load_balancer_answers(lb_url):
+    response = requests.get(lb_url + "/healthz", timeout=10)
+    assert response.status_code == 200, f"GET {lb_url}/healthz: {response.status_code} {response.text[:200]}"
+    assert "X-Served-By" in response.headers
+
+
+def read(client, lb_url, deployment, counter: int) -> requests.Response:
+    """GET /session. Replication is asynchronous: a node that has not yet received the last change answers with the
+    previous state (or 401 right after login); then the client waits, as it would have to (bounded: 3 s)."""
+    deadline = time.monotonic() + 3
+    while True:
+        response = client.get(lb_url + "/session")
+        current = response.status_code == 200 and response.json().get("counter") == counter
+        if current or deployment.strategy.name != "replication" or time.monotonic() > deadline:
+            return response
+        STALE_READS.append(response.headers.get("X-Served-By"))
+        time.sleep(0.01)
+
+
+STALE_READS: list[str] = []
+
+
+def test_session_is_shared_across_nodes_or_pinned(deployment, lb_url):
+    client = client_for(deployment)
+    login = client.login(lb_url, "verifier")
+    assert login.status_code == 200, f"login: {login.status_code} {login.text[:200]}"
+    served, counter = [], 0
+    for i in range(REQUESTS):
+        response = read(client, lb_url, deployment, counter)
+        node = response.headers.get("X-Served-By")
+        assert response.status_code == 200, f"read {i} on {node}: {response.status_code} {response.text[:200]}"
+        assert response.json()["user"] == "verifier", f"{node}: session of another user"
+        assert response.json()["counter"] == counter, f"{node}: counter {response.json()['counter']}, expected {counter}"
+        served.append(node)
+        response = client.post(lb_url + "/session/counter")
+        node = response.headers.get("X-Served-By")
+        assert response.status_code == 200, f"increment {i} on {node}: {response.status_code} {response.text[:200]}"
+        counter += 1
+        assert response.json()["counter"] == counter, f"{node}: counter {response.json()['counter']}, expected {counter}"
+        served.append(node)
+    nodes = set(served)
+    if deployment.strategy.shared and deployment.lb_method == "round_robin":
+        assert len(nodes) >= 2, f"every request went to {nodes}: round robin should spread them"
+    else:
+        assert len(nodes) == 1, f"a pinned session moved between nodes: {sorted(nodes)}"
+    app_names = {node.name for node in deployment.role("app")}
+    assert nodes <= app_names, f"answers from unknown nodes {nodes - app_names}"
+    if STALE_READS:
+        print(f"replication: {len(STALE_READS)} reads found a node not yet updated and waited "
+              f"(nodes: {sorted(set(STALE_READS))})")
+
+
+def test_logout_ends_the_session_on_every_node(deployment, lb_url):
+    client = client_for(deployment)
+    client.login(lb_url, "leaver")
+    handle = client.handle
+    for _ in deployment.role("app"):  # replication: every node knows the session before it is ended
+        read(client, lb_url, deployment, 0)
+    response = client.post(lb_url + "/logout")
+    assert response.status_code == 200, f"logout on {response.headers.get('X-Served-By')}: {response.text[:200]}"
+    stale = client_for(deployment)
+    stale.handle = handle
+    if deployment.strategy.name == "cookie":
+        return  # documented: a signed cookie cannot be revoked by the server (README, "cookie")
+    refused_by = set()
+    for _ in range(6 * len(deployment.role("app"))):
+        response = stale.get(lb_url + "/session")
+        if response.status_code == 401:
+            refused_by.add(response.headers["X-Served-By"])
+        else:
+            assert deployment.strategy.name == "replication", \
+                f"{response.headers['X-Served-By']}: session still valid after logout ({response.status_code})"
+            time.sleep(0.05)
+    if deployment.strategy.shared and deployment.lb_method == "round_robin":
+        assert refused_by == {node.name for node in deployment.role("app")}, f"only {refused_by} refused it"
+
+
+def test_token_works_without_any_cookie(deployment, lb_url):
+    if not deployment.strategy.bearer:
+        return
+    client = client_for(deployment)
+    login = client.login(lb_url, "mobile")
+    assert "Set-Cookie" not in login.headers and "token" in login.json()
+    for _ in range(6):
+        response = client.post(lb_url + "/session/counter")
+        assert response.status_code == 200 and "Set-Cookie" not in response.headers
+    assert requests.get(lb_url + "/session", cookies={"SESSION": client.handle}, timeout=10).status_code == 401
+
+
+def test_internal_endpoints_are_not_public(deployment, lb_url):
+    response = requests.get(lb_url + "/_replication/status", timeout=10)
+    assert response.status_code == 404, "the load balancer must not expose /_replication/"
