@@ -1,0 +1,90 @@
+"""End to end on the local lab: for EACH strategy, deploy with pyinfra, verify (tests/verify), and apply again with
+zero changes; a wrong inventory value fails before any host is touched; --dry shows diffs and changes nothing.
+Needs root (CI runs as root). The lab is taken down at the end."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from session_kit.strategies import STRATEGIES
+
+ROOT = Path(__file__).resolve().parents[2]
+INVENTORY = "inventories/lab.py"
+PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")]
+
+
+def run(*command: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def apply(strategy: str, *extra: str) -> subprocess.CompletedProcess:
+    # --dry runs change detection, which -y skips
+    yes = [] if "--dry" in extra else ["-y"]
+    return run(PYINFRA, *yes, INVENTORY, "deploys/site.py", "--data", f"session_strategy={strategy}", *extra)
+
+
+def totals(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """The Grand total row of pyinfra's results table: hosts, success (changed), error, no change."""
+    match = re.search(r"Grand total\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", result.stdout + result.stderr)
+    assert match, f"no results table in pyinfra's output:\n{(result.stdout + result.stderr)[-3000:]}"
+    return dict(zip(("hosts", "changed", "errors", "unchanged"), (0 if v == "-" else int(v) for v in match.groups())))
+
+
+@pytest.fixture(scope="module")
+def lab():
+    up = run(sys.executable, "-m", "lab", "up")
+    assert up.returncode == 0, up.stderr
+    yield
+    down = run(sys.executable, "-m", "lab", "down")
+    assert down.returncode == 0, down.stderr
+
+
+def test_wrong_value_fails_before_any_host_is_touched(lab):
+    check = run(sys.executable, "-m", "session_kit", "check", INVENTORY, "--data", "session_strategy=memcached")
+    assert check.returncode == 2
+    lines = check.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("session-kit: session_strategy:")
+    result = apply("memcached")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "session_strategy: must be one of" in output
+    assert "Starting operation" not in output and "Results" not in output, "operations ran despite a bad inventory"
+
+
+def test_strategy_without_its_group_is_refused(lab, tmp_path):
+    inventory = tmp_path / "no_db.py"
+    inventory.write_text("from lab.inventory import groups\n_g = groups('nodb')\nlb = _g['lb']\napp = _g['app']\n")
+    check = run(sys.executable, "-m", "session_kit", "check", str(inventory), "--data", "session_strategy=database")
+    assert check.returncode == 2
+    assert check.stderr.strip() == "session-kit: db: group is empty, but session_strategy=database needs it"
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_deploy_verify_and_reapply(lab, strategy):
+    first = apply(strategy)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+    assert totals(first)["errors"] == 0
+    verify = run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify",
+                 "--inventory", INVENTORY, "--strategy", strategy)
+    assert verify.returncode == 0, f"verification of {strategy} failed:\n{verify.stdout[-6000:]}"
+    assert re.search(r"\d+ passed", verify.stdout)
+    second = apply(strategy)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
+    counts = totals(second)
+    assert counts["changed"] == 0 and counts["errors"] == 0, f"second apply of {strategy} changed things: {counts}"
+
+
+def test_dry_run_shows_the_diff_and_changes_nothing(lab):
+    assert apply("redis").returncode == 0
+    dry = apply("sticky", "--dry", "--diff")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "ip_hash" in dry.stdout + dry.stderr, "the dry run should show the upstream's change to ip_hash"
+    again = apply("redis")
+    assert totals(again)["changed"] == 0, "--dry changed something on the hosts"
