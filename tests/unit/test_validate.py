@@ -50,7 +50,7 @@ def test_two_app_nodes_and_one_balancer():
     with pytest.raises(KitError, match="^app: needs two or more"):
         check_groups("cookie", {**GROUPS, "app": ["a1"]})
     with pytest.raises(KitError, match="^lb: needs exactly one"):
-        check_groups("cookie", {**GROUPS, "lb": []})
+        check_groups("cookie", {**GROUPS, "lb": ["l1", "l2"]})
 
 
 def test_default_balancing_per_strategy():
