@@ -5,8 +5,8 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import shutil
-import subprocess
 from pathlib import Path
 
 from . import config, image, network, proxy, ssh
@@ -138,7 +138,8 @@ def _ssh_clients(state: config.Paths) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if cmdline.startswith("ssh") and any(mark in cmdline for mark in marks):
+        talks_to_lab = any(mark in cmdline for mark in marks) or re.search(r"\blab\d+\b", cmdline)
+        if cmdline.startswith("ssh") and talks_to_lab:
             found.append(int(proc.name))
     return found
 

@@ -107,9 +107,10 @@ class Setting:
     required_for: tuple[str, ...] = STRATEGIES
 
 
-# The one table of settings. README.md's settings section is generated from the docs here (python -m sample_app --help).
+# The one table of settings. README.md's settings table is this table as `python -m sample_app --help` prints it
+# (tests/unit/test_settings.py keeps the two in step).
 SETTINGS: tuple[Setting, ...] = (
-    Setting("SESSION_STRATEGY", _choice(*STRATEGIES), None, "where sessions live: " + " | ".join(STRATEGIES)),
+    Setting("SESSION_STRATEGY", _choice(*STRATEGIES), None, "where sessions live: " + ", ".join(STRATEGIES)),
     Setting("NODE_NAME", str, "", "this node's name in X-Served-By and responses (default: the host name)"),
     Setting("APP_HOST", str, "127.0.0.1", "address to listen on"),
     Setting("APP_PORT", _int(1, 65535), "8000", "port to listen on"),
@@ -187,6 +188,9 @@ def describe() -> str:
     """The settings table as text, for --help and the README."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for s in SETTINGS:
-        default = "(required)" if s.default is None else (f"`{s.default}`" if s.default else "")
+        if s.default is None:
+            default = "(required)" if s.required_for == STRATEGIES else f"(required for {', '.join(s.required_for)})"
+        else:
+            default = f"`{s.default}`" if s.default else ""
         lines.append(f"| `{s.name}` | {default} | {s.doc} |")
     return "\n".join(lines)

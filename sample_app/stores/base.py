@@ -78,9 +78,6 @@ class Limits:
 class SessionStore(abc.ABC):
     """Load, change, rotate and destroy sessions by handle. A missing, malformed or expired handle reads as None."""
 
-    #: True when every node sees the same sessions (all but sticky).
-    shared = True
-
     def __init__(self, limits: Limits):
         self.limits = limits
 

@@ -17,8 +17,6 @@ from .base import Change, Limits, Session, SessionStore, new_id, too_many_keys
 
 
 class MemoryStore(SessionStore):
-    shared = False
-
     def __init__(self, limits: Limits):
         super().__init__(limits)
         self.sessions: dict[str, Session] = {}

@@ -81,8 +81,6 @@ class Peer:
 
 
 class ReplicatedStore(MemoryStore):
-    shared = True
-
     def __init__(self, limits: Limits, node: str, peers: tuple[str, ...], key: str):
         super().__init__(limits)
         self.node = node

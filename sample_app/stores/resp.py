@@ -172,7 +172,7 @@ class LeanRedis:
             except RedisError as error:
                 if not str(error).startswith("NOSCRIPT"):
                     raise
-        # First use, or the server lost its script cache (restart, failover): EVAL loads it again.
+        # First use, or the server lost its script cache (restart, failover): load it (again).
         self._scripts[source] = await self.execute("SCRIPT", "LOAD", source)
         return await self.execute("EVALSHA", self._scripts[source], len(keys), *keys, *args)
 

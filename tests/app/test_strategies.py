@@ -177,7 +177,8 @@ def _outage(cluster, stop, start):
     finally:
         start()
     for node_url in cluster.urls:
-        assert eventually(lambda: requests.get(node_url + "/healthz", timeout=10).status_code == 200, timeout=15)
+        assert eventually(lambda url=node_url: requests.get(url + "/healthz", timeout=10).status_code == 200,
+                          timeout=15)
     body = client.get(cluster.urls[1] + "/session").json()
     assert body["counter"] == 1 and body["data"] == {"k": [1, 2]}, "the outage lost or changed the session"
 

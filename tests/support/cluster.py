@@ -8,7 +8,6 @@ import secrets
 from .servers import AppNode, PostgresServer, RedisServer, free_port
 
 BEARER = {"token"}
-IN_MEMORY = {"sticky", "replication"}
 ATOMIC = {"database", "redis", "token"}
 
 

@@ -73,3 +73,8 @@ def test_app_exits_with_one_line_naming_the_setting():
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "SECRET_KEYS" in lines[0]
+
+
+def test_readme_lists_the_settings_as_the_app_does():
+    readme = (ROOT / "README.md").read_text()
+    assert describe() in readme, "README.md's settings table differs from `python -m sample_app --help`"
