@@ -81,4 +81,8 @@ def remove_host(name: str) -> None:
     if Path(f"/run/netns/{ns}").exists():
         run(["ip", "netns", "del", ns])
     if link_exists(ns):
-        run(["ip", "link", "del", ns])
+        # Deleting the namespace takes its veth end with it, and the kernel removes the peer shortly after:
+        # the link may be gone by the time we delete it, which is fine.
+        result = run(["ip", "link", "del", ns], check=False)
+        if result.returncode != 0 and link_exists(ns):
+            raise LabError(f"ip link del {ns}: {result.stderr.strip()}")
