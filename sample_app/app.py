@@ -76,11 +76,13 @@ def create_app(settings: Settings) -> Starlette:
             raise NO_SESSION
         return handle
 
+    # Starlette's set_cookie goes through http.cookies; the attributes never change, so the header is built here.
+    cookie_attributes = "; HttpOnly; Path=/; SameSite=lax" + ("; Secure" if settings.cookie_secure else "")
+
     def respond(body: dict[str, Any], handle: str | None = None, status: int = 200) -> JSONResponse:
         response = JSONResponse(body, status_code=status)
         if handle is not None and not bearer:
-            response.set_cookie(COOKIE_NAME, handle, path="/", httponly=True, samesite="lax",
-                                secure=settings.cookie_secure)
+            response.raw_headers.append((b"set-cookie", f"{COOKIE_NAME}={handle}{cookie_attributes}".encode()))
         return response
 
     def expire_cookie(response: Response) -> Response:
@@ -185,17 +187,19 @@ def create_app(settings: Settings) -> Starlette:
         ended = await store.destroy_all(session.user)
         return expire_cookie(JSONResponse({"status": "logged_out", "sessions_ended": ended, "node": node}))
 
+    # Starlette tries routes in order: the hot paths first (the no-session baseline before them, so that it is
+    # never the slower for its place in the list).
     routes = [
-        Route("/", index, methods=["GET"]),
         Route("/ping", ping, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/login", login, methods=["POST"]),
         Route("/session", read_session, methods=["GET"]),
         Route("/session/counter", increment, methods=["POST"]),
         Route("/session/data/{key}", put_data, methods=["PUT"]),
         Route("/session/data/{key}", delete_data, methods=["DELETE"]),
+        Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/logout/all", logout_all, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/", index, methods=["GET"]),
     ]
     if hasattr(store, "apply"):
         from .replication_api import replication_routes
