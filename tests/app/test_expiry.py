@@ -40,3 +40,24 @@ def test_use_slides_the_expiry(short_lived):
         response = client.post(url + "/session/counter")
         assert response.status_code == 200, "a session in use must not expire"
     assert client.get(url + "/session").json()["counter"] == 6
+
+
+def test_expired_rows_are_purged_from_postgresql(backends):
+    """database: expired sessions are not just invisible but deleted (every min(60 s, TTL/4) by one node)."""
+    import psycopg
+
+    cluster = Cluster("database", backends, size=2, ttl=TTL).start()
+    try:
+        client = SessionClient()
+        client.login(cluster.urls[0], "purged")
+        with psycopg.connect(backends.postgres.url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM sessions WHERE username = 'purged'").fetchone()[0] == 1
+            deadline = time.monotonic() + TTL + 5
+            while time.monotonic() < deadline:
+                left = conn.execute("SELECT count(*) FROM sessions WHERE username = 'purged'").fetchone()[0]
+                if left == 0:
+                    break
+                time.sleep(0.2)
+            assert left == 0, "the expired session's row was never purged"
+    finally:
+        cluster.destroy()

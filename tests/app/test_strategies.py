@@ -65,6 +65,16 @@ def test_cookie_refuses_to_grow_past_4096_bytes(backends):
         cluster.destroy()
 
 
+def test_cookie_secure_when_configured(backends):
+    for strategy in ("cookie", "redis"):
+        cluster = one_cluster(strategy, backends, size=1, COOKIE_SECURE="true")
+        try:
+            response = SessionClient().login(cluster.urls[0], "tls")
+            assert response.headers["Set-Cookie"].endswith("; Secure"), response.headers["Set-Cookie"]
+        finally:
+            cluster.destroy()
+
+
 # -- token ------------------------------------------------------------------------------------------------------
 
 def test_token_ignores_cookies_and_sets_none(backends):

@@ -81,6 +81,17 @@ def test_deploy_verify_and_reapply(lab, strategy):
     assert counts["changed"] == 0 and counts["errors"] == 0, f"second apply of {strategy} changed things: {counts}"
 
 
+def test_replication_with_hash_cookie(lab):
+    """Tomcat's advice: replication behind sticky balancing. Each session stays on one node (verified: exactly one)."""
+    first = apply("replication", "--data", "lb_method=hash_cookie")
+    assert first.returncode == 0 and totals(first)["errors"] == 0, (first.stdout + first.stderr)[-3000:]
+    verify = run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify",
+                 "--inventory", INVENTORY, "--strategy", "replication", "--data", "lb_method=hash_cookie")
+    assert verify.returncode == 0, f"verification of replication + hash_cookie failed:\n{verify.stdout[-6000:]}"
+    second = apply("replication", "--data", "lb_method=hash_cookie")
+    assert totals(second)["changed"] == 0
+
+
 def test_dry_run_shows_the_diff_and_changes_nothing(lab):
     assert apply("redis").returncode == 0
     dry = apply("sticky", "--dry", "--diff")

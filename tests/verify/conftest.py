@@ -1,6 +1,7 @@
 """Verification after deploy, against any inventory:
 
-    pytest tests/verify --inventory inventories/lab.py [--strategy token] [--lb-url http://203.0.113.10]
+    pytest tests/verify --inventory inventories/lab.py [--strategy token] [--data lb_method=hash_cookie]
+                        [--lb-url http://203.0.113.10]
 
 Hosts, groups and the strategy come from the inventory (as pyinfra reads it; --strategy mirrors
 `--data session_strategy=X`). Role checks run over SSH with testinfra, session checks over HTTP through the load
@@ -23,6 +24,8 @@ def pytest_addoption(parser):
     group = parser.getgroup("session-kit verification")
     group.addoption("--inventory", help="the pyinfra inventory that was deployed")
     group.addoption("--strategy", help="the session_strategy it was deployed with, if overridden with --data")
+    group.addoption("--data", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other `pyinfra --data` override the deployment was applied with (e.g. lb_method=...)")
     group.addoption("--lb-url", help="the load balancer's URL (default: http://<lb ssh_hostname>)")
 
 
@@ -37,7 +40,12 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def deployment(pytestconfig) -> Deployment:
-    overrides = {}
+    from session_kit.__main__ import parse_data
+
+    try:
+        overrides = parse_data(pytestconfig.getoption("--data"))
+    except KitError as error:
+        pytest.exit(str(error), returncode=2)
     if pytestconfig.getoption("--strategy"):
         overrides["session_strategy"] = pytestconfig.getoption("--strategy")
     try:
