@@ -141,6 +141,7 @@ class PostgresServer:
             pg = pwd.getpwnam("postgres")
             os.chown(self.dir, pg.pw_uid, pg.pw_gid)
         self.initialised = False
+        self.database_created = False
 
     @property
     def url(self) -> str:
@@ -161,11 +162,11 @@ class PostgresServer:
             self.initialised = True
         self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.dir / "log"), "start", "-o",
                   f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off -c max_connections=200")
-        if not getattr(self, "_db_created", False):
+        if not self.database_created:
             env = {**os.environ, "PGPASSWORD": self.password}
             subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", "postgres",
                             "-c", f"CREATE DATABASE {self.database}"], check=True, capture_output=True, env=env)
-            self._db_created = True
+            self.database_created = True
         return self
 
     def stop(self) -> None:
