@@ -108,37 +108,38 @@ class PostgresStore(SessionStore):
     def _args(self, handle: str, **extra: Any) -> dict[str, Any]:
         return {"id": handle, "ttl": self.limits.ttl, **extra}
 
+    async def _execute(self, query: str, args: dict[str, Any]) -> None:
+        async with self._cursor() as cur:
+            await cur.execute(query, args)
+
     async def _one(self, query: str, args: dict[str, Any]) -> tuple | None:
         async with self._cursor() as cur:
             await cur.execute(query, args)
             return await cur.fetchone()
-
-    async def ping(self) -> None:
-        await self._one("SELECT 1", {})
-
-    async def _insert(self, handle: str, session: Session) -> str:
-        async with self._cursor() as cur:
-            await cur.execute(INSERT, self._row(handle, session))
-        return handle
-
-    def _row(self, handle: str, session: Session) -> dict[str, Any]:
-        return self._args(handle, user=session.user, counter=session.counter, data=Jsonb(session.data),
-                          created=session.created)
-
-    async def create(self, session: Session) -> str:
-        return await self._insert(new_id(), session)
 
     async def _all(self, query: str, args: dict[str, Any]) -> list[tuple]:
         async with self._cursor() as cur:
             await cur.execute(query, args)
             return await cur.fetchall()
 
+    async def ping(self) -> None:
+        await self._one("SELECT 1", {})
+
+    def _row(self, handle: str, session: Session) -> dict[str, Any]:
+        return self._args(handle, user=session.user, counter=session.counter, data=Jsonb(session.data),
+                          created=session.created)
+
+    async def create(self, session: Session) -> str:
+        handle = new_id()
+        await self._execute(INSERT, self._row(handle, session))
+        return handle
+
     async def _load_many(self, handles: Sequence[str]) -> list[Session | None]:
         args = {"ids": list(set(handles)), "ttl": self.limits.ttl}
         rows = {row[0]: row for row in await self._all(LOAD_MANY, args)}
         stale = [handle for handle, row in rows.items() if row[5]]
         if stale:
-            await self._all(SLIDE_MANY + " RETURNING 1", {**args, "ids": stale})
+            await self._execute(SLIDE_MANY, {**args, "ids": stale})
         return [None if (row := rows.get(handle)) is None else
                 Session(user=row[1], counter=row[2], data=row[3], created=row[4]) for handle in handles]
 
@@ -183,8 +184,7 @@ class PostgresStore(SessionStore):
 
     async def destroy(self, handle: str) -> None:
         if is_valid_id(handle):
-            async with self._cursor() as cur:
-                await cur.execute(DESTROY, self._args(handle))
+            await self._execute(DESTROY, self._args(handle))
 
     async def rotate(self, handle: str, user: str) -> str | None:
         if not is_valid_id(handle):
