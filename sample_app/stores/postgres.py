@@ -136,7 +136,16 @@ class PostgresStore(SessionStore):
 
     async def _load_many(self, handles: Sequence[str]) -> list[Session | None]:
         args = {"ids": list(set(handles)), "ttl": self.limits.ttl}
-        rows = {row[0]: row for row in await self._all(LOAD_MANY, args)}
+        # After a server restart every pooled connection is dead and fails once before the pool replaces it.
+        # A read is safe to try again, past each dead connection; a change is not (it may have been applied).
+        for attempt in range(self.pool.max_size + 1):
+            try:
+                found = await self._all(LOAD_MANY, args)
+                break
+            except StoreUnavailable:
+                if attempt == self.pool.max_size:
+                    raise
+        rows = {row[0]: row for row in found}
         stale = [handle for handle, row in rows.items() if row[5]]
         if stale:
             await self._execute(SLIDE_MANY, {**args, "ids": stale})

@@ -210,3 +210,20 @@ def test_postgres_outage_is_503_and_loses_nothing(backends):
         _outage(cluster, backends.postgres.stop, backends.postgres.start)
     finally:
         cluster.destroy()
+
+
+def test_reads_recover_at_once_after_a_postgres_restart(backends):
+    """Every pooled connection dies with the server; the first read afterwards still succeeds."""
+    cluster = Cluster("database", backends, size=1).start()
+    try:
+        client = SessionClient()
+        url = cluster.urls[0]
+        client.login(url, "restarted")
+        for _ in range(8):  # use every pooled connection
+            assert client.get(url + "/session").status_code == 200
+        backends.postgres.stop()
+        backends.postgres.start()
+        response = client.get(url + "/session")
+        assert response.status_code == 200, f"first read after the restart: {response.status_code} {response.text}"
+    finally:
+        cluster.destroy()
