@@ -168,6 +168,37 @@ def test_redis_through_sentinel(backends):
         master.destroy()
 
 
+def test_redis_sentinel_failover_keeps_sessions():
+    """The master dies; Sentinel promotes the replica; the app finds the new master and the session is still there."""
+    master = RedisServer().start()
+    replica = RedisServer(extra=("--replicaof", "127.0.0.1", str(master.port))).start()
+    sentinel = SentinelServer(master).start()
+    cluster = None
+    try:
+        cluster = Cluster("redis", Backends(redis=master), size=2, extra_env={
+            "REDIS_URL": f"redis://:{master.password}@127.0.0.1:1/0",
+            "REDIS_SENTINELS": f"127.0.0.1:{sentinel.port}"}).start()
+        client = SessionClient()
+        client.login(cluster.urls[0], "survivor")
+        assert client.post(cluster.urls[1] + "/session/counter").json()["counter"] == 1
+        assert master.cli("WAIT", "1", "5000") == "1", "the replica did not acknowledge the writes"
+        master.proc.kill()  # no shutdown, no save: the master is simply gone
+        def recovered():
+            response = client.get(cluster.urls[0] + "/session")
+            return response if response.status_code == 200 else None
+        response = eventually(recovered, timeout=30, interval=0.2)
+        assert response is not None, "the app never reached the promoted replica"
+        assert response.json()["counter"] == 1
+        assert client.post(cluster.urls[1] + "/session/counter").json()["counter"] == 2
+        assert replica.cli("ROLE").splitlines()[0] == "master"
+    finally:
+        if cluster:
+            cluster.destroy()
+        sentinel.destroy()
+        replica.destroy()
+        master.destroy()
+
+
 # -- outages ----------------------------------------------------------------------------------------------------
 
 def _outage(cluster, stop, start):
