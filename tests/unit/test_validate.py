@@ -80,3 +80,11 @@ def test_secrets_are_generated_once_with_mode_0600(tmp_path, monkeypatch):
     assert len(set(first.values())) == len(first) and all(len(v) >= 40 for v in first.values())
     monkeypatch.setenv("SESSION_KIT_REDIS_PASSWORD", "from-the-environment")
     assert secrets.load(tmp_path, "inv")["redis_password"] == "from-the-environment"
+
+
+def test_the_kit_and_the_app_agree_on_the_strategies():
+    """Two tables by design (the app never imports the kit): they must name the same strategies and carriers."""
+    from sample_app.stores import STRATEGIES as APP_STRATEGIES
+    assert list(APP_STRATEGIES) == list(STRATEGIES)
+    for name, strategy in STRATEGIES.items():
+        assert (APP_STRATEGIES[name].carrier == "bearer") == strategy.bearer
