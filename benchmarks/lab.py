@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
     control.down()
     for n in sizes:
-        up = timed(lambda: control.up(n))
+        up = timed(lambda n=n: control.up(n))
         time.sleep(5)  # let the hosts settle before reading their memory
         memory = [row["memory_mib"] for row in control.status()]
         down = timed(control.down)

@@ -54,7 +54,9 @@ def session_cookie(header: str) -> str | None:
     return found
 
 
-NO_SESSION = ClientError(401, "no_session", "no valid session: log in first")
+def no_session() -> ClientError:
+    # A new instance each time: raising one shared instance grows its __traceback__ on every raise.
+    return ClientError(401, "no_session", "no valid session: log in first")
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -73,33 +75,36 @@ def create_app(settings: Settings) -> Starlette:
     def required_handle(request: Request) -> str:
         handle = handle_of(request)
         if handle is None:
-            raise NO_SESSION
+            raise no_session()
         return handle
 
     # Starlette's set_cookie goes through http.cookies; the attributes never change, so the header is built here.
     cookie_attributes = "; HttpOnly; Path=/; SameSite=lax" + ("; Secure" if settings.cookie_secure else "")
 
-    def respond(body: dict[str, Any], handle: str | None = None, status: int = 200) -> JSONResponse:
-        response = JSONResponse(body, status_code=status)
-        if handle is not None and not bearer:
-            response.raw_headers.append((b"set-cookie", f"{COOKIE_NAME}={handle}{cookie_attributes}".encode()))
+    def with_cookie(response: Response, value: str, extra: str = "") -> Response:
+        if not bearer:
+            response.raw_headers.append((b"set-cookie", f"{COOKIE_NAME}={value}{extra}{cookie_attributes}".encode()))
         return response
 
+    def respond(body: dict[str, Any], handle: str | None = None, status: int = 200) -> JSONResponse:
+        response = JSONResponse(body, status_code=status)
+        return response if handle is None else with_cookie(response, handle)
+
     def expire_cookie(response: Response) -> Response:
-        if not bearer:
-            response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=settings.cookie_secure)
-        return response
+        return with_cookie(response, "", "; Max-Age=0")
+
+    def body_too_large() -> ClientError:
+        return ClientError(413, "body_too_large", f"request bodies are limited to {settings.max_body_bytes} bytes")
 
     async def body_json(request: Request) -> Any:
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > settings.max_body_bytes):
-            raise ClientError(413, "body_too_large", f"request bodies are limited to {settings.max_body_bytes} bytes")
+            raise body_too_large()
         chunks, size = [], 0
-        async for chunk in request.stream():
+        async for chunk in request.stream():  # a chunked body declares no length: count it as it comes
             size += len(chunk)
             if size > settings.max_body_bytes:
-                raise ClientError(413, "body_too_large",
-                                  f"request bodies are limited to {settings.max_body_bytes} bytes")
+                raise body_too_large()
             chunks.append(chunk)
         try:
             return json.loads(b"".join(chunks))
@@ -114,7 +119,7 @@ def create_app(settings: Settings) -> Starlette:
 
     def changed(change: Change | None) -> Change:
         if change is None:
-            raise NO_SESSION
+            raise no_session()
         return change
 
     # -- endpoints ----------------------------------------------------------------------------------------------
@@ -151,7 +156,7 @@ def create_app(settings: Settings) -> Starlette:
     async def read_session(request: Request) -> Response:
         session = await store.load(required_handle(request))
         if session is None:
-            raise NO_SESSION
+            raise no_session()
         return respond({"user": session.user, "node": node, "strategy": strategy.name,
                         "counter": session.counter, "data": session.data}, session.renewed_handle)
 
@@ -175,7 +180,7 @@ def create_app(settings: Settings) -> Starlette:
     async def logout(request: Request) -> Response:
         handle = required_handle(request)
         if await store.load(handle) is None:
-            raise NO_SESSION
+            raise no_session()
         await store.destroy(handle)
         return expire_cookie(JSONResponse({"status": "logged_out", "node": node}))
 
@@ -183,7 +188,7 @@ def create_app(settings: Settings) -> Starlette:
         handle = required_handle(request)
         session = await store.load(handle)
         if session is None:
-            raise NO_SESSION
+            raise no_session()
         ended = await store.destroy_all(session.user)
         return expire_cookie(JSONResponse({"status": "logged_out", "sessions_ended": ended, "node": node}))
 
