@@ -34,7 +34,7 @@ def built_wheelhouse():
 
 @deploy("sample_app node", data_defaults=APP_DEFAULTS)
 def install_app(cluster: Cluster) -> None:
-    values = {k: host.data.get(k) for k in APP_DEFAULTS}
+    values = cluster.values(APP_DEFAULTS)
     app_dir, user = values["app_dir"], values["app_user"]
     local_wheels, wheels_hash = built_wheelhouse()
     apt.packages(name="Install python3-venv", packages=["python3-venv"], update=True, cache_time=3600)
@@ -55,7 +55,7 @@ def install_app(cluster: Cluster) -> None:
         _if=lambda: (installed or "").strip() != wheels_hash)
     me = private_ip(host)
     env = app_environment(
-        cluster.strategy, {**cluster.vars, **values}, cluster.secrets, node=host.name, private_ip=me,
+        cluster.strategy, cluster.vars, cluster.secrets, node=host.name, private_ip=me,
         peers=[node["ip"] for node in cluster.nodes("app") if node["ip"] != me],
         redis_ip=cluster.first_ip("redis"), db_ip=cluster.first_ip("db"))
     env["FORWARDED_ALLOW_IPS"] = ",".join(node["ip"] for node in cluster.nodes("lb"))

@@ -36,6 +36,10 @@ class Cluster:
         self.lb_method = lb_method(self.vars)
         self.secrets = kit_secrets.load(ROOT / self.vars["secrets_dir"], self.vars["inventory_name"])
 
+    def values(self, defaults: dict) -> dict:
+        """One component's variables (its block of session_kit/defaults.py), as merged for this host."""
+        return {key: self.vars[key] for key in defaults}
+
     def has_role(self, role: str) -> bool:
         return self.host in self.groups[role]
 

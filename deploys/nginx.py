@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
@@ -20,7 +19,7 @@ def install_nginx(cluster: Cluster) -> None:
     site = files.template(
         name="Render the session-kit site", src=template(SITE), dest=SITE, mode="644",
         strategy=cluster.strategy.name, lb_method=cluster.lb_method, app_nodes=cluster.nodes("app"),
-        app_port=cluster.vars["app_port"], **{k: host.data.get(k) for k in NGINX_DEFAULTS})
+        app_port=cluster.vars["app_port"], **cluster.values(NGINX_DEFAULTS))
     enabled = files.link(name="Enable the site", path="/etc/nginx/sites-enabled/session-kit.conf", target=SITE)
     default = files.link(name="Disable Debian's default site", path="/etc/nginx/sites-enabled/default", present=False)
     changed = any_changed(site, enabled, default)

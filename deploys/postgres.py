@@ -16,9 +16,9 @@ from .cluster import Cluster, private_ip, template
 
 @deploy("PostgreSQL session store", data_defaults=POSTGRES_DEFAULTS)
 def install_postgres(cluster: Cluster) -> None:
-    version = host.data.get("postgres_version")
+    values = cluster.values(POSTGRES_DEFAULTS)
+    version = values["postgres_version"]
     etc = f"/etc/postgresql/{version}/main"
-    values = {k: host.data.get(k) for k in POSTGRES_DEFAULTS}
     apt.packages(name="Install postgresql", packages=[f"postgresql-{version}"], update=True, cache_time=3600)
     conf = files.template(
         name="Render conf.d/session-kit.conf", src=template(f"{etc}/conf.d/session-kit.conf"),

@@ -19,7 +19,7 @@ def install_redis(cluster: Cluster) -> None:
     conf = files.template(
         name="Render redis.conf", src=template(CONF), dest=CONF, user="redis", group="redis", mode="640",
         private_ip=private_ip(host), redis_password=cluster.secrets["redis_password"],
-        **{k: host.data.get(k) for k in REDIS_DEFAULTS})
+        **cluster.values(REDIS_DEFAULTS))
     # Redis cannot reload its configuration: a changed file means a restart.
     systemd.service(name="Restart redis", service="redis-server", restarted=True, _if=conf.did_change)
     systemd.service(name="Keep redis running and enabled", service="redis-server", running=True, enabled=True)

@@ -44,9 +44,9 @@ def build() -> Path:
     subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(app_dir), str(ROOT)], check=True,
                    stdout=subprocess.DEVNULL)
     (app_wheel,) = app_dir.glob("session_kit-*.whl")
-    for leftover in ("lib", f"bdist.linux-{platform.machine()}"):  # setuptools' in-tree build directories
-        shutil.rmtree(ROOT / "build" / leftover, ignore_errors=True)
     machine = platform.machine()
+    for leftover in ("lib", f"bdist.linux-{machine}"):  # setuptools' in-tree build directories
+        shutil.rmtree(ROOT / "build" / leftover, ignore_errors=True)
     subprocess.run([*pip, "download", "--dest", str(tmp), "--only-binary=:all:", "--python-version", HOST_PYTHON,
                     "--implementation", "cp", "--abi", "cp311", "--abi", "abi3", "--abi", "none",
                     "--platform", f"manylinux2014_{machine}", "--platform", f"manylinux_2_17_{machine}",

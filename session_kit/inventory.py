@@ -21,7 +21,7 @@ ROLES = ("lb", "app", "redis", "db")
 def variables(host) -> dict[str, Any]:
     """Every kit variable of a pyinfra host: inventory values over the documented defaults (other keys kept, so that
     a misspelt variable can be caught)."""
-    data = dict(host.data.dict()) if hasattr(host.data, "dict") else {}
+    data = dict(host.data.dict())
     merged = {key: host.data.get(key, default) for key, default in ALL_DEFAULTS.items()}
     return {**data, **merged, "inventory_name": host.data.get("inventory_name")}
 
