@@ -172,9 +172,15 @@ def test_redis_sentinel_failover_keeps_sessions():
     """The master dies; Sentinel promotes the replica; the app finds the new master and the session is still there."""
     master = RedisServer().start()
     replica = RedisServer(extra=("--replicaof", "127.0.0.1", str(master.port))).start()
-    sentinel = SentinelServer(master).start()
-    cluster = None
+    sentinel = cluster = None
     try:
+        # The replica's first full sync takes a moment; WAIT below only counts a replica that is online, and
+        # Sentinel can only promote a replica it has seen in the master's INFO.
+        assert eventually(lambda: "state=online" in master.cli("INFO", "replication"), timeout=30, interval=0.2), \
+            "the replica never came online"
+        sentinel = SentinelServer(master).start()
+        assert eventually(lambda: str(replica.port) in sentinel.cli("SENTINEL", "REPLICAS", "mymaster"),
+                          timeout=30, interval=0.2), "Sentinel never saw the replica"
         cluster = Cluster("redis", Backends(redis=master), size=2, extra_env={
             "REDIS_URL": f"redis://:{master.password}@127.0.0.1:1/0",
             "REDIS_SENTINELS": f"127.0.0.1:{sentinel.port}"}).start()
@@ -194,7 +200,8 @@ def test_redis_sentinel_failover_keeps_sessions():
     finally:
         if cluster:
             cluster.destroy()
-        sentinel.destroy()
+        if sentinel:
+            sentinel.destroy()
         replica.destroy()
         master.destroy()
 

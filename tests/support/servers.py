@@ -121,6 +121,10 @@ class SentinelServer:
         wait_until(lambda: port_open(self.port), 10, f"sentinel on port {self.port}")
         return self
 
+    def cli(self, *args: str) -> str:
+        result = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True, timeout=10)
+        return result.stdout.strip()
+
     def destroy(self) -> None:
         _stop(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
