@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import re
 from typing import Any
 
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from . import page
+from . import openapi, page
 from .settings import Settings
 from .stores import build_store
 from .stores.base import Change, Rejected, Session, StoreUnavailable
@@ -36,8 +37,85 @@ class ClientError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": code, "message": message}, status_code=status)
+# -- what a JSON body may hold ----------------------------------------------------------------------------------
+# A body is accepted when it is UTF-8 JSON whose value every store and the response encoder give back unchanged:
+# no NaN or Infinity (nor numbers too large for a float, which Python reads as inf), containers nested at most
+# MAX_DEPTH deep, and no string (object keys included) holding NUL or an unpaired surrogate (PostgreSQL refuses the
+# first, UTF-8 cannot encode the second). Anything else is refused with a 400 before any store is touched.
+
+MAX_DEPTH = 32
+# A string token (escapes included), or one bracket. Each character matches one way only: no backtracking blow-up.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def invalid_value(message: str) -> ClientError:
+    return ClientError(400, "invalid_value", message)
+
+
+def _too_deep(text: str) -> bool:
+    """Whether brackets outside strings nest deeper than MAX_DEPTH, found by scanning, never by recursing
+    (json.loads recurses: a few thousand `[` would exhaust the stack)."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        bracket = token.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif bracket in ("]", "}"):
+            depth -= 1
+    return False
+
+
+def _refuse_constant(name: str) -> Any:
+    raise invalid_value(f"{name} is not a JSON number: numbers must be finite")
+
+
+def _check_string(text: str) -> None:
+    if "\x00" in text:
+        raise invalid_value("strings (object keys included) must not contain NUL (\\u0000)")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise invalid_value("strings (object keys included) must not contain unpaired surrogates") from None
+
+
+def parse_json(body: bytes) -> Any:
+    """The value of a request body, if the app accepts it (see above); a ClientError (400) names what is wrong."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ClientError(400, "invalid_json", "the request body must be valid JSON in UTF-8") from None
+    if _too_deep(text):
+        raise ClientError(400, "too_deep", f"JSON may nest arrays and objects at most {MAX_DEPTH} deep")
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError:
+        raise ClientError(400, "invalid_json", "the request body must be valid JSON in UTF-8") from None
+    except ValueError:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise invalid_value("an integer has too many digits") from None
+    pending = [value]  # a walk with a stack, not recursion: the depth is bounded, but never trust that twice
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            _check_string(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise invalid_value("numbers must be finite (a number too large for a float reads as Infinity)")
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            for key, member in item.items():
+                _check_string(key)
+                pending.append(member)
+    return value
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
 def session_cookie(header: str) -> str | None:
@@ -98,7 +176,8 @@ def create_app(settings: Settings) -> Starlette:
 
     async def body_json(request: Request) -> Any:
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > settings.max_body_bytes):
+        if declared is not None and (not (declared.isascii() and declared.isdigit())
+                                     or int(declared) > settings.max_body_bytes):
             raise body_too_large()
         chunks, size = [], 0
         async for chunk in request.stream():  # a chunked body declares no length: count it as it comes
@@ -106,10 +185,7 @@ def create_app(settings: Settings) -> Starlette:
             if size > settings.max_body_bytes:
                 raise body_too_large()
             chunks.append(chunk)
-        try:
-            return json.loads(b"".join(chunks))
-        except (ValueError, UnicodeDecodeError):
-            raise ClientError(400, "invalid_json", "the request body must be valid JSON") from None
+        return parse_json(b"".join(chunks))
 
     def data_key(request: Request) -> str:
         key = request.path_params["key"]
@@ -209,6 +285,12 @@ def create_app(settings: Settings) -> Starlette:
     if hasattr(store, "apply"):
         from .replication_api import replication_routes
         routes += replication_routes(store)
+    contract = JSONResponse(openapi.document(settings, bearer, replication=hasattr(store, "apply"))).body
+
+    async def openapi_document(request: Request) -> Response:
+        return Response(contract, media_type="application/json")
+
+    routes.append(Route("/openapi.json", openapi_document, methods=["GET"]))
 
     async def client_error(request: Request, error: ClientError) -> Response:
         return error_response(error.status, error.code, error.message)
@@ -222,7 +304,8 @@ def create_app(settings: Settings) -> Starlette:
 
     async def http_error(request: Request, error: HTTPException) -> Response:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return error_response(error.status_code, codes.get(error.status_code, "http_error"), str(error.detail))
+        return error_response(error.status_code, codes.get(error.status_code, "http_error"), str(error.detail),
+                              error.headers)  # 405 keeps its Allow header
 
     async def server_error(request: Request, error: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)

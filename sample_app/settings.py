@@ -118,8 +118,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SECRET_KEYS", _secret_keys, None,
             "cookie: signing keys, comma-separated, newest first; older keys still verify (rotation)", ("cookie",)),
     Setting("COOKIE_SECURE", _bool, "false", "mark the SESSION cookie Secure (set it behind HTTPS)"),
-    Setting("REDIS_URL", _url("redis", "rediss"), None,
-            "redis, token: redis://[:PASSWORD@]HOST:PORT/DB (with Sentinel: only the password and db are used)",
+    Setting("REDIS_URL", _url("redis"), None,
+            "redis, token: redis://[:PASSWORD@]HOST:PORT/DB (with Sentinel: only the password and db are used); "
+            "rediss:// is refused: the app does not speak TLS",
             ("redis", "token")),
     Setting("REDIS_SENTINELS", _host_ports, "", "redis, token: Sentinel host:port list; when set, the master comes from Sentinel"),
     Setting("REDIS_SENTINEL_MASTER", str, "mymaster", "redis, token: the master's name in Sentinel"),

@@ -109,7 +109,7 @@ class LeanRedis:
         self.sentinels = sentinels
         self.master = master
         self._proto: _Protocol | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None
         self._scripts: dict[str, str] = {}
 
     async def _address(self) -> tuple[str, int]:
@@ -126,30 +126,38 @@ class LeanRedis:
         return host, int(port)
 
     async def _connect(self) -> _Protocol:
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:
-            if self._proto is not None and not self._proto.closed:
-                return self._proto
-            host, port = await self._address()
-            loop = asyncio.get_running_loop()
-            try:
-                _, proto = await asyncio.wait_for(loop.create_connection(_Protocol, host, port), TIMEOUT)
-            except (OSError, asyncio.TimeoutError) as error:
-                raise StoreUnavailable(f"redis at {host}:{port} unreachable: {error or 'timeout'}") from None
-            setup = []
-            if self.password:
-                setup.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
-            if self.db:
-                setup.append(("SELECT", self.db))
-            try:
-                for command in setup:
-                    await asyncio.wait_for(proto.send(command), TIMEOUT)
-            except RedisError as error:
-                proto.close()
-                raise StoreUnavailable(f"redis refused the connection setup: {error}") from None
-            self._proto = proto
-            return proto
+        # Every request that finds no connection waits for the same attempt and shares its outcome: against a server
+        # that accepts connections but does not answer, N waiting requests fail together after TIMEOUT, not one
+        # after another (N x TIMEOUT) behind a lock.
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.ensure_future(self._open())
+            self._connecting.add_done_callback(lambda attempt: attempt.cancelled() or attempt.exception())
+        return await asyncio.shield(self._connecting)  # a cancelled request does not cancel the others' attempt
+
+    async def _open(self) -> _Protocol:
+        host, port = await self._address()
+        loop = asyncio.get_running_loop()
+        try:
+            _, proto = await asyncio.wait_for(loop.create_connection(_Protocol, host, port), TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as error:
+            raise StoreUnavailable(f"redis at {host}:{port} unreachable: {error or 'timeout'}") from None
+        setup = []
+        if self.password:
+            setup.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
+        if self.db:
+            setup.append(("SELECT", self.db))
+        setup.append(("PING",))  # even without AUTH or SELECT: a connection counts once the server has answered
+        try:
+            for command in setup:
+                await asyncio.wait_for(proto.send(command), TIMEOUT)
+        except RedisError as error:
+            proto.close()
+            raise StoreUnavailable(f"redis refused the connection setup: {error}") from None
+        except (asyncio.TimeoutError, StoreUnavailable) as error:  # accepted, then silent or closed
+            proto.close()
+            raise StoreUnavailable(f"redis at {host}:{port} did not answer: {error or 'timeout'}") from None
+        self._proto = proto
+        return proto
 
     async def execute(self, *command: Any) -> Any:
         return (await self.pipeline(command))[0]
