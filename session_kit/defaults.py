@@ -1,65 +1,106 @@
-"""Every inventory variable, with its default and what it means: the one place to look them up.
+"""Every inventory variable, with its default, its type and what it means: the one place to look them up.
 
-Set them in group data (inventories/group_data/*.py), per host, or on the command line (`--data key=value`).
-Each component's deploy takes its own block as `data_defaults`; a variable not listed here is an error.
+Set them in group data (inventories/group_data/*.py), per host, or on the command line (`--data key=value`; pyinfra
+parses those values as bool, int, JSON, else string). Each component's deploy takes its own block as
+`data_defaults`. Before any host is touched (session_kit/validate.py), every value is checked against its type, a
+variable the kit does not know is an error (pyinfra's own connection settings and `_` arguments excepted), and a
+variable marked `same` must hold one value on every host.
 """
 
 from __future__ import annotations
 
-KIT_DEFAULTS = {
+from typing import Any, NamedTuple
+
+from .strategies import LB_METHODS, STRATEGIES
+from .validate import (Address, Bool, Choice, Duration, Int, Listen, Name, Path, Port, RedisSave, Size, Type)
+
+
+class Var(NamedTuple):
+    default: Any
+    type: Type
+    same: bool = False  # must hold the same value on every host of the inventory
+
+
+KIT = {
     # Where sessions live: cookie | sticky | database | replication | redis | token (see session_kit/strategies.py).
-    "session_strategy": "redis",
+    "session_strategy": Var("redis", Choice(*STRATEGIES), same=True),
     # How Nginx spreads requests: round_robin | ip_hash | hash_cookie. None: the strategy's default
     # (ip_hash for sticky, round_robin for the others). Replication may use hash_cookie (see README).
-    "lb_method": None,
-    # The address the host's services bind to and its peers use (never 0.0.0.0). Default: ssh_hostname.
-    "private_ip": None,
-    # Where the controller keeps generated secrets (one git-ignored JSON file per inventory, mode 0600).
-    "secrets_dir": "secrets",
+    "lb_method": Var(None, Choice(*LB_METHODS, optional=True), same=True),
+    # replication: how a node answers a change. sync: only after every live peer acknowledged it (a client that
+    # moves from node to node sees its own writes); async: at once, the peers follow a few milliseconds later.
+    "replication_mode": Var("sync", Choice("sync", "async"), same=True),
+    # The address the host's services bind to and its peers use: an IP address, never 0.0.0.0.
+    # Default: ssh_hostname (which must then be an address).
+    "private_ip": Var(None, Address(optional=True)),
+    # Where the controller keeps generated secrets (one git-ignored JSON file per inventory, mode 0600); relative
+    # paths are under the kit's directory.
+    "secrets_dir": Var("secrets", Path(), same=True),
 }
 
-NGINX_DEFAULTS = {
-    # Address and port the load balancer listens on (the only public entry of the cluster).
-    "nginx_listen": "0.0.0.0:80",
+NGINX = {
+    # Address and port the load balancer listens on (the only public entry of the cluster): PORT or ADDRESS:PORT.
+    "nginx_listen": Var("0.0.0.0:80", Listen()),
     # Idle keepalive connections from Nginx to each app node.
-    "nginx_keepalive": 32,
-    # An app node that fails this many times within nginx_fail_timeout is skipped for nginx_fail_timeout.
-    "nginx_max_fails": 1,
-    "nginx_fail_timeout": "5s",
-    # Timeouts towards the app nodes.
-    "nginx_connect_timeout": "2s",
-    "nginx_read_timeout": "10s",
+    "nginx_keepalive": Var(32, Int(1, 10000)),
+    # An app node that fails this many times within nginx_fail_timeout is skipped for nginx_fail_timeout
+    # (0: never marked down). Durations in Nginx's syntax: 5s, 1m30s (500ms for the timeouts below).
+    "nginx_max_fails": Var(1, Int(0, 100)),
+    "nginx_fail_timeout": Var("5s", Duration(high=3600, seconds_only=True)),
+    # Timeouts towards the app nodes (Nginx caps the connect timeout at 75s).
+    "nginx_connect_timeout": Var("2s", Duration(high=75)),
+    "nginx_read_timeout": Var("10s", Duration(high=3600)),
 }
 
-REDIS_DEFAULTS = {
-    "redis_port": 6379,
-    # Memory cap and eviction: sessions must not be evicted silently, so the default refuses writes when full.
-    "redis_maxmemory": "256mb",
-    "redis_maxmemory_policy": "noeviction",
-    # Snapshots to disk: "" disables; the default keeps sessions across a restart.
-    "redis_save": "300 10 60 10000",
+REDIS = {
+    "redis_port": Var(6379, Port(), same=True),
+    # Memory cap (bytes, or 512mb, 1gb, ...; 0: none) and eviction: sessions must not be evicted silently, so the
+    # default policy refuses writes when full.
+    "redis_maxmemory": Var("256mb", Size()),
+    "redis_maxmemory_policy": Var("noeviction", Choice(
+        "noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu",
+        "volatile-random", "volatile-ttl")),
+    # Snapshots to disk, as pairs of "SECONDS CHANGES": "" disables; the default keeps sessions across a restart.
+    "redis_save": Var("300 10 60 10000", RedisSave()),
 }
 
-POSTGRES_DEFAULTS = {
-    "postgres_version": 15,
-    "postgres_port": 5432,
-    "postgres_database": "sessions",
-    "postgres_user": "session_kit",
-    "postgres_max_connections": 100,
+POSTGRES = {
+    # Debian 12's PostgreSQL.
+    "postgres_version": Var(15, Int(15, 15), same=True),
+    "postgres_port": Var(5432, Port(), same=True),
+    # The sessions database and the role the app logs in as (password: secrets, postgres_password).
+    "postgres_database": Var("sessions", Name(), same=True),
+    "postgres_user": Var("session_kit", Name(), same=True),
+    "postgres_max_connections": Var(100, Int(10, 10000)),
 }
 
-APP_DEFAULTS = {
-    "app_port": 8000,
+APP = {
+    "app_port": Var(8000, Port(), same=True),
     # Seconds of inactivity before a session expires (SESSION_TTL).
-    "app_session_ttl": 1800,
-    # Mark the SESSION cookie Secure: set it when TLS terminates in front of the cluster.
-    "app_cookie_secure": False,
+    "app_session_ttl": Var(1800, Int(1, 30 * 86400), same=True),
+    # Mark the SESSION cookie Secure (True/False): set it when TLS terminates in front of the cluster.
+    "app_cookie_secure": Var(False, Bool(), same=True),
     # PostgreSQL connections per app node.
-    "app_database_pool_size": 4,
-    "app_log_level": "info",
-    # Where the app lives on the hosts.
-    "app_dir": "/opt/session-kit",
-    "app_user": "session-kit",
+    "app_database_pool_size": Var(4, Int(1, 100)),
+    # debug | info | warning | error
+    "app_log_level": Var("info", Choice("debug", "info", "warning", "error")),
+    # How many app nodes a deploy restarts at a time (the others keep serving).
+    "app_rolling_batch": Var(1, Int(1, 1000), same=True),
+    # Where the app lives on the hosts, and the system user it runs as.
+    "app_dir": Var("/opt/session-kit", Path(absolute=True)),
+    "app_user": Var("session-kit", Name(dash=True)),
 }
 
-ALL_DEFAULTS = {**KIT_DEFAULTS, **NGINX_DEFAULTS, **REDIS_DEFAULTS, **POSTGRES_DEFAULTS, **APP_DEFAULTS}
+VARIABLES: dict[str, Var] = {**KIT, **NGINX, **REDIS, **POSTGRES, **APP}
+
+
+def _defaults(table: dict[str, Var]) -> dict[str, Any]:
+    return {name: var.default for name, var in table.items()}
+
+
+KIT_DEFAULTS = _defaults(KIT)
+NGINX_DEFAULTS = _defaults(NGINX)
+REDIS_DEFAULTS = _defaults(REDIS)
+POSTGRES_DEFAULTS = _defaults(POSTGRES)
+APP_DEFAULTS = _defaults(APP)
+ALL_DEFAULTS = _defaults(VARIABLES)

@@ -13,7 +13,7 @@ from typing import Any
 
 from .defaults import ALL_DEFAULTS
 from .strategies import STRATEGIES, Strategy, lb_method
-from .validate import KitError, check_data, check_groups
+from .validate import KitError, check_data, check_groups, check_same
 
 ROLES = ("lb", "app", "redis", "db")
 
@@ -38,10 +38,12 @@ def members(inventory, role: str) -> list:
 
 
 def check(host, inventory) -> tuple[dict[str, Any], dict[str, list]]:
-    """Validate one host's variables and the inventory's groups; return both. Raises KitError."""
+    """Validate one host's variables, the values every host must share, and the inventory's groups; return the
+    host's variables and the groups. Raises KitError."""
     values = variables(host)
     groups = {role: members(inventory, role) for role in ROLES}
     check_data(values, host.name)
+    check_same({other.name: variables(other) for other in inventory})
     check_groups(values["session_strategy"], {role: [h.name for h in hosts] for role, hosts in groups.items()})
     return values, groups
 

@@ -1,20 +1,20 @@
-"""Checks on the inventory, run before any host is touched: a wrong or missing variable, or a strategy whose group
-is empty, stops the run with one line that names it."""
+"""Checks on the inventory, run before any host is touched: a wrong, missing, unknown or mistyped variable, a value
+that differs between hosts where it must agree, or a strategy whose group is empty stops the run with one line that
+names it.
+
+The types below are what each variable accepts (session_kit/defaults.py gives every variable its type): each checks
+a value as its service would read it, so a mistake fails here and not halfway through a deploy."""
 
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import re
 from typing import Any, Mapping
 
-from .defaults import ALL_DEFAULTS
-from .strategies import LB_METHODS, STRATEGIES
+from .strategies import STRATEGIES
 
-_PREFIXES = ("nginx_", "redis_", "postgres_", "app_")
-_INTS = {"nginx_keepalive": (1, 10000), "nginx_max_fails": (0, 100), "redis_port": (1, 65535),
-         "postgres_port": (1, 65535), "postgres_max_connections": (10, 10000), "postgres_version": (15, 15),
-         "app_port": (1, 65535), "app_session_ttl": (1, 30 * 86400), "app_database_pool_size": (1, 100)}
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -22,40 +22,258 @@ class KitError(Exception):
     """An inventory mistake; str() is one line that starts with what is wrong."""
 
 
+# -- what a variable accepts -------------------------------------------------------------------------------------
+
+
+class Type:
+    """A variable's type: `what` says what it accepts; accepts(value) checks a value as its service would."""
+
+    what = "a value"
+
+    def accepts(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def problem(self, value: Any) -> str | None:
+        """None when the value is right, else what is wrong: 'must be ..., got ...'."""
+        if self.accepts(value):
+            return None
+        hint = ""
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no") \
+                and isinstance(self, Bool):
+            hint = " (a string; write True or False without quotes)"
+        return f"must be {self.what}, got {value!r}{hint}"
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class Int(Type):
+    def __init__(self, low: int, high: int):
+        self.low, self.high = low, high
+        self.what = f"an integer from {low} to {high}" if low != high else f"the integer {low}"
+
+    def accepts(self, value: Any) -> bool:
+        return _integer(value) and self.low <= value <= self.high
+
+
+class Port(Int):
+    def __init__(self):
+        super().__init__(1, 65535)
+
+
+class Bool(Type):
+    what = "True or False"
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+
+class Choice(Type):
+    def __init__(self, *options: str, optional: bool = False):
+        self.options, self.optional = options, optional
+        self.what = "one of " + ", ".join(options) + (" (or None)" if optional else "")
+
+    def accepts(self, value: Any) -> bool:
+        return (value is None and self.optional) or (isinstance(value, str) and value in self.options)
+
+
+class Name(Type):
+    """A PostgreSQL identifier that needs no quoting, or (dash=True) a Linux user name."""
+
+    def __init__(self, dash: bool = False):
+        self.pattern = re.compile(r"[a-z_][a-z0-9_-]{0,31}" if dash else r"[a-z_][a-z0-9_]{0,62}")
+        self.what = "a simple name (lowercase letters, digits, _" + (", -)" if dash else ")")
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and bool(self.pattern.fullmatch(value))
+
+
+class Path(Type):
+    """A path written into configuration files and units: no spaces, quotes, `%` or `$` that they would read."""
+
+    _SAFE = re.compile(r"[A-Za-z0-9_.+/-]+")
+
+    def __init__(self, absolute: bool = False):
+        self.absolute = absolute
+        self.what = ("an absolute path" if absolute else "a path") + " of letters, digits and _.+-/"
+
+    def accepts(self, value: Any) -> bool:
+        return (isinstance(value, str) and bool(self._SAFE.fullmatch(value))
+                and (value.startswith("/") or not self.absolute) and ".." not in value.split("/"))
+
+
+def _ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+class Address(Type):
+    """An IP address a service can bind to: not 0.0.0.0 or ::, not multicast."""
+
+    what = "an IP address (not 0.0.0.0)"
+
+    def __init__(self, optional: bool = False):
+        self.optional = optional
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        address = _ip(value)
+        return address is not None and not address.is_unspecified and not address.is_multicast
+
+
+class Listen(Type):
+    """Nginx's `listen`: PORT, ADDRESS:PORT, *:PORT or [IPV6]:PORT."""
+
+    what = "PORT or ADDRESS:PORT (80, 0.0.0.0:80, 10.0.0.5:8080, [::]:80)"
+
+    def accepts(self, value: Any) -> bool:
+        if _integer(value):
+            return 1 <= value <= 65535
+        if not isinstance(value, str):
+            return False
+        address, colon, port = value.rpartition(":")
+        if not colon:
+            address, port = "*", value
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            return False
+        if address.startswith("[") and address.endswith("]"):
+            return isinstance(_ip(address[1:-1]), ipaddress.IPv6Address)
+        return address == "*" or isinstance(_ip(address), ipaddress.IPv4Address)
+
+
+class Duration(Type):
+    """Nginx's time syntax: 30s, 500ms, 1m30s, 1h (units y M w d h m s ms, largest first; a bare number is seconds).
+
+    high: the largest value in seconds; seconds_only: the directive takes whole seconds (no ms)."""
+
+    _UNITS = {"y": 365 * 86400, "M": 30 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1,
+              "ms": 0.001}
+    _PART = re.compile(r"(\d+)(ms|[yMwdhms])?")
+
+    def __init__(self, high: float, seconds_only: bool = False):
+        self.high, self.seconds_only = high, seconds_only
+        self.what = f"an Nginx time from 1s to {high}s (e.g. 5s, 1m30s{'' if seconds_only else ', 500ms'})"
+
+    def seconds(self, value: Any) -> float | None:
+        if _integer(value):
+            return value
+        if not isinstance(value, str) or not value.strip():
+            return None
+        order, total, rest = list(self._UNITS), 0.0, value.strip()
+        last = -1
+        while rest:
+            match = self._PART.match(rest)
+            if not match:
+                return None
+            unit = match.group(2) or "s"
+            if match.group(2) is None and match.end() != len(rest):
+                return None  # a bare number only at the end
+            if order.index(unit) <= last or (unit == "ms" and self.seconds_only):
+                return None  # Nginx wants the largest unit first, each once
+            last = order.index(unit)
+            total += int(match.group(1)) * self._UNITS[unit]
+            rest = rest[match.end():]
+        return total
+
+    def accepts(self, value: Any) -> bool:
+        seconds = self.seconds(value)
+        return seconds is not None and (1 if self.seconds_only else 0.001) <= seconds <= self.high
+
+
+class Size(Type):
+    """A Redis memory size: bytes, or a number with b, k, kb, m, mb, g, gb (any case); 0: no limit."""
+
+    what = "a size in bytes or with a unit (256mb, 1gb; 0 for no limit)"
+    _SIZE = re.compile(r"\d+(?:[kmg]b?|b)?", re.IGNORECASE)
+
+    def accepts(self, value: Any) -> bool:
+        return (_integer(value) and value >= 0) or (isinstance(value, str) and bool(self._SIZE.fullmatch(value)))
+
+
+class RedisSave(Type):
+    """Redis' `save`: pairs "SECONDS CHANGES" (after SECONDS, snapshot if at least CHANGES keys changed); "" for no
+    snapshots."""
+
+    what = 'pairs of "SECONDS CHANGES" ("300 10 60 10000"), or "" for no snapshots'
+    _SAVE = re.compile(r"(?:[1-9]\d* \d+)(?: [1-9]\d* \d+)*")
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and (value == "" or bool(self._SAVE.fullmatch(value)))
+
+
+# -- which variables exist ---------------------------------------------------------------------------------------
+
+
+@functools.cache
+def pyinfra_keys() -> frozenset[str]:
+    """What pyinfra itself reads from host data, from its own code (so it stays right across versions): every
+    installed connector's data keys (ssh_hostname, ssh_user, ...) and the operations' global arguments (_sudo,
+    _su_user, _timeout, ...)."""
+    from pyinfra.api.arguments import all_global_arguments
+    from pyinfra.api.connectors import get_all_connectors
+
+    keys = {name for name, _ in all_global_arguments() if name.startswith("_")}
+    for connector in get_all_connectors().values():
+        keys.update(getattr(connector, "data_meta", None) or {})
+    return frozenset(keys)
+
+
+def known_variables() -> frozenset[str]:
+    from .defaults import VARIABLES
+    return frozenset(VARIABLES) | {"inventory_name"} | pyinfra_keys()
+
+
+def _where(host_name: str) -> str:
+    return f" (host {host_name})" if host_name else ""
+
+
 def check_data(data: Mapping[str, Any], host_name: str = "") -> None:
     """The variables of one host (group data, host data and --data overrides merged)."""
-    where = f" (host {host_name})" if host_name else ""
+    from .defaults import VARIABLES
+
+    where = _where(host_name)
+    known = known_variables()
     for key in data:
-        if key.startswith(_PREFIXES) and key not in ALL_DEFAULTS:
-            close = difflib.get_close_matches(key, ALL_DEFAULTS, n=1)
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
             raise KitError(f"{key}: unknown variable{where}" + (f"; did you mean {close[0]}?" if close else ""))
-    strategy = data.get("session_strategy")
-    if strategy not in STRATEGIES:
-        raise KitError(f"session_strategy: must be one of {', '.join(STRATEGIES)}, got {strategy!r}{where}")
-    method = data.get("lb_method")
-    if method is not None and method not in LB_METHODS:
-        raise KitError(f"lb_method: must be one of {', '.join(LB_METHODS)}, got {method!r}{where}")
+    for key, var in VARIABLES.items():
+        problem = var.type.problem(data.get(key, var.default))
+        if problem:
+            raise KitError(f"{key}: {problem}{where}")
+    strategy, method = data.get("session_strategy", "redis"), data.get("lb_method")
     if strategy == "sticky" and method == "round_robin":
         raise KitError("lb_method: round_robin cannot serve session_strategy=sticky (a session lives on one node); "
                        "use ip_hash or hash_cookie")
-    for key, (low, high) in _INTS.items():
-        value = data.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise KitError(f"{key}: must be an integer from {low} to {high}, got {value!r}{where}")
-    for key in ("postgres_database", "postgres_user", "app_user"):
-        if not isinstance(data.get(key), str) or not _NAME.fullmatch(data.get(key).replace("-", "_")):
-            raise KitError(f"{key}: must be a simple name (letters, digits, _), got {data.get(key)!r}{where}")
     if not isinstance(data.get("inventory_name"), str) or not _NAME.fullmatch(data.get("inventory_name") or ""):
         raise KitError(f"inventory_name: every inventory sets it (it names the secrets file), got "
                        f"{data.get('inventory_name')!r}{where}")
-    private = data.get("private_ip") or data.get("ssh_hostname")
-    if private:
-        try:
-            address = ipaddress.ip_address(private)
-        except ValueError:
-            address = None
-        if address is not None and address.is_unspecified:
-            raise KitError(f"private_ip: services never bind to {private}{where}; give the host's private address")
+    if data.get("private_ip") is None:
+        fallback = data.get("ssh_hostname") or host_name
+        if fallback and not Address().accepts(fallback):
+            raise KitError(f"private_ip: not set, and {fallback!r} (the host's ssh_hostname) is not an IP address "
+                           f"to bind services to{where}; set the host's private address")
+
+
+def check_same(values: Mapping[str, Mapping[str, Any]]) -> None:
+    """Variables marked `same` in session_kit/defaults.py (ports, strategy, ...) hold one value on every host:
+    values maps each host's name to its merged variables."""
+    from .defaults import VARIABLES
+
+    names = [name for name, var in VARIABLES.items() if var.same] + ["inventory_name"]
+    hosts = list(values)
+    for name in names:
+        default = VARIABLES[name].default if name in VARIABLES else None
+        first = hosts[0] if hosts else None
+        for other in hosts[1:]:
+            a, b = values[first].get(name, default), values[other].get(name, default)
+            if a != b or type(a) is not type(b):
+                raise KitError(f"{name}: must be the same on every host, but {first} has {a!r} and {other} has "
+                               f"{b!r}")
 
 
 def check_groups(strategy: str, groups: Mapping[str, list[str]]) -> None:

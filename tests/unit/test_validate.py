@@ -6,7 +6,7 @@ import pytest
 
 from session_kit.defaults import ALL_DEFAULTS
 from session_kit.strategies import STRATEGIES, app_environment, lb_method
-from session_kit.validate import KitError, check_data, check_groups
+from session_kit.validate import KitError, check_data, check_groups, check_same, known_variables
 
 GOOD = {**ALL_DEFAULTS, "inventory_name": "test"}
 GROUPS = {"lb": ["l"], "app": ["a1", "a2"], "redis": ["r"], "db": ["d"]}
@@ -28,6 +28,37 @@ def test_defaults_pass():
     ({"inventory_name": None}, "inventory_name"),
     ({"postgres_user": "drop table"}, "postgres_user"),
     ({"private_ip": "0.0.0.0"}, "private_ip"),
+    # issue 12: a misspelt variable without the kit's prefix was silently ignored
+    ({"session_stratgy": "token"}, "session_stratgy"),
+    ({"ssh_hostnam": "10.0.0.1"}, "ssh_hostnam"),
+    # issue 12: every variable is type-checked, not only the integers
+    ({"app_cookie_secure": "false"}, "app_cookie_secure"),
+    ({"app_cookie_secure": 0}, "app_cookie_secure"),
+    ({"redis_maxmemory": "256 megabytes"}, "redis_maxmemory"),
+    ({"redis_maxmemory": -1}, "redis_maxmemory"),
+    ({"redis_maxmemory_policy": "lru"}, "redis_maxmemory_policy"),
+    ({"redis_save": "300"}, "redis_save"),
+    ({"redis_save": "0 10"}, "redis_save"),
+    ({"redis_save": '300 10"\nrequirepass x'}, "redis_save"),
+    ({"nginx_fail_timeout": "500ms"}, "nginx_fail_timeout"),  # fail_timeout takes whole seconds
+    ({"nginx_fail_timeout": "5 s"}, "nginx_fail_timeout"),
+    ({"nginx_read_timeout": "30s1m"}, "nginx_read_timeout"),  # Nginx wants the largest unit first
+    ({"nginx_read_timeout": "0s"}, "nginx_read_timeout"),
+    ({"nginx_connect_timeout": "2m"}, "nginx_connect_timeout"),  # Nginx caps it at 75s
+    ({"nginx_listen": "0.0.0.0"}, "nginx_listen"),
+    ({"nginx_listen": "localhost:80"}, "nginx_listen"),
+    ({"nginx_listen": "0.0.0.0:70000"}, "nginx_listen"),
+    ({"private_ip": "app1.example.internal"}, "private_ip"),
+    ({"private_ip": None, "ssh_hostname": "app1.example.internal"}, "private_ip"),
+    ({"app_log_level": "verbose"}, "app_log_level"),
+    ({"app_dir": "opt/kit"}, "app_dir"),
+    ({"app_dir": "/opt/my kit"}, "app_dir"),
+    ({"app_dir": "/opt/%kit"}, "app_dir"),
+    ({"secrets_dir": None}, "secrets_dir"),
+    ({"lb_method": 1}, "lb_method"),
+    ({"replication_mode": "eventual"}, "replication_mode"),
+    ({"app_rolling_batch": 0}, "app_rolling_batch"),
+    ({"app_rolling_batch": "2"}, "app_rolling_batch"),
 ])
 def test_bad_values_name_themselves(change, named):
     with pytest.raises(KitError) as error:
@@ -38,6 +69,53 @@ def test_bad_values_name_themselves(change, named):
 def test_typo_gets_a_suggestion():
     with pytest.raises(KitError, match="did you mean redis_port"):
         check_data({**GOOD, "redis_prot": 1})
+    with pytest.raises(KitError, match="^session_stratgy: unknown variable; did you mean session_strategy\\?$"):
+        check_data({**GOOD, "session_stratgy": "token"})
+
+
+@pytest.mark.parametrize("change", [
+    {"ssh_user": "deploy", "ssh_key": "~/.ssh/id", "ssh_port": 22, "ssh_strict_host_key_checking": "yes",
+     "ssh_connect_retries": 2, "ssh_known_hosts_file": "~/.ssh/known_hosts"},
+    {"_sudo": True, "_sudo_user": "root", "_su_user": "postgres", "_timeout": 60, "_retries": 1, "_env": {}},
+    {"app_cookie_secure": True, "redis_maxmemory": 0, "redis_save": ""}, {"redis_maxmemory": "1GB"},
+    {"nginx_fail_timeout": "1m30s", "nginx_read_timeout": "500ms", "nginx_connect_timeout": 3},
+    {"nginx_listen": 8080, "private_ip": "10.0.0.5"}, {"nginx_listen": "[::]:80", "private_ip": "fd00::5"},
+    {"nginx_listen": "10.0.0.5:8080"}, {"replication_mode": "async", "app_rolling_batch": 2},
+    {"private_ip": None, "ssh_hostname": "10.0.0.5"}, {"lb_method": "hash_cookie", "secrets_dir": "/var/lib/kit"},
+])
+def test_pyinfra_settings_and_good_values_pass(change):
+    check_data({**GOOD, **change})
+
+
+def test_pyinfra_keys_come_from_pyinfra():
+    """The allowed list is read from pyinfra's own connectors and global arguments, not typed out here."""
+    from pyinfra.api.arguments import all_global_arguments
+    from pyinfra.connectors.ssh import SSHConnector
+    known = known_variables()
+    assert set(SSHConnector.data_meta) <= known
+    assert {name for name, _ in all_global_arguments() if name.startswith("_")} <= known
+    assert "name" not in known and "ssh_hostnam" not in known
+
+
+def test_new_variables_have_defaults():
+    assert ALL_DEFAULTS["replication_mode"] == "sync" and ALL_DEFAULTS["app_rolling_batch"] == 1
+
+
+@pytest.mark.parametrize("name, a, b", [
+    ("app_port", 8000, 8001), ("redis_port", 6379, 6380), ("session_strategy", "redis", "token"),
+    ("lb_method", None, "ip_hash"), ("replication_mode", "sync", "async"), ("postgres_user", "a", "b"),
+    ("inventory_name", "one", "two"), ("app_cookie_secure", False, True), ("app_session_ttl", 60, 61),
+])
+def test_values_that_must_agree_across_hosts(name, a, b):
+    hosts = {"lb1": {**GOOD, name: a}, "app1": {**GOOD, name: a}, "app2": {**GOOD, name: b}}
+    with pytest.raises(KitError) as error:
+        check_same(hosts)
+    assert str(error.value) == f"{name}: must be the same on every host, but lb1 has {a!r} and app2 has {b!r}"
+
+
+def test_per_host_values_may_differ():
+    check_same({"app1": {**GOOD, "private_ip": "10.0.0.1", "app_log_level": "debug", "nginx_keepalive": 8},
+                "app2": {**GOOD, "private_ip": "10.0.0.2"}})
 
 
 @pytest.mark.parametrize("strategy, missing", [("database", "db"), ("redis", "redis"), ("token", "redis")])
@@ -88,3 +166,46 @@ def test_the_kit_and_the_app_agree_on_the_strategies():
     assert list(APP_STRATEGIES) == list(STRATEGIES)
     for name, strategy in STRATEGIES.items():
         assert (APP_STRATEGIES[name].carrier == "bearer") == strategy.bearer
+
+
+INVENTORY = """
+_ssh = {{"ssh_user": "deploy", "_sudo": True, "inventory_name": "unit"}}
+lb = [("lb1", {{**_ssh, "private_ip": "10.0.0.10"}})]
+app = [("app1", {{**_ssh, "private_ip": "10.0.0.11"}}), ("app2", {{**_ssh, "private_ip": "10.0.0.12"{app2}}})]
+redis = [("cache1", {{**_ssh, "private_ip": "10.0.0.20"}})]
+"""
+
+
+def write_inventory(tmp_path, app2: str = "", group_data: str = "") -> str:
+    (tmp_path / "group_data").mkdir()
+    (tmp_path / "group_data" / "all.py").write_text(group_data)
+    path = tmp_path / "unit.py"
+    path.write_text(INVENTORY.format(app2=app2))
+    return str(path)
+
+
+def test_inventory_as_pyinfra_reads_it(tmp_path):
+    """Through pyinfra's own reading of the inventory and of --data (what `./kit deploy` checks first)."""
+    from session_kit.inventory import load
+    path = write_inventory(tmp_path, group_data='session_strategy = "token"\n')
+    assert load(path).strategy.name == "token"
+    # --data values are parsed by pyinfra: false arrives as False and passes ...
+    assert load(path, {"app_cookie_secure": "false"}).vars["app_cookie_secure"] is False
+    # ... a misspelt one is refused instead of deploying the default strategy
+    with pytest.raises(KitError, match="^session_stratgy: unknown variable .*did you mean session_strategy"):
+        load(path, {"session_stratgy": "cookie"})
+
+
+def test_inventory_refuses_a_string_boolean_in_group_data(tmp_path):
+    from session_kit.inventory import load
+    path = write_inventory(tmp_path, group_data='app_cookie_secure = "false"\n')
+    with pytest.raises(KitError, match="^app_cookie_secure: must be True or False, got 'false'"):
+        load(path)
+
+
+def test_inventory_refuses_a_port_that_differs_between_hosts(tmp_path):
+    from session_kit.inventory import load
+    path = write_inventory(tmp_path, app2=', "app_port": 8001')
+    with pytest.raises(KitError) as error:
+        load(path)
+    assert str(error.value) == "app_port: must be the same on every host, but lb1 has 8000 and app2 has 8001"
