@@ -1,5 +1,7 @@
 """python -m sample_app: serve the app on APP_HOST:APP_PORT, one process (the in-memory strategies need that).
 
+SIGTERM drains the node before it stops (sample_app/serve.py): no request a load balancer sends it fails.
+
 A missing or invalid setting prints one line naming it and exits with status 2. --help lists every setting.
 """
 
@@ -20,15 +22,11 @@ def main(argv: list[str]) -> int:
     except SettingError as error:
         print(f"sample_app: invalid setting {error}", file=sys.stderr)
         return 2
-    import uvicorn
-
     from .app import create_app
+    from .serve import serve
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.app_host, port=settings.app_port, workers=1,
-                loop="uvloop", http="httptools", lifespan="on", access_log=False, proxy_headers=True,
-                forwarded_allow_ips=settings.forwarded_allow_ips, log_level=settings.log_level,
-                server_header=False, date_header=False)
+    serve(create_app(settings), settings)
     return 0
 
 

@@ -224,8 +224,8 @@ class AppNode:
 class Nginx:
     """A local Nginx in front of app nodes (round robin), for the benchmark's 'through a load balancer' figures."""
 
-    def __init__(self, backends: list[str], workers: int = 1):
-        self.port, self.backends, self.workers = free_port(), backends, workers
+    def __init__(self, backends: list[str], workers: int = 1, access_log: bool = False):
+        self.port, self.backends, self.workers, self.logging = free_port(), backends, workers, access_log
         self.dir = Path(tempfile.mkdtemp(prefix="kit-nginx-"))
         self.proc: subprocess.Popen | None = None
 
@@ -239,18 +239,22 @@ class Nginx:
 
     def start(self) -> "Nginx":
         servers = "\n".join(f"    server {backend};" for backend in self.backends)
+        # Each request's status, the node(s) it went to and its X-Request-Id (the drain tests read it).
+        access = f"access_log {self.dir}/access.log upstreams;" if self.logging else "access_log off;"
         (self.dir / "nginx.conf").write_text(f"""
 worker_processes {self.workers};
 pid {self.dir}/nginx.pid;
 error_log {self.dir}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-  access_log off;
+  log_format upstreams '$status upstream=$upstream_addr $http_x_request_id';
+  {access}
   client_body_temp_path {self.dir}/body; proxy_temp_path {self.dir}/proxy;
   fastcgi_temp_path {self.dir}/fcgi; uwsgi_temp_path {self.dir}/uwsgi; scgi_temp_path {self.dir}/scgi;
   upstream app {{
 {servers}
     keepalive 64;
+    keepalive_timeout 4s;  # as the kit's site: shorter than a draining node's wait (sample_app/serve.py)
   }}
   server {{
     listen 127.0.0.1:{self.port};
@@ -260,6 +264,8 @@ http {{
       proxy_set_header Connection "";
       proxy_set_header Host $host;
       proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_next_upstream error timeout http_502 http_503 http_504;
+      proxy_next_upstream_tries 0;
     }}
   }}
 }}
@@ -269,6 +275,10 @@ http {{
                                       "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: port_open(self.port), 10, "nginx")
         return self
+
+    def access_log(self) -> str:
+        path = self.dir / "access.log"
+        return path.read_text() if path.exists() else ""
 
     def destroy(self) -> None:
         _stop(self.proc, signal.SIGQUIT)

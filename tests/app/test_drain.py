@@ -1,0 +1,79 @@
+"""A node that is stopped (SIGTERM, as `systemctl stop` sends) under load through Nginx fails no request: it drains
+(sample_app/serve.py). A node killed (SIGKILL) fails at most the requests it had in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import pytest
+
+from drills.load import Load, summarize, upstreams_of_failures
+from tests.support.cluster import Cluster
+from tests.support.servers import Nginx
+
+
+def run_load_around(cluster: Cluster, nginx: Nginx, action, seconds: float = 6.0) -> tuple[Load, dict]:
+    async def main():
+        load = Load(nginx.url, clients=60, bearer=cluster.bearer, think=0.02, limit_seconds=seconds + 30)
+        await load.open()
+        try:
+            assert await load.log_in_all() == 60
+            runner = asyncio.create_task(load.run())
+            await asyncio.sleep(seconds / 3)
+            events: dict[str, float] = {}
+            await asyncio.to_thread(action, lambda name: events.setdefault(name, load.now()))
+            await asyncio.sleep(seconds * 2 / 3)
+            load.stop()
+            await runner
+            checked = await load.check_all()
+        finally:
+            await load.close()
+        return load, {**summarize(load.outcomes, events), **checked}
+
+    return asyncio.run(main())
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(backends):
+    cluster = Cluster("redis", backends, size=3).start()
+    nginx = Nginx([node.url.removeprefix("http://") for node in cluster.nodes], access_log=True).start()
+    yield cluster, nginx
+    nginx.destroy()
+    cluster.destroy()
+
+
+def test_stopping_a_node_under_load_fails_no_request(redis_cluster):
+    cluster, nginx = redis_cluster
+    node = cluster.nodes[1]
+
+    def stop_and_restart(mark):
+        mark("stop")
+        node.stop()  # SIGTERM: the drain
+        node.start()
+
+    load, figures = run_load_around(cluster, nginx, stop_and_restart)
+    assert figures["requests"] > 500, figures
+    assert figures["failed"] == 0, figures
+    assert figures["unauthorized"] == 0 and figures["gone_at_end"] == 0 and figures["counter_mismatch"] == 0, figures
+    assert node.name in figures["per_node"], "the restarted node should serve again"
+
+
+def test_killing_a_node_fails_at_most_its_requests_in_flight(redis_cluster):
+    cluster, nginx = redis_cluster
+    node = cluster.nodes[2]
+
+    def kill_and_restart(mark):
+        mark("kill")
+        node.proc.send_signal(signal.SIGKILL)
+        node.proc.wait(5)
+        node.start()
+
+    load, figures = run_load_around(cluster, nginx, kill_and_restart)
+    # Every failed request was sent to the killed node (a POST in progress there, or sent on a connection the
+    # kill had just closed): nginx's access log names the node of each.
+    sent_to = upstreams_of_failures(load.outcomes, nginx.access_log())
+    killed = node.url.removeprefix("http://")
+    assert len(sent_to) == figures["failed"], (sent_to, figures)
+    assert all(killed in nodes for nodes in sent_to.values()), (sent_to, killed)
+    assert figures["failed"] <= 10, figures
+    assert figures["gone_at_end"] == 0 and figures["counter_mismatch"] == 0, figures
