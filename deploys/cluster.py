@@ -30,11 +30,11 @@ class Cluster:
         self.host = host
         try:
             self.vars, self.groups = check(host, inventory)
+            self.secrets = kit_secrets.load(ROOT / self.vars["secrets_dir"], self.vars["inventory_name"])
         except KitError as error:
             raise PyinfraError(str(error)) from None
         self.strategy: Strategy = STRATEGIES[self.vars["session_strategy"]]
         self.lb_method = lb_method(self.vars)
-        self.secrets = kit_secrets.load(ROOT / self.vars["secrets_dir"], self.vars["inventory_name"])
 
     def values(self, defaults: dict) -> dict:
         """One component's variables (its block of session_kit/defaults.py), as merged for this host."""

@@ -30,7 +30,7 @@ KIT = {
     # replication: how a node answers a change. sync: only after every live peer acknowledged it (a client that
     # moves from node to node sees its own writes); async: at once, the peers follow a few milliseconds later.
     "replication_mode": Var("sync", Choice("sync", "async"), same=True),
-    # The address the host's services bind to and its peers use: an IP address, never 0.0.0.0.
+    # The address the host's services bind to and its peers use: an IPv4 address, never 0.0.0.0.
     # Default: ssh_hostname (which must then be an address).
     "private_ip": Var(None, Address(optional=True)),
     # Where the controller keeps generated secrets (one git-ignored JSON file per inventory, mode 0600); relative

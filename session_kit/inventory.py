@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import secrets as kit_secrets
 from .defaults import ALL_DEFAULTS
 from .strategies import STRATEGIES, Strategy, lb_method
 from .validate import KitError, check_data, check_groups, check_same
@@ -123,6 +124,8 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Deploymen
     values = {}
     for host in hosts:
         values, _ = check(host, inventory)
+    for name in kit_secrets.NAMES:
+        kit_secrets.from_environment(name)  # an override that cannot be written safely stops here, too
     ssh_keys = ("ssh_hostname", "ssh_user", "ssh_port", "ssh_key", "ssh_known_hosts_file",
                 "ssh_strict_host_key_checking", "_sudo")
     nodes = tuple(Node(name=h.name, ip=private_ip(h), ssh={k: h.data.get(k) for k in ssh_keys if h.data.get(k)},

@@ -1,15 +1,23 @@
 """Secrets per inventory: generated once on the controller into a git-ignored JSON file (mode 0600) and reused by
 every later apply; an environment variable SESSION_KIT_<NAME> (e.g. SESSION_KIT_REDIS_PASSWORD) overrides a value.
-Nothing secret ever enters the repository."""
+Nothing secret ever enters the repository.
+
+A value is written into URLs (percent-encoded), redis.conf (quoted) and the app's systemd EnvironmentFile (quoted):
+any printable character round-trips. Control characters (a newline, a tab, ...) cannot be written safely into those
+line-based files, so an environment value holding one is refused with one line."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets as random
 from pathlib import Path
 
+from .validate import KitError
+
 NAMES = ("cookie_secret_key", "redis_password", "postgres_password", "replication_key")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def secrets_file(directory: str | Path, inventory_name: str) -> Path:
@@ -31,4 +39,14 @@ def load(directory: str | Path, inventory_name: str) -> dict[str, str]:
             json.dump(stored, handle, indent=2)
         os.replace(tmp, path)
     path.chmod(0o600)
-    return {name: os.environ.get(f"SESSION_KIT_{name.upper()}") or stored[name] for name in NAMES}
+    return {name: from_environment(name) or stored[name] for name in NAMES}
+
+
+def from_environment(name: str) -> str | None:
+    """SESSION_KIT_<NAME>, if set and not empty; refused (KitError) when it cannot be written safely."""
+    variable = f"SESSION_KIT_{name.upper()}"
+    value = os.environ.get(variable)
+    if value and _CONTROL.search(value):
+        raise KitError(f"{variable}: holds a control character (newline, tab, ...) that cannot be written safely "
+                       f"into the hosts' configuration files; use printable characters only")
+    return value or None

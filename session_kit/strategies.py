@@ -4,6 +4,7 @@ app settings it takes. Inventory validation, the deploys, the templates and the 
 from __future__ import annotations
 
 import dataclasses
+from urllib.parse import quote
 
 LB_METHODS = ("round_robin", "ip_hash", "hash_cookie")
 
@@ -44,9 +45,11 @@ def app_environment(strategy: Strategy, data, secrets: dict[str, str], node: str
     if strategy.name == "cookie":
         env["SECRET_KEYS"] = secrets["cookie_secret_key"]
     if strategy.name in ("redis", "token"):
-        env["REDIS_URL"] = f"redis://:{secrets['redis_password']}@{redis_ip}:{data.get('redis_port')}/0"
+        password = quote(secrets["redis_password"], safe="")  # percent-encoded: any character round-trips
+        env["REDIS_URL"] = f"redis://:{password}@{redis_ip}:{data.get('redis_port')}/0"
     if strategy.name == "database":
-        env["DATABASE_URL"] = (f"postgresql://{data.get('postgres_user')}:{secrets['postgres_password']}@{db_ip}:"
+        password = quote(secrets["postgres_password"], safe="")
+        env["DATABASE_URL"] = (f"postgresql://{data.get('postgres_user')}:{password}@{db_ip}:"
                                f"{data.get('postgres_port')}/{data.get('postgres_database')}")
         env["DATABASE_POOL_SIZE"] = str(data.get("app_database_pool_size"))
     if strategy.name == "replication":

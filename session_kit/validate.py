@@ -111,9 +111,10 @@ def _ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 class Address(Type):
-    """An IP address a service can bind to: not 0.0.0.0 or ::, not multicast."""
+    """An IPv4 address a service can bind to and peers can reach (written bare into URLs and Nginx's upstream):
+    not 0.0.0.0, not multicast."""
 
-    what = "an IP address (not 0.0.0.0)"
+    what = "an IPv4 address (not 0.0.0.0)"
 
     def __init__(self, optional: bool = False):
         self.optional = optional
@@ -122,7 +123,7 @@ class Address(Type):
         if value is None:
             return self.optional
         address = _ip(value)
-        return address is not None and not address.is_unspecified and not address.is_multicast
+        return isinstance(address, ipaddress.IPv4Address) and not address.is_unspecified and not address.is_multicast
 
 
 class Listen(Type):

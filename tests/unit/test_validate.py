@@ -49,6 +49,7 @@ def test_defaults_pass():
     ({"nginx_listen": "localhost:80"}, "nginx_listen"),
     ({"nginx_listen": "0.0.0.0:70000"}, "nginx_listen"),
     ({"private_ip": "app1.example.internal"}, "private_ip"),
+    ({"private_ip": "fd00::5"}, "private_ip"),
     ({"private_ip": None, "ssh_hostname": "app1.example.internal"}, "private_ip"),
     ({"app_log_level": "verbose"}, "app_log_level"),
     ({"app_dir": "opt/kit"}, "app_dir"),
@@ -79,7 +80,7 @@ def test_typo_gets_a_suggestion():
     {"_sudo": True, "_sudo_user": "root", "_su_user": "postgres", "_timeout": 60, "_retries": 1, "_env": {}},
     {"app_cookie_secure": True, "redis_maxmemory": 0, "redis_save": ""}, {"redis_maxmemory": "1GB"},
     {"nginx_fail_timeout": "1m30s", "nginx_read_timeout": "500ms", "nginx_connect_timeout": 3},
-    {"nginx_listen": 8080, "private_ip": "10.0.0.5"}, {"nginx_listen": "[::]:80", "private_ip": "fd00::5"},
+    {"nginx_listen": 8080, "private_ip": "10.0.0.5"}, {"nginx_listen": "[::]:80"},
     {"nginx_listen": "10.0.0.5:8080"}, {"replication_mode": "async", "app_rolling_batch": 2},
     {"private_ip": None, "ssh_hostname": "10.0.0.5"}, {"lb_method": "hash_cookie", "secrets_dir": "/var/lib/kit"},
 ])

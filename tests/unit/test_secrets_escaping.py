@@ -1,0 +1,125 @@
+"""Secrets from the environment (SESSION_KIT_<NAME>) are written safely wherever they go: percent-encoded in the app's
+URLs, quoted in redis.conf and in the app's systemd EnvironmentFile. The templates are rendered by pyinfra's own
+template loader, as a deploy renders them; what they produce is read back by real parsers (sh, redis-server, the
+app's settings and its Redis client)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from pyinfra.api.util import get_template
+
+from session_kit import secrets
+from session_kit.defaults import ALL_DEFAULTS
+from session_kit.strategies import STRATEGIES, app_environment
+from session_kit.validate import KitError
+from tests.support.servers import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+# Every character that means something in a URL, a shell, systemd's EnvironmentFile or redis.conf.
+HOSTILE = "p@ss:w/o%rd#?&[]\"' \\$`${HOME}%40;*"
+DATA = {**ALL_DEFAULTS, "inventory_name": "unit"}
+
+
+def render(path: str, **values) -> str:
+    return get_template(str(ROOT / "templates" / (path + ".j2"))).render(**values)
+
+
+def environment(strategy: str, password: str = HOSTILE) -> dict[str, str]:
+    keys = {"cookie_secret_key": password, "redis_password": password, "postgres_password": password,
+            "replication_key": password}
+    return app_environment(STRATEGIES[strategy], DATA, keys, node="app1", private_ip="10.0.0.2",
+                           peers=["10.0.0.3"], redis_ip="10.0.0.9", db_ip="10.0.0.8")
+
+
+def read_env_file(text: str) -> dict[str, str]:
+    """What a POSIX shell reads from the file (systemd's EnvironmentFile quoting is the shell's double quotes with
+    only \\\\ \\" \\` \\$ as escapes, and the file's bare values use no shell syntax at all)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".env") as handle:
+        handle.write(text)
+        handle.flush()
+        out = subprocess.run(["env", "-i", "sh", "-c", 'set -a; . "$1"; exec env -0', "sh", handle.name],
+                             capture_output=True, check=True, timeout=10).stdout.decode()
+    pairs = dict(item.split("=", 1) for item in out.split("\0") if item)
+    return {key: value for key, value in pairs.items() if key.isupper() and key not in ("PWD", "SHLVL", "_")}
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_env_file_round_trips_every_value(strategy):
+    env = environment(strategy)
+    text = render("etc/session-kit/app.env", env=env)
+    assert read_env_file(text) == env
+    # plain values stay plain (what the verification suite and a reader look for)
+    assert f"SESSION_STRATEGY={strategy}\n" in text
+
+
+@pytest.mark.parametrize("strategy", ["redis", "token", "database"])
+def test_the_app_reads_the_password_back_from_the_env_file(strategy):
+    from psycopg.conninfo import conninfo_to_dict
+    from redis.connection import parse_url
+
+    from sample_app.settings import Settings
+    settings = Settings.from_env(read_env_file(render("etc/session-kit/app.env", env=environment(strategy))))
+    if strategy == "database":
+        parts = conninfo_to_dict(settings.database_url)
+        assert (parts["password"], parts["host"], parts["dbname"]) == (HOSTILE, "10.0.0.8", "sessions")
+    else:
+        parts = parse_url(settings.redis_url)
+        assert (parts["password"], parts["host"], parts["port"]) == (HOSTILE, "10.0.0.9", 6379)
+
+
+def test_redis_conf_requirepass_round_trips_through_a_real_redis(tmp_path):
+    """redis-server reads the rendered redis.conf; the app's URL (percent-encoded) authenticates against it."""
+    import redis
+
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed (./kit setup installs it)")
+    port = free_port()
+    conf = tmp_path / "redis.conf"
+    conf.write_text(render("etc/redis/redis.conf", private_ip="127.0.0.1", redis_password=HOSTILE,
+                           **{**{k: v for k, v in ALL_DEFAULTS.items() if k.startswith("redis_")},
+                              "redis_port": port}))
+    # Only what a test process cannot use is overridden: systemd supervision and the Debian paths.
+    proc = subprocess.Popen(["redis-server", str(conf), "--supervised", "no", "--dir", str(tmp_path),
+                             "--pidfile", str(tmp_path / "pid"), "--save", ""],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        env = environment("redis")
+        client = redis.Redis.from_url(env["REDIS_URL"].replace("10.0.0.9", "127.0.0.1").replace(":6379/", f":{port}/"))
+        wait_until(lambda: proc.poll() is not None or _pings(client), 10, "redis-server with the rendered conf")
+        assert proc.poll() is None, "redis-server refused the rendered redis.conf"
+        assert client.ping() is True
+        wrong = redis.Redis(host="127.0.0.1", port=port, password=HOSTILE[:-1])
+        with pytest.raises(redis.AuthenticationError):
+            wrong.ping()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _pings(client) -> bool:
+    import redis
+    try:
+        return client.ping()
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.mark.parametrize("value", ["line\nbreak", "tab\there", "nul\x00", "bell\x07"])
+def test_control_characters_are_refused_with_one_line(tmp_path, monkeypatch, value):
+    monkeypatch.setenv("SESSION_KIT_REDIS_PASSWORD", value.replace("\x00", "\x01"))
+    with pytest.raises(KitError) as error:
+        secrets.load(tmp_path, "inv")
+    assert str(error.value).startswith("SESSION_KIT_REDIS_PASSWORD: holds a control character")
+    assert "\n" not in str(error.value) and value not in str(error.value)
+
+
+def test_an_environment_override_with_every_printable_character_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("SESSION_KIT_POSTGRES_PASSWORD", HOSTILE)
+    assert secrets.load(tmp_path, "inv")["postgres_password"] == HOSTILE
+    assert os.environ["SESSION_KIT_POSTGRES_PASSWORD"] == HOSTILE
