@@ -140,6 +140,11 @@ def no_session() -> ClientError:
 def create_app(settings: Settings) -> Starlette:
     strategy, store = build_store(settings)
     node, bearer = settings.node_name, strategy.carrier == "bearer"
+    if strategy.name == "replication":
+        store.mode, store.timeout = settings.replication_mode, settings.replication_timeout_ms / 1000
+    # Cookie routing (like Tomcat's jvmRoute): a SESSION cookie this node sets ends in ".ROUTE", by which the load
+    # balancer sends the session back here. Ids never hold a ".", so any node strips it; not for the signed cookie.
+    route = f".{settings.session_route}" if settings.session_route and strategy.name != "cookie" else ""
 
     # -- the handle: where the client carries it -------------------------------------------------------------------
 
@@ -148,6 +153,8 @@ def create_app(settings: Settings) -> Starlette:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             return token.strip() or None if scheme.lower() == "bearer" else None
         value = session_cookie(request.headers.get("cookie", ""))
+        if value and route:
+            value = value.partition(".")[0]
         return value if value and len(value) <= MAX_COOKIE_BYTES else None
 
     def required_handle(request: Request) -> str:
@@ -160,6 +167,8 @@ def create_app(settings: Settings) -> Starlette:
     cookie_attributes = "; HttpOnly; Path=/; SameSite=lax" + ("; Secure" if settings.cookie_secure else "")
 
     def with_cookie(response: Response, value: str, extra: str = "") -> Response:
+        if value and route:
+            value += route
         if not bearer:
             response.raw_headers.append((b"set-cookie", f"{COOKIE_NAME}={value}{extra}{cookie_attributes}".encode()))
         return response

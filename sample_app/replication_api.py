@@ -8,27 +8,31 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .stores.replicated import AUTH_HEADER, ReplicatedStore, verify
+from .stores.replicated import AUTH_HEADER, ReplicatedStore
 
 
 def replication_routes(store: ReplicatedStore) -> list[Route]:
     async def authenticated_body(request: Request) -> bytes | Response:
         body = await request.body()
-        if not verify(store.key, request.method, request.url.path, body, request.headers.get(AUTH_HEADER, "")):
-            return JSONResponse({"error": "unauthenticated", "message": "bad or missing replication signature"},
-                                status_code=401)
+        refused = store.refusal(request.method, request.url.path, body, request.headers.get(AUTH_HEADER, ""))
+        if refused is not None:
+            status, code, message = refused
+            return JSONResponse({"error": code, "message": message}, status_code=status)
         return body
 
-    async def deltas(request: Request) -> Response:
-        body = await authenticated_body(request)
-        if isinstance(body, Response):
-            return body
-        try:
-            batch = json.loads(body)
-            store.apply(batch)
-        except (ValueError, KeyError, TypeError) as error:
-            return JSONResponse({"error": "invalid_deltas", "message": str(error)}, status_code=400)
-        return JSONResponse({"applied": len(batch)})
+    def merging(merge):
+        async def endpoint(request: Request) -> Response:
+            body = await authenticated_body(request)
+            if isinstance(body, Response):
+                return body
+            try:
+                count = merge(json.loads(body))
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+                return JSONResponse({"error": "invalid_deltas", "message": f"{type(error).__name__}: {error}"},
+                                    status_code=400)
+            return JSONResponse({"applied": count})
+
+        return endpoint
 
     async def snapshot(request: Request) -> Response:
         body = await authenticated_body(request)
@@ -40,7 +44,8 @@ def replication_routes(store: ReplicatedStore) -> list[Route]:
         return JSONResponse(store.status())
 
     return [
-        Route("/_replication/deltas", deltas, methods=["POST"]),
+        Route("/_replication/deltas", merging(store.apply), methods=["POST"]),
+        Route("/_replication/merge", merging(store.merge_snapshot), methods=["POST"]),
         Route("/_replication/snapshot", snapshot, methods=["POST"]),
         Route("/_replication/status", status, methods=["GET"]),
     ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
@@ -98,6 +99,12 @@ def _redact(url: str) -> str:
     return url
 
 
+def _route(raw: str) -> str:
+    if raw and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", raw):
+        raise ValueError(f"must be 1-64 characters of A-Z a-z 0-9 _ -, got {raw!r}")
+    return raw
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     name: str
@@ -130,6 +137,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PEERS", _peers, "", "replication: the other nodes' base URLs, comma-separated (http://10.0.0.2:8000,...)"),
     Setting("REPLICATION_KEY", str, None, "replication: shared key that authenticates deltas between peers",
             ("replication",)),
+    Setting("REPLICATION_MODE", _choice("sync", "async"), "sync",
+            "replication: sync answers a change once every live peer has it (read your writes on any node); async "
+            "answers at once and peers follow within milliseconds"),
+    Setting("REPLICATION_TIMEOUT_MS", _int(10, 60000), "1000",
+            "replication, sync: longest wait for a peer's acknowledgement; a peer that misses it is marked down and "
+            "catches up from a snapshot"),
+    Setting("SESSION_ROUTE", _route, "",
+            "cookie routing: this node's route, appended to new SESSION cookies as .ROUTE for the load balancer "
+            "(A-Z a-z 0-9 _ -; empty: off)"),
     Setting("MAX_BODY_BYTES", _int(64, 10 * 1024 * 1024), "65536", "largest request body accepted (413 beyond)"),
     Setting("MAX_VALUE_BYTES", _int(16, 1024 * 1024), "8192", "largest JSON value stored under one data key (413 beyond)"),
     Setting("MAX_DATA_KEYS", _int(1, 10000), "64", "most data keys in one session (413 beyond)"),
@@ -155,6 +171,9 @@ class Settings:
     database_pool_size: int
     peers: tuple[str, ...]
     replication_key: str
+    replication_mode: str
+    replication_timeout_ms: int
+    session_route: str
     max_body_bytes: int
     max_value_bytes: int
     max_data_keys: int

@@ -1,7 +1,7 @@
 """sticky: sessions in this process's memory only. Another node does not know them; Nginx ip_hash keeps a client here.
 
-One process per node, one event loop: every operation runs to completion without awaiting, so increments on one node
-are exact. A node restart loses its sessions, and a client moved to another node (node down, or its address hashed
+One process per node, one event loop: every change is made without awaiting (replication's sync mode awaits its
+peers only after it), so increments on one node are exact. A node restart loses its sessions, and a client moved to another node (node down, or its address hashed
 elsewhere) must log in again.
 """
 
@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from typing import Any
+from typing import Any, Awaitable
 
 from .base import Change, Limits, Session, SessionStore, new_id, too_many_keys
 
@@ -55,8 +55,10 @@ class MemoryStore(SessionStore):
         self.sessions[handle] = session
         self.expires[handle] = expires if expires is not None else time.time() + self.limits.ttl
 
-    def _changed(self, op: str, handle: str, **fields: Any) -> None:
-        """Called after every local change; the replicated store sends it to its peers."""
+    def _changed(self, op: str, handle: str, **fields: Any) -> Awaitable[None] | None:
+        """Called after every local change; the replicated store sends it to its peers and, in sync mode, returns
+        what to await before answering (the peers' acknowledgement). The change itself is done before any await."""
+        return None
 
     def purge_expired(self) -> int:
         now = time.time()
@@ -76,7 +78,8 @@ class MemoryStore(SessionStore):
     async def create(self, session: Session) -> str:
         handle = new_id()
         self._put(handle, session)
-        self._changed("put", handle, session=session.as_json())
+        if (acked := self._changed("put", handle, session=session)) is not None:
+            await acked
         return handle
 
     async def load(self, handle: str) -> Session | None:
@@ -90,8 +93,10 @@ class MemoryStore(SessionStore):
         if session is None:
             return None
         session.counter += 1
-        self._changed("set", handle, field="counter", value=session.counter)
-        return Change(session.counter)
+        counter = session.counter  # this increment's value, whatever happens while waiting for the peers
+        if (acked := self._changed("set", handle, field="counter", value=counter)) is not None:
+            await acked
+        return Change(counter)
 
     async def set_data(self, handle: str, key: str, value: Any) -> Change[None] | None:
         session = self._live(handle)
@@ -100,7 +105,8 @@ class MemoryStore(SessionStore):
         if key not in session.data and len(session.data) >= self.limits.max_data_keys:
             raise too_many_keys(self.limits.max_data_keys)
         session.data[key] = value
-        self._changed("data_set", handle, key=key, value=value)
+        if (acked := self._changed("data_set", handle, key=key, value=value)) is not None:
+            await acked
         return Change(None)
 
     async def delete_data(self, handle: str, key: str) -> Change[bool] | None:
@@ -109,19 +115,24 @@ class MemoryStore(SessionStore):
             return None
         existed = key in session.data
         session.data.pop(key, None)
-        self._changed("data_del", handle, key=key)
+        if (acked := self._changed("data_del", handle, key=key)) is not None:
+            await acked
         return Change(existed)
 
     async def destroy(self, handle: str) -> None:
         self._forget(handle)
-        self._changed("del", handle)
+        if (acked := self._changed("del", handle)) is not None:
+            await acked
 
     async def rotate(self, handle: str, user: str) -> str | None:
         session = self._live(handle)
         if session is None:
             return None
         self._forget(handle)
-        self._changed("del", handle)
+        acked = self._changed("del", handle)
         if session.user != user:
+            if acked is not None:
+                await acked
             return None
+        # Each peer receives the deletion before the creation: the creation's acknowledgement covers both.
         return await self.create(session)

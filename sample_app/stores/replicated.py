@@ -1,15 +1,38 @@
 """replication: every node keeps every session in memory and sends each change to all peers (like Tomcat's DeltaManager).
 
-- A change is applied locally, answered, and queued as a delta for every peer; one sender task per peer posts
-  batches of deltas to the peer's /_replication/deltas, so replication is asynchronous: a peer may briefly serve an
-  older copy (the lag is measured on arrival and shown on /_replication/status and in the log).
-- Deltas carry the resulting value, not the operation (Tomcat's attribute semantics): concurrent increments of one
-  session on two nodes overwrite each other (last writer wins). That is the cost of this strategy; the test suite
-  measures it. Each value carries a Lamport version (clock, node), and a node applies a delta only when it is newer
-  than what it holds, so that whatever the order deltas arrive in, every node ends with the same value.
-- Requests between peers are authenticated with HMAC-SHA256 under REPLICATION_KEY, over a timestamp, the method,
-  the path and the body; a request older than MAX_SKEW seconds is refused.
-- A starting node pulls the full state from the first peer that answers (/_replication/snapshot).
+State and convergence
+- A session is a set of fields (user, created, counter, and one per data key), each a last-writer-wins register with a
+  Lamport version (clock, node). A change travels as a delta: the fields it changed, with their versions, and the
+  session's expiry. A snapshot is the whole state in the same form. A node merges either by keeping, field by field,
+  the higher version, so nodes that received the same changes hold the same state, whatever the order, duplicates
+  or delays (tests/unit/test_replication_convergence.py). Concurrent increments of one session on two nodes still
+  overwrite each other (last writer wins): the cost of this strategy, measured by the test suite.
+- A deletion (logout, the old id of a rotation) leaves a tombstone, and a deleted id stays deleted whatever arrives
+  later (ids are random and never reused, so deletion wins). A tombstone is kept for the session TTL plus
+  DELTA_MAX_AGE plus twice MAX_SKEW: longer than a delta may travel (an older delta is dropped on arrival, and a
+  peer that fails is sent a snapshot instead of its queue) and than an unused copy on a node that missed the deletion
+  can live.
+- A change for a session this node does not have yet (its creation is still on the way) is kept, not dropped, and
+  joins the session when the creation arrives.
+- A read slides the session's expiry on every node: it sends a "touch" (the new expiry), at most once per session
+  per TTL/10.
+
+Delivery
+- One sender per peer posts batches of deltas, in order, to the peer's /_replication/deltas.
+- REPLICATION_MODE=sync: a change is answered only once every live peer acknowledged the batch that holds it, or
+  after REPLICATION_TIMEOUT_MS, when the peers that did not answer in time are marked down. async: answered at once,
+  and a peer may briefly serve the state before (the lag is measured on arrival: /_replication/status and the log).
+- A peer whose send fails or times out is marked down: its queued deltas are dropped and, as soon as it answers
+  again, it is pushed a snapshot of this node's whole state (which holds all that the dropped deltas held); changes
+  made meanwhile queue behind the snapshot, and the peer counts as live (sync waits for it) once it has taken it.
+- A starting node pulls a snapshot from a live peer before it serves (uvicorn opens its port only after the store's
+  start). When no peer accepts a connection, the cluster is empty and the node starts with no sessions; when a peer
+  is up but fails to give one, it retries until STARTUP_TIMEOUT and then refuses to start.
+
+Authentication: HMAC-SHA256 under REPLICATION_KEY over a timestamp, a random nonce, the method, the path and the
+body. A request older than MAX_SKEW seconds is refused, and so is one whose nonce was already seen (a replay: nonces
+are remembered for as long as their timestamp is accepted). A delta carries its origin's epoch (one per process) and
+sequence number; one at or below the highest already applied from that origin is skipped.
 """
 
 from __future__ import annotations
@@ -17,12 +40,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
 import logging
+import math
+import secrets
 import time
-from typing import Any
+from typing import Any, Awaitable
 
 import httpx
 
@@ -32,64 +58,118 @@ from .memory import MemoryStore
 log = logging.getLogger("sample_app.replication")
 
 AUTH_HEADER = "X-Replication-Auth"
-MAX_SKEW = 30.0
+MAX_SKEW = 30.0  # seconds a signed request stays valid (clocks of the nodes may differ by this much)
+DELTA_MAX_AGE = 60.0  # a delta older than this on arrival is dropped (a failed peer gets a snapshot instead)
+STARTUP_TIMEOUT = 30.0  # how long a starting node retries peers that are up but fail to give a snapshot
+RETRY_MAX = 1.0  # longest pause between attempts to bring a down peer back
 BATCH = 500
 QUEUE_LIMIT = 100_000
 LAG_SAMPLES = 2048
+MODES = ("sync", "async")
+
+Version = tuple[int, str]
+ZERO: Version = (0, "")
+DOWN, JOINING, UP = "down", "joining", "up"
+
+
+def _mac(key: bytes, stamp: str, nonce: str, method: str, path: str, body: bytes) -> str:
+    return hmac.new(key, f"{stamp}\n{nonce}\n{method}\n{path}\n".encode() + body, hashlib.sha256).hexdigest()
 
 
 def sign(key: bytes, method: str, path: str, body: bytes, now: float | None = None) -> str:
-    stamp = f"{time.time() if now is None else now:.3f}"
-    mac = hmac.new(key, f"{stamp}\n{method}\n{path}\n".encode() + body, hashlib.sha256).hexdigest()
-    return f"{stamp}:{mac}"
+    stamp, nonce = f"{time.time() if now is None else now:.3f}", secrets.token_urlsafe(12)
+    return f"{stamp}:{nonce}:{_mac(key, stamp, nonce, method, path, body)}"
+
+
+def authentic(key: bytes, method: str, path: str, body: bytes, header: str) -> str | None:
+    """The request's nonce when its signature is right and its timestamp fresh; else None."""
+    parts = header.split(":")
+    if len(parts) != 3:
+        return None
+    stamp, nonce, mac = parts
+    try:
+        when = float(stamp)
+    except ValueError:
+        return None
+    if not math.isfinite(when) or abs(time.time() - when) > MAX_SKEW:
+        return None
+    return nonce if hmac.compare_digest(_mac(key, stamp, nonce, method, path, body), mac) else None
 
 
 def verify(key: bytes, method: str, path: str, body: bytes, header: str) -> bool:
-    stamp, _, mac = header.partition(":")
-    try:
-        age = abs(time.time() - float(stamp))
-    except ValueError:
-        return False
-    if age > MAX_SKEW:
-        return False
-    expected = hmac.new(key, f"{stamp}\n{method}\n{path}\n".encode() + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, mac)
+    return authentic(key, method, path, body, header) is not None
+
+
+class ReplayGuard:
+    """The nonces of the authentic requests of the last 2 * MAX_SKEW seconds: a timestamp accepted now was made at
+    most MAX_SKEW ago and stays acceptable at most MAX_SKEW longer, so a replay is either here or refused as old."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.order: collections.deque[tuple[float, str]] = collections.deque()
+        self.refused = 0
+
+    def first_time(self, nonce: str) -> bool:
+        now = time.monotonic()
+        while self.order and self.order[0][0] < now:
+            self.seen.discard(self.order.popleft()[1])
+        if nonce in self.seen:
+            self.refused += 1
+            return False
+        self.seen.add(nonce)
+        self.order.append((now + 2 * MAX_SKEW + 1, nonce))
+        return True
+
+
+@dataclasses.dataclass(eq=False)
+class Pending:
+    """A change in sync mode: answered when every peer in `peers` acknowledged it (or was marked down)."""
+
+    seq: int
+    peers: set
+    future: asyncio.Future
+    timer: asyncio.TimerHandle | None = None
 
 
 class Peer:
-    """One outgoing link: a queue of deltas and a task that sends them in batches."""
+    """One outgoing link: its state, a queue of deltas, and the sync changes waiting for its acknowledgement."""
 
     def __init__(self, url: str):
         self.url = url
+        self.state = DOWN  # until it has taken a snapshot from this node
+        self.generation = 0  # bumped when marked down: an answer to an older send no longer counts
         self.queue: collections.deque[dict[str, Any]] = collections.deque()
+        self.waiting: collections.deque[Pending] = collections.deque()
         self.wakeup = asyncio.Event()
-        self.sent = 0
-        self.failures = 0
-        self.dropped = 0
+        self.acked = 0
+        self.sent = self.failures = self.dropped = self.snapshots = 0
         self.last_error = ""
 
-    def push(self, delta: dict[str, Any]) -> None:
-        if len(self.queue) >= QUEUE_LIMIT:
-            self.queue.popleft()
-            self.dropped += 1
-        self.queue.append(delta)
-        self.wakeup.set()
-
     def status(self) -> dict[str, Any]:
-        return {"queued": len(self.queue), "sent": self.sent, "failures": self.failures, "dropped": self.dropped,
-                "last_error": self.last_error}
+        return {"state": self.state, "queued": len(self.queue), "sent": self.sent, "failures": self.failures,
+                "dropped": self.dropped, "snapshots": self.snapshots, "last_error": self.last_error}
 
 
 class ReplicatedStore(MemoryStore):
-    def __init__(self, limits: Limits, node: str, peers: tuple[str, ...], key: str):
+    def __init__(self, limits: Limits, node: str, peers: tuple[str, ...], key: str, mode: str = "sync",
+                 timeout: float = 1.0):
         super().__init__(limits)
         self.node = node
         self.key = key.encode()
         self.peers = [Peer(url) for url in peers]
+        self.mode, self.timeout = mode, timeout  # REPLICATION_MODE, REPLICATION_TIMEOUT_MS / 1000
+        self.epoch = secrets.token_hex(8)
         self.seq = 0
         self.clock = 0  # Lamport clock: above every version this node has made or seen
-        self.versions: dict[str, dict[str, tuple[int, str]]] = {}  # handle -> field -> (clock, node)
-        self.received = 0
+        self.versions: dict[str, dict[str, Version]] = {}  # handle -> field -> version
+        self.early: dict[str, dict[str, list]] = {}  # changes to sessions whose creation has not arrived yet
+        self.tombstones: dict[str, float] = {}  # deleted handle -> when
+        self.tombstone_keep = limits.ttl + DELTA_MAX_AGE + 2 * MAX_SKEW
+        self.touched: dict[str, float] = {}  # handle -> when its expiry was last sent to the peers
+        self.touch_every = limits.ttl / 10
+        self.links: dict[str, tuple[str, int]] = {}  # origin -> (its epoch, highest sequence number applied)
+        self.guard = ReplayGuard()
+        self.received = self.duplicates = self.stale = 0
         self.lag_ms: collections.deque[float] = collections.deque(maxlen=LAG_SAMPLES)
         self.snapshot_from = ""
         self._client: httpx.AsyncClient | None = None
@@ -97,7 +177,7 @@ class ReplicatedStore(MemoryStore):
 
     async def start(self) -> None:
         await super().start()
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0), trust_env=False)
         await self._pull_snapshot()
         self._tasks = [asyncio.create_task(self._send_forever(peer)) for peer in self.peers]
         self._tasks.append(asyncio.create_task(self._log_forever()))
@@ -107,115 +187,317 @@ class ReplicatedStore(MemoryStore):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for peer in self.peers:
+            self._mark_down(peer, "closing", quiet=True)
         if self._client:
             await self._client.aclose()
         await super().close()
 
-    # -- outgoing -----------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _field(delta: dict[str, Any]) -> str:
-        return delta["field"] if delta["op"] == "set" else "d:" + delta["key"]
+    # -- local changes ------------------------------------------------------------------------------------------
 
     def _forget(self, handle: str) -> None:
         super()._forget(handle)
         self.versions.pop(handle, None)
+        self.early.pop(handle, None)
+        self.touched.pop(handle, None)
 
-    def _changed(self, op: str, handle: str, **fields: Any) -> None:
-        self.seq += 1
+    def _changed(self, op: str, handle: str, **fields: Any) -> Awaitable[None] | None:
+        if op == "del":
+            self.tombstones[handle] = time.time()
+            return self._send({"sid": handle, "del": self.tombstones[handle]}, wait=True)
         self.clock += 1
-        delta = {"origin": self.node, "seq": self.seq, "ts": time.time(), "clock": self.clock, "op": op,
-                 "sid": handle, **fields}
-        if op in ("set", "data_set", "data_del"):
-            self.versions.setdefault(handle, {})[self._field(delta)] = (self.clock, self.node)
+        version = (self.clock, self.node)
+        if op == "put":
+            session: Session = fields["session"]
+            values = {"user": session.user, "created": session.created, "counter": session.counter,
+                      **{"d:" + key: value for key, value in session.data.items()}}
+            changed = {name: [*version, value] for name, value in values.items()}
+        elif op == "set":
+            changed = {fields["field"]: [*version, fields["value"]]}
+        elif op == "data_set":
+            changed = {"d:" + fields["key"]: [*version, fields["value"]]}
+        else:  # data_del: a version without a value
+            changed = {"d:" + fields["key"]: [*version]}
+        held = self.versions.setdefault(handle, {})
+        for name in changed:
+            held[name] = version
+        self.touched[handle] = time.time()
+        return self._send({"sid": handle, "exp": self.expires[handle], "f": changed}, wait=True)
+
+    async def load(self, handle: str) -> Session | None:
+        session = await super().load(handle)
+        if session is not None:
+            now = time.time()
+            if now - self.touched.get(handle, 0.0) >= self.touch_every:
+                self.touched[handle] = now
+                self._send({"sid": handle, "exp": self.expires[handle]}, wait=False)
+        return session
+
+    # -- outgoing -----------------------------------------------------------------------------------------------
+
+    def _send(self, state: dict[str, Any], wait: bool) -> Awaitable[None] | None:
+        """Queue a delta for every peer that is not down; in sync mode, what to await for the live peers' acks."""
+        self.seq += 1
+        delta = {"seq": self.seq, "ts": time.time(), **state}
+        acking = set()
         for peer in self.peers:
-            peer.push(delta)
+            if peer.state == DOWN:
+                continue
+            if len(peer.queue) >= QUEUE_LIMIT:
+                self._mark_down(peer, f"more than {QUEUE_LIMIT} deltas queued")
+                continue
+            peer.queue.append(delta)
+            peer.wakeup.set()
+            if peer.state == UP:
+                acking.add(peer)
+        if not (wait and self.mode == "sync" and acking):
+            return None
+        loop = asyncio.get_running_loop()
+        pending = Pending(self.seq, acking, loop.create_future())
+        pending.timer = loop.call_later(self.timeout, self._expire, pending)
+        for peer in acking:
+            peer.waiting.append(pending)
+        return pending.future
+
+    @staticmethod
+    def _release(pending: Pending, peer: Peer) -> None:
+        pending.peers.discard(peer)
+        if not pending.peers and not pending.future.done():
+            pending.future.set_result(None)
+            if pending.timer:
+                pending.timer.cancel()
+
+    def _expire(self, pending: Pending) -> None:
+        for peer in list(pending.peers):
+            self._mark_down(peer, f"no acknowledgement within {self.timeout:g} s")
+
+    def _mark_down(self, peer: Peer, reason: str, quiet: bool = False) -> None:
+        if peer.state == UP and not quiet:
+            log.warning("peer %s is down: %s (it gets a snapshot when it answers again)", peer.url, reason)
+        peer.state = DOWN
+        peer.generation += 1
+        peer.dropped += len(peer.queue)
+        peer.queue.clear()
+        while peer.waiting:
+            self._release(peer.waiting.popleft(), peer)
+        peer.last_error = reason
+        peer.wakeup.set()
 
     async def _post(self, url: str, path: str, body: bytes) -> httpx.Response:
         assert self._client is not None
         headers = {AUTH_HEADER: sign(self.key, "POST", path, body), "Content-Type": "application/json"}
         return await self._client.post(url + path, content=body, headers=headers)
 
+    async def _deliver(self, peer: Peer, path: str, body: bytes) -> bool:
+        """POST to a peer; False (and the peer marked down) when it fails or the peer was marked down meanwhile."""
+        generation = peer.generation
+        try:
+            response = await self._post(peer.url, path, body)
+            response.raise_for_status()
+        except (httpx.HTTPError, OSError) as error:
+            if peer.generation == generation:
+                peer.failures += 1
+                self._mark_down(peer, f"{type(error).__name__}: {error}")
+            return False
+        return peer.generation == generation
+
+    async def _rejoin(self, peer: Peer) -> bool:
+        """Bring a down peer back: a cheap probe, then a snapshot; changes made from then on queue behind it."""
+        assert self._client is not None
+        try:
+            (await self._client.get(peer.url + "/_replication/status")).raise_for_status()
+        except (httpx.HTTPError, OSError) as error:
+            peer.failures += 1
+            peer.last_error = f"{type(error).__name__}: {error}"
+            return False
+        peer.state = JOINING
+        if not await self._deliver(peer, "/_replication/merge", json.dumps(self.snapshot()).encode()):
+            return False
+        peer.state, peer.last_error = UP, ""
+        peer.snapshots += 1
+        log.info("peer %s is live (sent it a snapshot)", peer.url)
+        return True
+
     async def _send_forever(self, peer: Peer) -> None:
-        backoff = 0.2
+        pause = 0.05
         while True:
+            if peer.state == DOWN:
+                if not await self._rejoin(peer):
+                    peer.wakeup.clear()  # a request from any peer sets it: it may be back, try again soon
+                    try:
+                        await asyncio.wait_for(peer.wakeup.wait(), pause)
+                        pause = 0.05
+                        await asyncio.sleep(pause)  # at most 20 tries a second however busy the others are
+                    except asyncio.TimeoutError:
+                        pause = min(pause * 2, RETRY_MAX)
+                    continue
+                pause = 0.05
             if not peer.queue:
                 peer.wakeup.clear()
                 await peer.wakeup.wait()
+                continue
             batch = [peer.queue[i] for i in range(min(BATCH, len(peer.queue)))]
-            try:
-                response = await self._post(peer.url, "/_replication/deltas", json.dumps(batch).encode())
-                response.raise_for_status()
-            except (httpx.HTTPError, OSError) as error:
-                peer.failures += 1
-                if peer.last_error != str(error):
-                    log.warning("replication to %s failed: %s (retrying, %d queued)", peer.url, error, len(peer.queue))
-                peer.last_error = str(error)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            body = json.dumps({"origin": self.node, "epoch": self.epoch, "deltas": batch}).encode()
+            if not await self._deliver(peer, "/_replication/deltas", body):
                 continue
             for _ in batch:
                 peer.queue.popleft()
             peer.sent += len(batch)
-            peer.last_error = ""
-            backoff = 0.2
+            peer.acked = batch[-1]["seq"]
+            while peer.waiting and peer.waiting[0].seq <= peer.acked:
+                self._release(peer.waiting.popleft(), peer)
 
     # -- incoming -----------------------------------------------------------------------------------------------
 
-    def apply(self, deltas: list[dict[str, Any]]) -> None:
-        now = time.time()
-        for delta in deltas:
-            self.clock = max(self.clock, int(delta["clock"]))
-            self._apply_one(delta)
-            self.lag_ms.append(max(0.0, (now - float(delta["ts"])) * 1000))
-        self.received += len(deltas)
+    def refusal(self, method: str, path: str, body: bytes, header: str) -> tuple[int, str, str] | None:
+        """Why a peer's request is refused (status, code, message), or None when it is authentic, fresh and new."""
+        nonce = authentic(self.key, method, path, body, header)
+        if nonce is None:
+            return 401, "unauthenticated", "bad or missing replication signature"
+        if not self.guard.first_time(nonce):
+            return 409, "replayed", "this signed request was already received"
+        for peer in self.peers:  # a peer talks to us: the ones we think down may be back
+            if peer.state == DOWN:
+                peer.wakeup.set()
+        return None
 
-    def _apply_one(self, delta: dict[str, Any]) -> None:
-        op, handle = delta["op"], delta["sid"]
-        if op == "put":
-            self._put(handle, Session.from_json(delta["session"]))
+    def apply(self, batch: dict[str, Any]) -> int:
+        """Merge a batch of deltas from one origin, in order; returns how many were new."""
+        origin, epoch, deltas = str(batch["origin"]), str(batch["epoch"]), batch["deltas"]
+        if not isinstance(deltas, list):
+            raise TypeError("deltas must be a list")
+        known_epoch, last = self.links.get(origin, ("", 0))
+        if known_epoch != epoch:  # the origin restarted: its numbering starts again
+            last = 0
+        now, applied = time.time(), 0
+        for delta in deltas:
+            seq, sent = int(delta["seq"]), float(delta["ts"])
+            if seq <= last:
+                self.duplicates += 1
+                continue
+            last = seq
+            if now - sent > DELTA_MAX_AGE:
+                self.stale += 1
+                continue
+            self.merge(delta)
+            self.lag_ms.append(max(0.0, (now - sent) * 1000))
+            applied += 1
+        self.links[origin] = (epoch, last)
+        self.received += len(deltas)
+        return applied
+
+    def merge(self, state: dict[str, Any]) -> None:
+        """Merge one session's partial state (a delta, or an entry of a snapshot): per field, the higher version."""
+        handle = state["sid"]
+        if not isinstance(handle, str):
+            raise TypeError("sid must be a string")
+        if "del" in state:
+            deleted = float(state["del"])
+            if handle not in self.tombstones and time.time() - deleted < self.tombstone_keep:
+                self._forget(handle)
+                self.tombstones[handle] = deleted
             return
-        if op == "del":
-            self._forget(handle)
+        if handle in self.tombstones:
             return
-        session = self._live(handle)
+        session = self.sessions.get(handle)
+        held = self.versions.get(handle, {})
+        early = self.early.get(handle, {}) if session is None else None
+        for name, entry in state.get("f", {}).items():
+            version = (int(entry[0]), str(entry[1]))
+            self.clock = max(self.clock, version[0])
+            if version <= held.get(name, ZERO):
+                continue
+            held[name] = version
+            if session is not None:
+                self._assign(session, name, entry)
+            else:
+                early[name] = entry
+        if not held:  # nothing known about this session (a touch for a session this node never had)
+            return
+        self.versions[handle] = held
         if session is None:
-            return
-        # Apply only what is newer than what this node holds: all nodes converge on the highest version.
-        version, field = (int(delta["clock"]), delta["origin"]), self._field(delta)
-        held = self.versions.setdefault(handle, {})
-        if version <= held.get(field, (0, "")):
-            return
-        held[field] = version
-        if op == "set":
-            setattr(session, delta["field"], delta["value"])
-        elif op == "data_set":
-            session.data[delta["key"]] = delta["value"]
-        elif op == "data_del":
-            session.data.pop(delta["key"], None)
+            if "user" in early:  # its creation has arrived: the session exists from now on
+                self.early.pop(handle, None)
+                session = Session(user=str(early["user"][2]), created=float(early.get("created", [0, "", 0])[2]))
+                for name, entry in early.items():
+                    self._assign(session, name, entry)
+                self.sessions[handle] = session
+            else:
+                self.early[handle] = early
+        self.expires[handle] = max(self.expires.get(handle, 0.0), float(state["exp"]))
+
+    @staticmethod
+    def _assign(session: Session, name: str, entry: list) -> None:
+        if name == "counter":
+            session.counter = int(entry[2])
+        elif name.startswith("d:"):
+            if len(entry) > 2:
+                session.data[name[2:]] = entry[2]
+            else:
+                session.data.pop(name[2:], None)
+        # user and created are set once, by the session's creation
+
+    def _entries(self, handle: str, session: Session) -> dict[str, list]:
+        values = {"user": session.user, "created": session.created, "counter": session.counter}
+        entries = {}
+        for name, version in self.versions.get(handle, {}).items():
+            if name.startswith("d:"):
+                key = name[2:]
+                entries[name] = [*version, session.data[key]] if key in session.data else [*version]
+            else:
+                entries[name] = [*version, values[name]]
+        return entries
 
     def snapshot(self) -> dict[str, Any]:
+        """The whole state: every session (and early change) with its versions, and the tombstones."""
         self.purge_expired()
-        return {"node": self.node, "sessions": {
-            handle: {"session": session.as_json(), "expires": self.expires[handle]}
-            for handle, session in self.sessions.items()}}
+        states = [{"sid": handle, "exp": self.expires[handle], "f": self._entries(handle, session)}
+                  for handle, session in self.sessions.items()]
+        states += [{"sid": handle, "exp": self.expires[handle], "f": entries} for handle, entries in self.early.items()]
+        return {"node": self.node, "sessions": states, "tombstones": self.tombstones}
+
+    def merge_snapshot(self, snapshot: dict[str, Any]) -> int:
+        for handle, deleted in snapshot["tombstones"].items():
+            self.merge({"sid": handle, "del": deleted})
+        for state in snapshot["sessions"]:
+            self.merge(state)
+        return len(snapshot["sessions"])
+
+    def purge_expired(self) -> int:
+        dead = super().purge_expired()
+        now = time.time()
+        for handle in [h for h, deleted in self.tombstones.items() if now - deleted >= self.tombstone_keep]:
+            del self.tombstones[handle]
+        return dead
 
     async def _pull_snapshot(self) -> None:
-        for peer in self.peers:
-            try:
-                response = await self._post(peer.url, "/_replication/snapshot", b"")
-                response.raise_for_status()
-                state = response.json()
-            except (httpx.HTTPError, OSError, ValueError) as error:
-                log.info("no snapshot from %s: %s", peer.url, error)
-                continue
-            for handle, entry in state["sessions"].items():
-                if handle not in self.sessions:  # a delta that arrived meanwhile is newer
-                    self._put(handle, Session.from_json(entry["session"]), float(entry["expires"]))
-            self.snapshot_from = peer.url
-            log.info("pulled %d sessions from %s", len(state["sessions"]), peer.url)
-            return
-        log.info("no peer answered: starting with no sessions")
+        """Before serving: a snapshot from the first live peer; none up: start empty; up but failing: retry."""
+        loop = asyncio.get_running_loop()
+        deadline, pause = loop.time() + STARTUP_TIMEOUT, 0.2
+        while True:
+            failed = []
+            for peer in self.peers:
+                try:
+                    response = await self._post(peer.url, "/_replication/snapshot", b"")
+                    response.raise_for_status()
+                    count = self.merge_snapshot(response.json())
+                except (httpx.ConnectError, httpx.ConnectTimeout):
+                    continue  # not up
+                except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+                    failed.append(f"{peer.url}: {type(error).__name__}: {error}")
+                    continue
+                self.snapshot_from = peer.url
+                log.info("pulled %d sessions from %s", count, peer.url)
+                return
+            if not failed:
+                log.info("no peer is up: starting with no sessions")
+                return
+            if loop.time() + pause > deadline:
+                raise RuntimeError(f"replication: no snapshot from the peers that are up within {STARTUP_TIMEOUT:g} s"
+                                   f" ({'; '.join(failed)})")
+            log.warning("no snapshot yet, retrying: %s", "; ".join(failed))
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
     # -- observing ----------------------------------------------------------------------------------------------
 
@@ -225,8 +507,9 @@ class ReplicatedStore(MemoryStore):
         def pct(p: float) -> float | None:
             return round(lags[min(len(lags) - 1, int(p * len(lags)))], 3) if lags else None
 
-        return {"node": self.node, "sessions": len(self.sessions), "received": self.received,
-                "snapshot_from": self.snapshot_from,
+        return {"node": self.node, "mode": self.mode, "sessions": len(self.sessions), "received": self.received,
+                "duplicates": self.duplicates, "stale": self.stale, "replays_refused": self.guard.refused,
+                "tombstones": len(self.tombstones), "early": len(self.early), "snapshot_from": self.snapshot_from,
                 "lag_ms": {"samples": len(lags), "last": round(self.lag_ms[-1], 3) if lags else None,
                            "p50": pct(0.5), "p99": pct(0.99), "max": round(lags[-1], 3) if lags else None},
                 "peers": {peer.url: peer.status() for peer in self.peers}}
