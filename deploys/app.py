@@ -1,5 +1,6 @@
 """The sample app on each app node: a venv installed from the uploaded wheelhouse, its environment file and systemd
-unit from templates. It restarts only when its code, settings or unit changed."""
+unit from templates. It restarts only when its code, settings or unit changed, one batch of nodes at a time
+(deploys/rolling.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from gevent.lock import BoundedSemaphore
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.server import Command
+from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -15,6 +17,7 @@ from session_kit.strategies import app_environment
 
 from . import wheelhouse
 from .cluster import Cluster, private_ip, template
+from .rolling import NEEDS_RESTART
 
 UNIT = "/etc/systemd/system/session-kit-app.service"
 ENV = "/etc/session-kit/app.env"
@@ -37,7 +40,8 @@ def install_app(cluster: Cluster) -> None:
     values = cluster.values(APP_DEFAULTS)
     app_dir, user = values["app_dir"], values["app_user"]
     local_wheels, wheels_hash = built_wheelhouse()
-    apt.packages(name="Install python3-venv", packages=["python3-venv"], update=True, cache_time=3600)
+    was_running = bool(host.get_fact(SystemdStatus, services=["session-kit-app"]).get("session-kit-app.service"))
+    apt.packages(name="Install python3-venv and curl", packages=["python3-venv", "curl"], update=True, cache_time=3600)
     # A system user without a home: the code under app_dir stays root's, the app cannot change it.
     server.user(name="App user", user=user, system=True, home="/nonexistent", shell="/usr/sbin/nologin",
                 create_home=False)
@@ -64,6 +68,8 @@ def install_app(cluster: Cluster) -> None:
     unit = files.template(name="App unit", src=template(UNIT), dest=UNIT, mode="644", strategy=cluster.strategy.name,
                           **values)
     systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
-    systemd.service(name="Restart the app", service="session-kit-app", restarted=True,
-                    _if=any_changed(install, env_file, unit))
+    # A running node that must restart does so later, in its turn (deploys/rolling.py); one that was not running
+    # starts here with what was just installed.
+    changed = any_changed(install, env_file, unit)
+    NEEDS_RESTART[host.name] = lambda: was_running and changed()
     systemd.service(name="Keep the app running and enabled", service="session-kit-app", running=True, enabled=True)

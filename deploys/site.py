@@ -2,7 +2,8 @@
 
 The inventory is checked first (session_kit/validate.py): a mistake stops the run, with one line naming it, before
 any operation exists. Only what the chosen strategy needs is deployed: Redis for redis and token, PostgreSQL for
-database; the load balancer and the app nodes always.
+database; the load balancer and the app nodes always. App nodes that must restart do so one batch at a time, each
+drained, restarted and healthy before the next (deploys/rolling.py): a deploy under load fails no request.
 """
 
 from pyinfra import host, inventory
@@ -12,6 +13,7 @@ from deploys.cluster import Cluster
 from deploys.nginx import install_nginx
 from deploys.postgres import install_postgres
 from deploys.redis import install_redis
+from deploys.rolling import restart_app_nodes
 
 cluster = Cluster(host, inventory)
 
@@ -23,3 +25,5 @@ if cluster.has_role("app"):
     install_app(cluster)
 if cluster.has_role("lb"):
     install_nginx(cluster)
+# Declared on every host, so that the batches run one after the other across the cluster (deploys/rolling.py).
+restart_app_nodes(cluster)

@@ -1,0 +1,361 @@
+"""The drills: each breaks (or grows, or fills) the deployed cluster on purpose while the load generator drives the
+balancer, measures what the clients saw, puts the cluster back as it found it, and returns its figures as data.
+
+A drill returns {"figures": {...}, "goals": {name: {"expected": ..., "measured": ..., "met": bool}}, "restored": str}.
+Goals are the ones issue 8 sets; a goal that does not apply to a strategy is not listed (sticky keeps its sessions in
+one node's memory, so losing them with the node is what it does: measured and reported, not a goal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from typing import Any, Callable
+
+import aiohttp
+
+from .cluster import DrillError, Target
+from .load import Load, failure_window, summarize, upstreams_of_failures
+
+SHARED = ("cookie", "database", "replication", "redis", "token")
+ATOMIC = ("database", "redis", "token")
+
+
+@dataclasses.dataclass
+class Params:
+    clients: int = 200
+    seconds: float = 12.0  # of load around the event (a third before it, the rest after)
+    think: float = 0.1  # pause between one client's requests (seconds, randomised +-50%)
+
+
+@dataclasses.dataclass
+class Drill:
+    name: str
+    doc: str
+    run: Callable[[Target, Params], dict[str, Any]]
+    applies: Callable[[str], bool] = lambda strategy: True
+
+
+def goal(expected: Any, measured: Any, met: bool) -> dict[str, Any]:
+    return {"expected": expected, "measured": measured, "met": bool(met)}
+
+
+# -- the load around an event ---------------------------------------------------------------------------------------
+
+def under_load(target: Target, params: Params, action: Callable[[Callable[[str], None]], Any]) -> dict[str, Any]:
+    """Log in the pool, drive it, run `action(mark)` in a thread a third of the way in (mark(name) records the instant
+    of an event), keep the load on for the rest, then check every session once more."""
+
+    async def main():
+        load = Load(target.lb_url, clients=params.clients, bearer=target.deployment.strategy.bearer,
+                    think=params.think, limit_seconds=params.seconds * 20 + 300)
+        await load.open()
+        try:
+            logged_in = await load.log_in_all()
+            if logged_in < params.clients:
+                raise DrillError(f"only {logged_in} of {params.clients} clients could log in before the drill")
+            runner = asyncio.create_task(load.run())
+            await asyncio.sleep(params.seconds / 3)
+            events: dict[str, float] = {}
+            try:
+                extra = await asyncio.to_thread(action, lambda name: events.setdefault(name, load.now()))
+            finally:
+                events.setdefault("action_done", load.now())
+            await asyncio.sleep(params.seconds * 2 / 3)
+            load.stop()
+            await runner
+            checked = await load.check_all()
+        finally:
+            await load.close()
+        return load, events, extra, checked
+
+    load, events, extra, checked = asyncio.run(main())
+    figures = summarize([o for o in load.outcomes if o.op != "check"], events)
+    figures.update(checked)
+    figures["clients"] = params.clients
+    figures["sessions_lost"] = sum(1 for c in load.clients if c.lost)
+    figures["failure_window_seconds"] = failure_window(load.outcomes)
+    figures["events"] = {name: round(at, 3) for name, at in events.items()}
+    figures["_load"] = load  # taken out before the figures are written
+    if isinstance(extra, dict):
+        figures.update(extra)
+    return figures
+
+
+def _strip(figures: dict[str, Any]) -> dict[str, Any]:
+    figures.pop("_load", None)
+    return figures
+
+
+def zero_loss_goals(target: Target, figures: dict[str, Any]) -> dict[str, Any]:
+    if target.strategy not in SHARED:
+        return {}
+    return {"failed_requests": goal(0, figures["failed"], figures["failed"] == 0),
+            "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0)}
+
+
+# -- node-stop, node-kill -------------------------------------------------------------------------------------------
+
+def _node(target: Target):
+    apps = target.role("app")
+    return apps[len(apps) // 2]
+
+
+def node_stop(target: Target, params: Params) -> dict[str, Any]:
+    node = _node(target)
+
+    def action(mark):
+        mark("stop")
+        target.ssh(node, "systemctl stop session-kit-app")
+        mark("stopped")
+        time.sleep(2)
+        target.ssh(node, "systemctl start session-kit-app")
+        mark("start")
+        return {"node": node.name, "seconds_until_serving": target.wait_healthy(node)}
+
+    figures = under_load(target, params, action)
+    return {"figures": _strip(figures), "goals": zero_loss_goals(target, figures),
+            "restored": f"{node.name} started again and healthy"}
+
+
+def node_kill(target: Target, params: Params) -> dict[str, Any]:
+    node = _node(target)
+    address = f"{node.ip}:{target.deployment.vars['app_port']}"
+
+    def action(mark):
+        mark("kill")
+        target.ssh(node, "systemctl kill --signal=SIGKILL session-kit-app")
+        # systemd brings it back (Restart=on-failure): the seconds until it serves again
+        time.sleep(0.5)
+        return {"node": node.name, "seconds_until_serving": target.wait_healthy(node, within=120)}
+
+    figures = under_load(target, params, action)
+    load: Load = figures["_load"]
+    sent_to = upstreams_of_failures(load.outcomes, target.access_log(load.run_id))
+    on_killed = sum(1 for nodes in sent_to.values() if address in nodes)
+    figures["failed_on_killed_node"] = on_killed
+    figures["failed_elsewhere"] = figures["failed"] - on_killed
+    goals = {}
+    if target.strategy in SHARED:
+        goals["sessions_lost"] = goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0)
+        goals["failed_only_on_killed_node"] = goal(0, figures["failed_elsewhere"], figures["failed_elsewhere"] == 0)
+    return {"figures": _strip(figures), "goals": goals, "restored": f"{node.name} restarted by systemd and healthy"}
+
+
+# -- rolling --------------------------------------------------------------------------------------------------------
+
+def rolling(target: Target, params: Params) -> dict[str, Any]:
+    """A deploy that restarts every app node (a changed app_session_ttl), under load; then the TTL is put back."""
+    ttl = int(target.deployment.vars["app_session_ttl"])
+
+    def action(mark):
+        mark("deploy")
+        applied = target.apply({"app_session_ttl": ttl + 1})
+        mark("deployed")
+        return {"deploy": applied}
+
+    params = dataclasses.replace(params, seconds=max(params.seconds, 6))
+    figures = under_load(target, params, action)
+    restored = target.apply()
+    return {"figures": _strip(figures), "goals": zero_loss_goals(target, figures),
+            "restored": f"app_session_ttl back to {ttl} (a second rolling deploy, {restored['seconds']} s)"}
+
+
+# -- store-restart --------------------------------------------------------------------------------------------------
+
+STORE_SERVICE = {"redis": ("redis", "redis-server"), "token": ("redis", "redis-server"),
+                 "database": ("db", "postgresql")}
+
+
+def store_restart(target: Target, params: Params) -> dict[str, Any]:
+    role, service = STORE_SERVICE[target.strategy]
+    node = target.role(role)[0]
+
+    def action(mark):
+        mark("restart")
+        target.ssh(node, f"systemctl restart {service}")
+        mark("restarted")
+        return {"store": f"{service} on {node.name}"}
+
+    figures = under_load(target, params, action)
+    failed_not_503 = sum(count for error, count in figures["errors"].items() if not error.startswith("503"))
+    figures["failed_not_503"] = failed_not_503
+    goals = {"errors_are_json_503": goal(0, failed_not_503 + figures["failed_not_json"],
+                                         failed_not_503 == 0 and figures["failed_not_json"] == 0),
+             "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0)}
+    return {"figures": _strip(figures), "goals": goals, "restored": f"{service} running again"}
+
+
+# -- contention -----------------------------------------------------------------------------------------------------
+
+def contention(target: Target, params: Params, parallel: int = 200) -> dict[str, Any]:
+    """`parallel` increments of ONE session at once through the balancer: how many updates were lost."""
+
+    async def main():
+        load = Load(target.lb_url, clients=1, bearer=target.deployment.strategy.bearer)
+        await load.open()
+        try:
+            client = load.clients[0]
+            if not await load.login(client):
+                raise DrillError("could not log in")
+            handle = client.handle
+            results = await asyncio.gather(*(load.request(dataclasses.replace(client, handle=handle), "increment",
+                                                          "POST", "/session/counter") for _ in range(parallel)))
+            client.handle = handle
+            outcome, payload = await load.request(client, "read", "GET", "/session")
+        finally:
+            await load.close()
+        ok = sum(1 for o, _ in results if o.status == 200)
+        return ok, (payload or {}).get("counter"), load.outcomes
+
+    ok, counter, outcomes = asyncio.run(main())
+    figures = {"parallel": parallel, "accepted": ok, "final_counter": counter,
+               "lost_updates": ok - (counter or 0), "per_node": summarize(outcomes)["per_node"]}
+    goals = {}
+    if target.strategy in ATOMIC or (target.strategy == "replication"
+                                     and target.deployment.vars.get("replication_mode", "sync") == "sync"):
+        goals["lost_updates"] = goal(0, figures["lost_updates"], figures["lost_updates"] == 0)
+    return {"figures": figures, "goals": goals, "restored": "nothing to restore"}
+
+
+# -- cookie-limits --------------------------------------------------------------------------------------------------
+
+def cookie_limits(target: Target, params: Params) -> dict[str, Any]:
+    """The session size at which the 4 KB cookie limit is reached; replay of a copied cookie after logout."""
+
+    async def main():
+        load = Load(target.lb_url, clients=1)
+        await load.open()
+        try:
+            client = load.clients[0]
+            await load.login(client)
+            stored, refused_at, step = 0, None, 256
+            for i in range(64):
+                value = "x" * step
+                outcome, _ = await load.request(client, "write", "PUT", f"/session/data/k{i}", value)
+                if outcome.status == 413:
+                    refused_at = outcome
+                    break
+                stored += len(json.dumps(value))
+            cookie_bytes = len(client.handle or "")
+            copy = client.handle
+            await load.request(client, "logout", "POST", "/logout")
+            replayer = dataclasses.replace(client, handle=copy)
+            replay, _ = await load.request(replayer, "read", "GET", "/session")
+        finally:
+            await load.close()
+        return stored, refused_at, cookie_bytes, replay
+
+    stored, refused_at, cookie_bytes, replay = asyncio.run(main())
+    figures = {"data_bytes_at_limit": stored, "cookie_bytes_at_limit": cookie_bytes,
+               "refused_with": f"{refused_at.status} {refused_at.error}" if refused_at else None,
+               "replay_after_logout_status": replay.status,
+               "replay_after_logout_accepted": replay.status == 200}
+    goals = {"oversize_refused_413": goal(413, refused_at.status if refused_at else None, refused_at is not None)}
+    return {"figures": figures, "goals": goals, "restored": "nothing to restore (the drill's own session)"}
+
+
+# -- footprint ------------------------------------------------------------------------------------------------------
+
+def footprint(target: Target, params: Params, sessions: int = 10_000, value_bytes: int = 200) -> dict[str, Any]:
+    """Bytes per session in the store with `sessions` sessions of one data value of `value_bytes`."""
+    strategy = target.strategy
+    measure = _store_bytes(target)
+    before = measure()
+
+    async def main():
+        semaphore = asyncio.Semaphore(64)
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(),
+                                         trust_env=False) as http:
+            handles: list[str] = []
+
+            async def one(i: int) -> None:
+                async with semaphore:
+                    async with http.post(target.lb_url + "/login", json={"username": f"fp{i}"}) as response:
+                        body = await response.json()
+                        cookie = response.cookies.get("SESSION")
+                        handle = body.get("token") or (cookie.value if cookie else None)
+                    headers = ({"Authorization": f"Bearer {handle}"} if target.deployment.strategy.bearer
+                               else {"Cookie": f"SESSION={handle}"})
+                    async with http.put(target.lb_url + "/session/data/v", json="x" * value_bytes,
+                                        headers=headers) as response:
+                        if response.status == 200:
+                            handles.append(handle)
+
+            await asyncio.gather(*(one(i) for i in range(sessions)))
+            return handles
+
+    started = time.monotonic()
+    handles = asyncio.run(main())
+    took = time.monotonic() - started
+    after = measure()
+    if strategy == "cookie":
+        figures = {"sessions": len(handles), "store": "the client's cookie",
+                   "bytes_per_session": round(sum(len(h) for h in handles) / max(1, len(handles)), 1)}
+    else:
+        grown = after - before
+        figures = {"sessions": len(handles), "store": _STORE_NAME.get(strategy, strategy),
+                   "bytes_per_session": round(grown / max(1, len(handles)), 1)}
+    per = figures["bytes_per_session"]
+    figures["sessions_per_gib"] = int(2 ** 30 / per) if per > 0 else None
+    figures["value_bytes"] = value_bytes
+    figures["create_seconds"] = round(took, 2)
+    return {"figures": figures, "goals": {}, "restored": "the drill's sessions expire with the TTL"}
+
+
+_STORE_NAME = {"redis": "Redis used_memory", "token": "Redis used_memory",
+               "database": "PostgreSQL table + indexes", "sticky": "app RSS, summed over nodes",
+               "replication": "app RSS per node (every node holds every session)"}
+
+
+def _store_bytes(target: Target) -> Callable[[], float]:
+    strategy = target.strategy
+    if strategy in ("redis", "token"):
+        node = target.role("redis")[0]
+
+        def redis_bytes() -> float:
+            password = target.ssh(node, "sed -n 's/^requirepass //p' /etc/redis/redis.conf").strip().strip('"')
+            out = target.ssh(node, f"REDISCLI_AUTH={password} redis-cli -h {node.ip} -p "
+                                   f"{target.deployment.vars['redis_port']} INFO memory")
+            return float(next(line.split(":")[1] for line in out.splitlines() if line.startswith("used_memory:")))
+
+        return redis_bytes
+    if strategy == "database":
+        node = target.role("db")[0]
+        database = target.deployment.vars["postgres_database"]
+
+        def table_bytes() -> float:
+            out = target.ssh(node, f"cd / && sudo -u postgres psql -tAc "
+                                   f"\"SELECT coalesce(pg_total_relation_size('sessions'), 0)\" {database}")
+            return float(out.strip() or 0)
+
+        return table_bytes
+    if strategy in ("sticky", "replication"):
+        nodes = target.role("app")
+
+        def rss_bytes() -> float:
+            total = 0.0
+            for node in nodes:
+                out = target.ssh(node, "ps -o rss= -p $(systemctl show -p MainPID --value session-kit-app)")
+                total += float(out.strip() or 0) * 1024
+            # replication: every node holds every session, so one node's growth is the cost of a session
+            return total / len(nodes) if strategy == "replication" else total
+
+        return rss_bytes
+    return lambda: 0.0
+
+
+DRILLS: dict[str, Drill] = {d.name: d for d in (
+    Drill("node-stop", "a clean stop of one app node under load (systemctl stop), then start", node_stop),
+    Drill("node-kill", "SIGKILL of one app node under load; systemd brings it back", node_kill),
+    Drill("rolling", "a deploy that restarts every app node, under load", rolling),
+    Drill("store-restart", "Redis (redis, token) or PostgreSQL (database) restarted under load", store_restart,
+          lambda s: s in STORE_SERVICE),
+    Drill("contention", "200 parallel increments of one session through the balancer", contention),
+    Drill("cookie-limits", "the session size at the 4 KB cookie limit; replay of a cookie after logout",
+          cookie_limits, lambda s: s == "cookie"),
+    Drill("footprint", "bytes per session in the store, 10,000 sessions", footprint),
+)}

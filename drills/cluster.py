@@ -1,0 +1,119 @@
+"""The deployed cluster as the drills act on it: apply the kit with pyinfra, run a command on a host over SSH, read a
+node's health over HTTP. Everything goes through the inventory (session_kit/inventory.py), so a drill knows hosts by
+their roles, never by the lab's internals."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from session_kit.inventory import Deployment, Node, load
+
+ROOT = Path(__file__).resolve().parent.parent
+PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
+
+
+class DrillError(Exception):
+    """A drill could not run (the cluster was not in the state it needs); str() says what to do."""
+
+
+def grand_total(output: str) -> dict[str, int]:
+    match = re.search(r"Grand total\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
+    if not match:
+        return {}
+    return dict(zip(("hosts", "changed", "errors", "unchanged"), (0 if v == "-" else int(v) for v in match.groups())))
+
+
+class Target:
+    """One inventory, deployed with one strategy (and any other `--data` overrides)."""
+
+    def __init__(self, inventory: str, data: dict[str, Any]):
+        self.inventory, self.data = inventory, dict(data)
+        self.deployment: Deployment = load(inventory, self.data)
+        self._ssh_config: Path | None = None
+
+    @property
+    def strategy(self) -> str:
+        return self.deployment.strategy.name
+
+    @property
+    def lb_url(self) -> str:
+        return self.deployment.lb_url
+
+    def role(self, role: str) -> list[Node]:
+        return self.deployment.role(role)
+
+    def apply(self, extra: dict[str, Any] | None = None, timeout: float = 900) -> dict[str, Any]:
+        """pyinfra -y INVENTORY deploys/site.py with this target's data (and `extra`): its totals and duration."""
+        command = [PYINFRA, "-y", self.inventory, "deploys/site.py"]
+        for key, value in {**self.data, **(extra or {})}.items():
+            command += ["--data", f"{key}={value}"]
+        started = time.monotonic()
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        output = result.stdout + result.stderr
+        if result.returncode != 0:
+            raise DrillError(f"pyinfra apply failed (exit {result.returncode}): {output.strip().splitlines()[-1:]}")
+        return {**grand_total(output), "seconds": round(time.monotonic() - started, 2)}
+
+    # -- SSH ------------------------------------------------------------------------------------------------------
+
+    def ssh_config(self) -> Path:
+        if self._ssh_config is None:
+            lines = []
+            for node in self.deployment.nodes:
+                ssh = node.ssh
+                lines += [f"Host {node.name}", f"    HostName {ssh.get('ssh_hostname', node.ip)}"]
+                for option, key in (("User", "ssh_user"), ("Port", "ssh_port"), ("IdentityFile", "ssh_key"),
+                                    ("UserKnownHostsFile", "ssh_known_hosts_file"),
+                                    ("StrictHostKeyChecking", "ssh_strict_host_key_checking")):
+                    if ssh.get(key):
+                        lines.append(f"    {option} {ssh[key]}")
+                lines.append("    BatchMode yes\n    ConnectTimeout 10\n    LogLevel ERROR")
+            path = Path(tempfile.mkstemp(prefix="drill-ssh-", suffix=".conf")[1])
+            path.write_text("\n".join(lines) + "\n")
+            self._ssh_config = path
+        return self._ssh_config
+
+    def ssh(self, node: Node, command: str, timeout: float = 120, check: bool = True) -> str:
+        sudo = "sudo -n " if node.ssh.get("_sudo") else ""
+        result = subprocess.run(["ssh", "-F", str(self.ssh_config()), node.name, sudo + command],
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise DrillError(f"{node.name}: `{command}` failed (exit {result.returncode}): {result.stderr.strip()[-300:]}")
+        return result.stdout
+
+    # -- HTTP -----------------------------------------------------------------------------------------------------
+
+    def node_url(self, node: Node) -> str:
+        return f"http://{node.ip}:{self.deployment.vars['app_port']}"
+
+    def healthy(self, node: Node) -> bool:
+        try:
+            return requests.get(self.node_url(node) + "/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def wait_healthy(self, node: Node, within: float = 60) -> float:
+        """Seconds until the node answers /healthz with 200; DrillError past `within`."""
+        started = time.monotonic()
+        while time.monotonic() - started < within:
+            if self.healthy(node):
+                return round(time.monotonic() - started, 2)
+            time.sleep(0.1)
+        raise DrillError(f"{node.name} did not answer /healthz within {within} s")
+
+    def access_log(self, run_id: str) -> str:
+        """The balancer's access log lines of one load run (every request carries an X-Request-Id with its run id)."""
+        lb = self.role("lb")[0]
+        return self.ssh(lb, f"grep -F -- ' {run_id}-' /var/log/nginx/session-kit.access.log || true", timeout=60)
+
+    def close(self) -> None:
+        if self._ssh_config is not None:
+            self._ssh_config.unlink(missing_ok=True)
