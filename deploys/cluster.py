@@ -3,19 +3,115 @@ and the inventory's secrets. Validation runs here, before any operation is decla
 
 from __future__ import annotations
 
+import functools
+import io
+import time
 from pathlib import Path
 
+from pyinfra import logger, state
+from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.state import BaseStateCallback
+from pyinfra.operations import apt, files
 
 from session_kit import secrets as kit_secrets
 from session_kit.inventory import check, private_ip
 from session_kit.strategies import STRATEGIES, Strategy, lb_method
 from session_kit.validate import KitError
 
-__all__ = ["Cluster", "ROOT", "private_ip", "template"]
+__all__ = ["APT_BOUND", "STEP_BOUND", "Cluster", "ROOT", "bounded", "bounded_deploy", "install_packages", "private_ip",
+           "template"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
+
+
+# How long one remote step may take, in seconds, before it is stopped and fails with one line naming the host and
+# the step. A step that installs nothing (a file, a psql statement, systemctl, whose own stop timeout is 90 s):
+STEP_TIMEOUT = 180
+# One apt command (update, install): apt gives up on a stalled download after APT_HTTP_TIMEOUT and tries again
+# APT_RETRIES times on its own; the step's bound stops it for good, and pyinfra tries the whole step once more.
+APT_TIMEOUT = 300
+APT_HTTP_TIMEOUT = 30
+APT_RETRIES = 3
+APT_CONF = "/etc/apt/apt.conf.d/80session-kit"
+
+
+def bounded(seconds: int, retries: int = 0) -> dict:
+    """pyinfra global arguments that bound each command of an operation to `seconds` on the host itself.
+
+    pyinfra's own `_timeout` only stops waiting on the controller: the command keeps running on the host (holding
+    apt's lock, for one). So the command runs under coreutils' timeout, which stops it and its children at the
+    bound (TERM, then KILL 10 s later); `_timeout`, a little longer, still ends the wait when the connection itself
+    is stuck."""
+    return {"_shell_executable": f"timeout -k 10 {seconds} sh", "_timeout": seconds + 30,
+            **({"_retries": retries, "_retry_delay": 5} if retries else {})}
+
+
+STEP_BOUND = bounded(STEP_TIMEOUT)
+APT_BOUND = bounded(APT_TIMEOUT, retries=1)
+
+
+def bounded_deploy(name: str, data_defaults: dict, bound: dict = STEP_BOUND):
+    """pyinfra's @deploy whose every operation (and fact) gets `bound` unless the operation says otherwise.
+
+    The bound must be passed as the deploy's global arguments: a deploy's data_defaults cannot carry them (pyinfra
+    takes the deploy call's own _timeout, None, over any data default inside it)."""
+    def decorate(func):
+        deployed = deploy(name, data_defaults=data_defaults)(func)
+
+        @functools.wraps(func)
+        def call(*args, **kwargs):
+            return deployed(*args, **{**bound, **kwargs})
+        return call
+    return decorate
+
+
+def install_packages(name: str, packages: list[str]):
+    """apt.packages with bounds: apt's own timeouts and retries in an apt.conf.d file (they reach `apt-get update`,
+    which takes no extra arguments), and each apt command bounded on the host (APT_BOUND)."""
+    files.put(name="apt: time out and retry stalled downloads", dest=APT_CONF, mode="644", src=io.StringIO(
+        "// Managed by session-kit (deploys/cluster.py): a stalled download fails and is retried, never hangs.\n"
+        f'Acquire::http::Timeout "{APT_HTTP_TIMEOUT}";\nAcquire::https::Timeout "{APT_HTTP_TIMEOUT}";\n'
+        f'Acquire::Retries "{APT_RETRIES}";\nDPkg::Lock::Timeout "60";\n'))
+    return apt.packages(name=name, packages=packages, update=True, cache_time=3600, **APT_BOUND)
+
+
+class StepBounds(BaseStateCallback):
+    """Says in one line which step on which host ran past its bound (pyinfra itself only logs "Command timed out"
+    or the command's exit status, under a header printed long before)."""
+
+    def __init__(self):
+        self.started: dict[tuple[str, str], float] = {}
+
+    def operation_host_start(self, state, host, op_hash):
+        self.started[host.name, op_hash] = time.monotonic()
+
+    def operation_host_retry(self, state, host, op_hash, retry_num, max_retries):
+        self.started[host.name, op_hash] = time.monotonic()
+
+    def operation_host_error(self, state, host, op_hash, retry_attempt=0, max_retries=0):
+        arguments = state.get_op_data_for_host(host, op_hash).global_arguments
+        bound = _bound(arguments)
+        elapsed = time.monotonic() - self.started.pop((host.name, op_hash), time.monotonic())
+        if bound and elapsed >= bound - 1:
+            step = ", ".join(state.get_op_meta(op_hash).names) or "operation"
+            logger.error(f"session-kit: {host.name}: step '{step}' ran past its bound of {bound} s and was stopped"
+                         + (f" ({retry_attempt} retries)" if retry_attempt else ""))
+
+
+def _bound(arguments) -> int | None:
+    """The bound of an operation: the host-side timeout of bounded(), else pyinfra's _timeout."""
+    shell = str(arguments.get("_shell_executable") or "")
+    if shell.startswith("timeout "):
+        return int(shell.split()[-2])
+    return arguments.get("_timeout") or None
+
+
+def report_bounds(pyinfra_state) -> None:
+    """Register StepBounds once per pyinfra run."""
+    if not any(isinstance(handler, StepBounds) for handler in pyinfra_state.callback_handlers):
+        pyinfra_state.add_callback_handler(StepBounds())
 
 
 def template(path: str) -> str:
@@ -28,6 +124,7 @@ class Cluster:
 
     def __init__(self, host, inventory):
         self.host = host
+        report_bounds(state)
         try:
             self.vars, self.groups = check(host, inventory)
             self.secrets = kit_secrets.load(ROOT / self.vars["secrets_dir"], self.vars["inventory_name"])

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from pyinfra.api import deploy
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from session_kit.defaults import NGINX_DEFAULTS
 
-from .cluster import Cluster, template
+from .cluster import Cluster, bounded_deploy, install_packages, template
 
 SITE = "/etc/nginx/sites-available/session-kit.conf"
 
 
-@deploy("Nginx load balancer", data_defaults=NGINX_DEFAULTS)
+@bounded_deploy("Nginx load balancer", data_defaults=NGINX_DEFAULTS)
 def install_nginx(cluster: Cluster) -> None:
-    apt.packages(name="Install nginx", packages=["nginx"], update=True, cache_time=3600)
+    install_packages("Install nginx", ["nginx"])
     site = files.template(
         name="Render the session-kit site", src=template(SITE), dest=SITE, mode="644",
         strategy=cluster.strategy.name, lb_method=cluster.lb_method, app_nodes=cluster.nodes("app"),

@@ -8,21 +8,21 @@ import hmac
 import unicodedata
 
 from pyinfra import host
-from pyinfra.api import FactBase, QuoteString, StringCommand, deploy
+from pyinfra.api import FactBase, QuoteString, StringCommand
 from pyinfra.facts.postgres import make_psql_command
-from pyinfra.operations import apt, files, postgres, systemd
+from pyinfra.operations import files, postgres, systemd
 
 from session_kit.defaults import POSTGRES_DEFAULTS
 
-from .cluster import Cluster, private_ip, template
+from .cluster import Cluster, bounded_deploy, install_packages, private_ip, template
 
 
-@deploy("PostgreSQL session store", data_defaults=POSTGRES_DEFAULTS)
+@bounded_deploy("PostgreSQL session store", data_defaults=POSTGRES_DEFAULTS)
 def install_postgres(cluster: Cluster) -> None:
     values = cluster.values(POSTGRES_DEFAULTS)
     version = values["postgres_version"]
     etc = f"/etc/postgresql/{version}/main"
-    apt.packages(name="Install postgresql", packages=[f"postgresql-{version}"], update=True, cache_time=3600)
+    install_packages("Install postgresql", [f"postgresql-{version}"])
     conf = files.template(
         name="Render conf.d/session-kit.conf", src=template(f"{etc}/conf.d/session-kit.conf"),
         dest=f"{etc}/conf.d/session-kit.conf", user="postgres", group="postgres", mode="644",

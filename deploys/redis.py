@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api import deploy
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import files, systemd
 
 from session_kit.defaults import REDIS_DEFAULTS
 
-from .cluster import Cluster, private_ip, template
+from .cluster import Cluster, bounded_deploy, install_packages, private_ip, template
 
 CONF = "/etc/redis/redis.conf"
 
 
-@deploy("Redis session store", data_defaults=REDIS_DEFAULTS)
+@bounded_deploy("Redis session store", data_defaults=REDIS_DEFAULTS)
 def install_redis(cluster: Cluster) -> None:
-    apt.packages(name="Install redis-server", packages=["redis-server"], update=True, cache_time=3600)
+    install_packages("Install redis-server", ["redis-server"])
     conf = files.template(
         name="Render redis.conf", src=template(CONF), dest=CONF, user="redis", group="redis", mode="640",
         private_ip=private_ip(host), redis_password=cluster.secrets["redis_password"],

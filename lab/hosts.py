@@ -15,6 +15,9 @@ from .mirror import Mirror
 from .sh import LabError, run
 
 CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
+# apt on a lab host: seconds without progress before a download is abandoned, and how often it is tried again.
+APT_TIMEOUT = 20
+APT_RETRIES = 5
 
 
 class Host:
@@ -79,7 +82,12 @@ class Host:
         resolv.unlink(missing_ok=True)
         # No DNS is reachable: point at the bridge and fail fast instead of hanging on the machine's nameserver.
         resolv.write_text(f"nameserver {config.bridge_ip()}\noptions timeout:1 attempts:1\n")
-        (etc / "apt/apt.conf.d/01session-kit-proxy").write_text(f'Acquire::http::Proxy "{proxy_url}";\n')
+        # apt reaches packages only through the lab's proxy: a stalled connection to it times out and the download
+        # is tried again instead of hanging; no pipelining, which a proxy closing a connection mid-pipeline can
+        # leave waiting for answers that never come. (The deploys bound every apt command on top of this.)
+        (etc / "apt/apt.conf.d/01session-kit-proxy").write_text(
+            f'Acquire::http::Proxy "{proxy_url}";\nAcquire::http::Timeout "{APT_TIMEOUT}";\n'
+            f'Acquire::Retries "{APT_RETRIES}";\nAcquire::http::Pipeline-Depth "0";\n')
         sources = f"deb {Mirror.http(mirror.debian)} {config.SUITE} main\n" \
                   f"deb {Mirror.http(mirror.debian)} {config.SUITE}-updates main\n"
         if mirror.security:
