@@ -65,6 +65,33 @@ def _operation(summary: str, ok: dict[str, Any], errors: tuple[int, ...], *, ses
     return operation
 
 
+def _replication_paths() -> dict[str, Any]:
+    """The peers' endpoints (replication_api.py): signed with REPLICATION_KEY, each signed request accepted once."""
+    peer = [{"peer": []}]
+    refusals = {
+        "401": _json(_object({"error": {"enum": ["unauthenticated"]}, "message": STRING}),
+                     "missing, wrong or stale X-Replication-Auth signature"),
+        "409": _json(_object({"error": {"enum": ["replayed"]}, "message": STRING}),
+                     "this signed request was already received"),
+        **_errors(405)}
+    merging = {"security": peer,
+               "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+               "responses": {"200": _json(_object({"applied": COUNTER}), "merged: how many changes were new"),
+                             "400": _json(_object({"error": {"enum": ["invalid_deltas"]}, "message": STRING}),
+                                          "not a batch of changes"),
+                             **refusals}}
+    return {
+        "/_replication/deltas": {"post": {"summary": "replication peers only: apply a batch of changes", **merging}},
+        "/_replication/merge": {"post": {"summary": "replication peers only: merge a snapshot", **merging}},
+        "/_replication/snapshot": {"post": {
+            "summary": "replication peers only: every session this node holds", "security": peer,
+            "responses": {"200": _json({"type": "object"}, "the snapshot"), **refusals}}},
+        "/_replication/status": {"get": {
+            "summary": "replication lag and peer states", "security": [],
+            "responses": {"200": _json({"type": "object"}, "status"), **_errors(405)}}},
+    }
+
+
 def document(settings: Settings, bearer: bool, replication: bool) -> dict[str, Any]:
     key = {"name": "key", "in": "path", "required": True,
            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
@@ -129,24 +156,7 @@ def document(settings: Settings, bearer: bool, replication: bool) -> dict[str, A
             "200": _json({"type": "object"}, "the OpenAPI document"), **_errors(405)}}},
     }
     if replication:
-        peer = [{"peer": []}]
-        unauthenticated = _json(_object({"error": {"enum": ["unauthenticated"]}, "message": STRING}),
-                                "missing, wrong or stale X-Replication-Auth signature")
-        paths["/_replication/deltas"] = {"post": {
-            "summary": "replication peers only: apply a batch of changes", "security": peer,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "array"}}}},
-            "responses": {"200": _json(_object({"applied": COUNTER}), "applied"),
-                          "400": _json(_object({"error": {"enum": ["invalid_deltas"]}, "message": STRING}),
-                                       "not a batch of deltas"),
-                          "401": unauthenticated, **_errors(405)}}}
-        paths["/_replication/snapshot"] = {"post": {
-            "summary": "replication peers only: every session this node holds", "security": peer,
-            "responses": {"200": _json({"type": "object"}, "the snapshot"), "401": unauthenticated,
-                          **_errors(405)}}}
-        paths["/_replication/status"] = {"get": {
-            "summary": "replication lag and peer queues", "security": [],
-            "responses": {"200": _json({"type": "object"}, "status"), **_errors(405)}}}
-
+        paths.update(_replication_paths())
     schemes: dict[str, Any] = {
         "session": ({"type": "http", "scheme": "bearer", "description": "the token from POST /login"} if bearer else
                     {"type": "apiKey", "in": "cookie", "name": "SESSION",

@@ -1,0 +1,138 @@
+"""The app under a property-based API fuzzer: schemathesis reads the contract the app serves (GET /openapi.json) and
+sends, to one running node of every strategy, requests that fit it (positive) and requests that break it
+(negative). Every answer must be described by the document (status code, content type, JSON schema, X-Served-By),
+never a 5xx, an invalid request must be refused (4xx), and a refused request must leave the session as it was.
+
+Bounded: a fixed number of examples per operation and mode (no shrinking, no example database), each request with
+a timeout, and the whole run of one strategy under a time limit that fails the test when exceeded.
+"""
+
+from __future__ import annotations
+
+import time
+from http.cookies import SimpleCookie
+
+import hypothesis
+import pytest
+import requests
+import schemathesis
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance, negative_data_rejection, response_headers_conformance, response_schema_conformance,
+    status_code_conformance)
+
+from sample_app.settings import STRATEGIES
+from tests.support.cluster import Cluster
+
+EXAMPLES = {"session": 50, "public": 10}  # per operation and mode: operations that use a session get more
+SECONDS_PER_STRATEGY = 60.0
+REQUEST_TIMEOUT = 10.0
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+          response_headers_conformance]
+
+CREDENTIAL = {True: ParameterLocation.HEADER, False: ParameterLocation.COOKIE}  # bearer: Authorization
+FUZZ_SETTINGS = dict(
+    deadline=None, database=None, derandomize=False, print_blob=True,
+    phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],  # no shrinking: a failure is reported as found
+    suppress_health_check=list(hypothesis.HealthCheck))
+
+
+@pytest.fixture(scope="module", params=STRATEGIES)
+def node(request, backends):
+    cluster = Cluster(request.param, backends, size=1).start()
+    yield cluster
+    cluster.destroy()
+
+
+class Victim:
+    """A fresh session for one example: its handle, and what reading it must show if the request was refused."""
+
+    def __init__(self, url: str, bearer: bool, http: requests.Session):
+        self.url, self.bearer, self.http = url, bearer, http
+        response = http.post(url + "/login", json={"username": "fuzz"}, timeout=REQUEST_TIMEOUT)
+        http.cookies.clear()  # the session goes only where install() puts it, never along with every request
+        assert response.status_code == 200, response.text
+        self.handle = self._handle_from(response)
+        self.expected = {"user": "fuzz", "counter": 0, "data": {}}
+
+    def _handle_from(self, response) -> str | None:
+        if self.bearer:
+            return response.json().get("token") if response.status_code == 200 else None
+        # a requests.Response (login), or schemathesis' Response (lower-case names, a list of values each)
+        headers = response.raw.headers.getlist("Set-Cookie") if hasattr(response, "raw") else \
+            response.headers.get("set-cookie", [])
+        for header in headers:
+            cookie = SimpleCookie(header).get("SESSION")
+            if cookie is not None:
+                return cookie.value
+        return None
+
+    def install(self, case) -> None:
+        """Put the real session into the generated request, in place of whatever was generated."""
+        if self.bearer:
+            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {self.handle}"}
+        else:
+            case.cookies = {**(case.cookies or {}), "SESSION": self.handle}
+
+    def read(self, handle: str) -> requests.Response:
+        headers = {"Authorization": f"Bearer {handle}"} if self.bearer else {"Cookie": f"SESSION={handle}"}
+        return self.http.get(self.url + "/session", headers=headers, timeout=REQUEST_TIMEOUT)
+
+    def check_after(self, case, response) -> None:
+        label = f"{case.method} {case.formatted_path} -> {response.status_code}"
+        if response.status_code >= 400:
+            body = self.read(self.handle)
+            assert body.status_code == 200, f"{label}: a refused request ended the session ({body.text[:200]})"
+            seen = {name: body.json()[name] for name in self.expected}
+            assert seen == self.expected, f"{label}: a refused request changed the session: {seen}"
+        elif case.path not in ("/logout", "/logout/all"):
+            # Accepted: the session (under the handle the client now holds) still reads, whatever was stored.
+            body = self.read(self._handle_from(response) or self.handle)
+            assert body.status_code == 200, f"{label}: the session no longer reads: {body.status_code} {body.text[:200]}"
+
+
+def fuzz_operation(operation, mode: GenerationMode, url: str, bearer: bool, deadline: float, counts: dict) -> None:
+    uses_session = operation.path.startswith(("/session", "/login", "/logout"))
+    http = requests.Session()
+    http.trust_env = False
+    checks = CHECKS + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else [])
+
+    @hypothesis.settings(max_examples=EXAMPLES["session" if uses_session else "public"], **FUZZ_SETTINGS)
+    @hypothesis.given(case=operation.as_strategy(mode), real_session=st.sampled_from([True, True, True, False]))
+    def run(case, real_session):
+        assert time.monotonic() < deadline, f"the fuzz exceeded its bound of {SECONDS_PER_STRATEGY} s"
+        victim = Victim(url, bearer, http) if uses_session else None
+        # A real session in place of the generated one, unless the fuzzer made the credential itself invalid.
+        negated = case.meta is not None and case.meta.is_negative_at(CREDENTIAL[bearer])
+        if victim is not None and real_session and not negated:
+            victim.install(case)
+        response = case.call(base_url=url, session=http, timeout=REQUEST_TIMEOUT)
+        http.cookies.clear()
+        counts[response.status_code] = counts.get(response.status_code, 0) + 1
+        case.validate_response(response, checks=checks)
+        if victim is not None:
+            victim.check_after(case, response)
+
+    run()
+
+
+def test_fuzz_every_operation(node):
+    url, started = node.urls[0], time.monotonic()
+    schema = schemathesis.openapi.from_url(url + "/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    labels = {operation.label for operation in operations}
+    assert {"POST /login", "GET /session", "PUT /session/data/{key}", "DELETE /session/data/{key}"} <= labels
+    counts: dict[int, int] = {}
+    for operation in operations:
+        has_input = bool(operation.body) or any(True for _ in operation.iter_parameters())
+        # Negative examples need something to make invalid: GET /ping has no input at all.
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if has_input else (GenerationMode.POSITIVE,):
+            fuzz_operation(operation, mode, url, node.bearer, started + SECONDS_PER_STRATEGY, counts)
+    elapsed = time.monotonic() - started
+    print(f"\nfuzz {node.strategy}: {sum(counts.values())} requests over {len(operations)} operations in "
+          f"{elapsed:.1f} s, statuses {dict(sorted(counts.items()))}")
+    assert not any(status >= 500 for status in counts)
+    assert counts.get(200, 0) > 0 and counts.get(400, 0) > 0, "the fuzz never got past (or never hit) validation"
