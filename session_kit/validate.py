@@ -35,13 +35,7 @@ class Type:
 
     def problem(self, value: Any) -> str | None:
         """None when the value is right, else what is wrong: 'must be ..., got ...'."""
-        if self.accepts(value):
-            return None
-        hint = ""
-        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no") \
-                and isinstance(self, Bool):
-            hint = " (a string; write True or False without quotes)"
-        return f"must be {self.what}, got {value!r}{hint}"
+        return None if self.accepts(value) else f"must be {self.what}, got {value!r}"
 
 
 def _integer(value: Any) -> bool:
@@ -67,6 +61,12 @@ class Bool(Type):
 
     def accepts(self, value: Any) -> bool:
         return isinstance(value, bool)
+
+    def problem(self, value: Any) -> str | None:
+        problem = super().problem(value)
+        if problem and isinstance(value, str):
+            problem += " (a string, and any non-empty string is true: write True or False without quotes)"
+        return problem
 
 
 class Choice(Type):
