@@ -210,22 +210,31 @@ class RedisSave(Type):
 
 
 @functools.cache
-def pyinfra_keys() -> frozenset[str]:
-    """What pyinfra itself reads from host data, from its own code (so it stays right across versions): every
-    installed connector's data keys (ssh_hostname, ssh_user, ...) and the operations' global arguments (_sudo,
-    _su_user, _timeout, ...)."""
+def pyinfra_keys() -> tuple[frozenset[str], tuple[str, ...]]:
+    """What pyinfra itself reads from host data, from its own code (so it stays right across versions): the
+    operations' global arguments (_sudo, _su_user, _timeout, ...) and every installed connector's data keys
+    (ssh_hostname, ssh_user, ...). A connector that declares no keys (chroot sets chroot_directory) gets its
+    prefix: any `<connector>_` key."""
     from pyinfra.api.arguments import all_global_arguments
     from pyinfra.api.connectors import get_all_connectors
 
     keys = {name for name, _ in all_global_arguments() if name.startswith("_")}
-    for connector in get_all_connectors().values():
-        keys.update(getattr(connector, "data_meta", None) or {})
-    return frozenset(keys)
+    prefixes = []
+    for name, connector in get_all_connectors().items():
+        declared = getattr(connector, "data_meta", None) or {}
+        keys.update(declared)
+        if not declared:
+            prefixes.append(f"{name}_")
+    return frozenset(keys), tuple(prefixes)
 
 
 def known_variables() -> frozenset[str]:
     from .defaults import VARIABLES
-    return frozenset(VARIABLES) | {"inventory_name"} | pyinfra_keys()
+    return frozenset(VARIABLES) | {"inventory_name"} | pyinfra_keys()[0]
+
+
+def is_known(key: str) -> bool:
+    return key in known_variables() or key.startswith(pyinfra_keys()[1])
 
 
 def _where(host_name: str) -> str:
@@ -237,10 +246,9 @@ def check_data(data: Mapping[str, Any], host_name: str = "") -> None:
     from .defaults import VARIABLES
 
     where = _where(host_name)
-    known = known_variables()
     for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+        if not is_known(key):
+            close = difflib.get_close_matches(key, sorted(known_variables()), n=1, cutoff=0.75)
             raise KitError(f"{key}: unknown variable{where}" + (f"; did you mean {close[0]}?" if close else ""))
     for key, var in VARIABLES.items():
         problem = var.type.problem(data.get(key, var.default))

@@ -96,6 +96,7 @@ def test_pyinfra_keys_come_from_pyinfra():
     assert set(SSHConnector.data_meta) <= known
     assert {name for name, _ in all_global_arguments() if name.startswith("_")} <= known
     assert "name" not in known and "ssh_hostnam" not in known
+    check_data({**GOOD, "chroot_directory": "/srv/root"})  # set by pyinfra's chroot connector, which declares no keys
 
 
 def test_new_variables_have_defaults():
