@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.support.cluster import Backends
@@ -35,3 +37,11 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("measured (not asserted): what the non-atomic strategies do")
         for line in MEASURED:
             terminalreporter.write_line(line)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A run that includes the lab or end-to-end tests needs root: say so in one line instead of skipping them (a
+    green run that tested nothing on the lab would hide it)."""
+    if os.geteuid() != 0 and any(item.get_closest_marker("lab") for item in items):
+        raise pytest.UsageError("the lab and end-to-end tests need root (network namespaces, mounts, containers): "
+                                "run ./kit test as root, or select tests/unit tests/app")

@@ -27,6 +27,24 @@ def pytest_addoption(parser):
     group.addoption("--data", action="append", default=[], metavar="KEY=VALUE",
                     help="any other `pyinfra --data` override the deployment was applied with (e.g. lb_method=...)")
     group.addoption("--lb-url", help="the load balancer's URL (default: http://<lb ssh_hostname>)")
+    group.addoption("--proven", metavar="FILE", help="write what the passing checks proved, as JSON lines of text "
+                                                     "(the demo prints them)")
+
+
+PROVEN: list[str] = []
+
+
+@pytest.fixture
+def proven():
+    """proven(text): a sentence that a passing check measured; written to --proven FILE at the end."""
+    return PROVEN.append
+
+
+def pytest_sessionfinish(session):
+    path = session.config.getoption("--proven", default=None)
+    if path:
+        import json
+        Path(path).write_text(json.dumps(PROVEN, indent=1) + "\n")
 
 
 def pytest_collection_modifyitems(config, items):

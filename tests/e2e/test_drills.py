@@ -1,0 +1,35 @@
+"""The drills' short form on the lab (issue 8's goals): under a pool of 200 logged-in clients driving the balancer,
+a clean stop of an app node and a rolling deploy that restarts every app node fail no request and lose no session,
+and a SIGKILL fails only requests that were on the killed node. `./kit drill --all` runs the full set."""
+
+from __future__ import annotations
+
+import pytest
+
+from drills.catalog import DRILLS, Params
+from drills.cluster import Target
+
+pytestmark = pytest.mark.lab
+INVENTORY = "inventories/lab.py"
+SHORT = Params(clients=200, seconds=6)
+
+
+@pytest.fixture(scope="module", params=["redis", "replication"])
+def target(lab, request):
+    target = Target(INVENTORY, {"session_strategy": request.param})
+    applied = target.apply()
+    assert applied.get("errors") == 0, applied
+    yield target
+    target.close()
+
+
+@pytest.mark.parametrize("drill", ["node-stop", "rolling", "node-kill"])
+def test_drill_meets_its_goals(target, drill):
+    result = DRILLS[drill].run(target, SHORT)
+    figures, goals = result["figures"], result["goals"]
+    assert figures["requests"] > 1000, figures
+    assert goals, f"{drill} sets goals for {target.strategy}"
+    missed = {name: goal for name, goal in goals.items() if not goal["met"]}
+    assert not missed, f"{drill} on {target.strategy}: {missed}; figures {figures}"
+    print(f"{drill} on {target.strategy}: {figures['requests']} requests, {figures['failed']} failed, "
+          f"{figures['sessions_lost']} sessions lost")
