@@ -66,7 +66,8 @@ def test_scram_matches_what_postgresql_computed(server, password):
     assert not scram_matches(password[:-1], stored)
 
 
-@pytest.mark.parametrize("stored", [None, "", "md5" + "0" * 32, "SCRAM-SHA-256$x:y$z:w", "SCRAM-SHA-1$4096:c2FsdA==$a:b"])
+@pytest.mark.parametrize("stored", [None, "", "md5" + "0" * 32, "SCRAM-SHA-256$x:y$z:w",
+                                    "SCRAM-SHA-1$4096:c2FsdA==$a:b"])
 def test_no_or_foreign_verifier_means_set_it(stored):
     assert not scram_matches("anything", stored)
 
@@ -105,6 +106,14 @@ def test_the_deploy_sets_the_password_only_when_postgresql_lacks_it(server):
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(ROLE)))
     first = apply(server, HOSTILE)
     assert changed(first) == 1 and logs_in(server, ROLE, HOSTILE), first["text"][-2000:]
+    # the app's DATABASE_URL (percent-encoded password) logs in as that role
+    from session_kit.defaults import ALL_DEFAULTS
+    from session_kit.strategies import STRATEGIES, app_environment
+    data = {**ALL_DEFAULTS, "postgres_user": ROLE, "postgres_port": server.port, "postgres_database": "postgres"}
+    env = app_environment(STRATEGIES["database"], data, {"postgres_password": HOSTILE}, node="n",
+                          private_ip="127.0.0.1", peers=[], redis_ip=None, db_ip="127.0.0.1")
+    with psycopg.connect(env["DATABASE_URL"], connect_timeout=5) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == ROLE
     stored = verifier(server, ROLE)
 
     second = apply(server, HOSTILE)  # nothing to do: the verifier matches
