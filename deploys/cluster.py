@@ -1,5 +1,6 @@
 """What the deploys read from the inventory: the merged variables of a host (with defaults), the hosts of each role,
-and the inventory's secrets. Validation runs here, before any operation is declared."""
+and the inventory's secrets. Validation runs here, before any operation is declared. And how long a remote step may
+take: every step is bounded, and one past its bound fails with one line naming the host and the step."""
 
 from __future__ import annotations
 
@@ -92,20 +93,22 @@ class StepBounds(BaseStateCallback):
 
     def operation_host_error(self, state, host, op_hash, retry_attempt=0, max_retries=0):
         arguments = state.get_op_data_for_host(host, op_hash).global_arguments
-        bound = _bound(arguments)
+        bound, on_host = _bound(arguments)
         elapsed = time.monotonic() - self.started.pop((host.name, op_hash), time.monotonic())
         if bound and elapsed >= bound - 1:
             step = ", ".join(state.get_op_meta(op_hash).names) or "operation"
-            logger.error(f"session-kit: {host.name}: step '{step}' ran past its bound of {bound} s and was stopped"
-                         + (f" ({retry_attempt} retries)" if retry_attempt else ""))
+            logger.error(f"session-kit: {host.name}: step '{step}' ran past its bound of {bound} s and "
+                         + ("was stopped" if on_host else "pyinfra stopped waiting for it")
+                         + (f" (tried {retry_attempt + 1} times)" if retry_attempt else ""))
 
 
-def _bound(arguments) -> int | None:
-    """The bound of an operation: the host-side timeout of bounded(), else pyinfra's _timeout."""
+def _bound(arguments) -> tuple[int | None, bool]:
+    """The bound of an operation, and whether the host enforces it: the host-side timeout of bounded(), else
+    pyinfra's _timeout."""
     shell = str(arguments.get("_shell_executable") or "")
     if shell.startswith("timeout "):
-        return int(shell.split()[-2])
-    return arguments.get("_timeout") or None
+        return int(shell.split()[-2]), True
+    return arguments.get("_timeout") or None, False
 
 
 def report_bounds(pyinfra_state) -> None:
