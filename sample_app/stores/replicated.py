@@ -177,7 +177,10 @@ class ReplicatedStore(MemoryStore):
 
     async def start(self) -> None:
         await super().start()
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0), trust_env=False)
+        # Idle connections to a peer are let go of within a second: a peer that is stopping (a drain) waits until
+        # the connections it holds are closed.
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0), trust_env=False,
+                                         limits=httpx.Limits(keepalive_expiry=1.0))
         await self._pull_snapshot()
         self._tasks = [asyncio.create_task(self._send_forever(peer)) for peer in self.peers]
         self._tasks.append(asyncio.create_task(self._log_forever()))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import secrets
 
-from .servers import AppNode, PostgresServer, RedisServer, free_port
+import requests
+
+from .servers import AppNode, PostgresServer, RedisServer, free_port, wait_until
 
 BEARER = {"token"}
 ATOMIC = {"database", "redis", "token"}
@@ -55,7 +57,17 @@ class Cluster:
             node.start(wait=False)
         for node in self.nodes:
             node.wait_ready()
+        if self.strategy == "replication":
+            self.wait_replicating()
         return self
+
+    def wait_replicating(self, timeout: float = 10) -> None:
+        """Until every node counts every other one as live (replication: sync mode waits for live peers only)."""
+        def all_up() -> bool:
+            return all(peer["state"] == "up" for node in self.nodes if node.proc and node.proc.poll() is None
+                       for peer in requests.get(node.url + "/_replication/status", timeout=2).json()["peers"].values())
+
+        wait_until(all_up, timeout, "replication between the nodes")
 
     def destroy(self) -> None:
         for node in self.nodes:
