@@ -140,7 +140,8 @@ class LeanRedis:
         try:
             _, proto = await asyncio.wait_for(loop.create_connection(_Protocol, host, port), TIMEOUT)
         except (OSError, asyncio.TimeoutError) as error:
-            raise StoreUnavailable(f"redis at {host}:{port} unreachable: {error or 'timeout'}") from None
+            why = str(error) or f"no answer in {TIMEOUT} s"
+            raise StoreUnavailable(f"redis at {host}:{port} unreachable: {why}") from None
         setup = []
         if self.password:
             setup.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
@@ -155,7 +156,8 @@ class LeanRedis:
             raise StoreUnavailable(f"redis refused the connection setup: {error}") from None
         except (asyncio.TimeoutError, StoreUnavailable) as error:  # accepted, then silent or closed
             proto.close()
-            raise StoreUnavailable(f"redis at {host}:{port} did not answer: {error or 'timeout'}") from None
+            why = error if isinstance(error, StoreUnavailable) else f"no reply in {TIMEOUT} s"
+            raise StoreUnavailable(f"redis at {host}:{port} did not answer the connection setup: {why}") from None
         self._proto = proto
         return proto
 

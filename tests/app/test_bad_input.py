@@ -132,3 +132,130 @@ def test_unknown_paths_and_methods_are_json(cluster, victim):
     assert_json_error(client.get(url + "/nowhere"), 404, "not_found")
     assert_json_error(client.request("DELETE", url + "/session"), 405, "method_not_allowed")
     assert_json_error(client.get(url + "/login"), 405, "method_not_allowed")
+
+
+# -- JSON the app does not accept (README.md, "The sample app"): refused with 400, whatever the strategy ---------------
+# Each was once a 500, or a 200 that broke every later read of the session.
+
+HOSTILE_JSON = [
+    pytest.param(b"[" * 5000, "too_deep", id="5000-open-brackets"),  # json.loads would hit RecursionError
+    pytest.param(b"[" * 33 + b"]" * 33, "too_deep", id="33-deep-array"),
+    pytest.param(b'{"a":' * 3000 + b"1" + b"}" * 3000, "too_deep", id="3000-deep-object"),
+    pytest.param(b"NaN", "invalid_value", id="NaN"),
+    pytest.param(b"Infinity", "invalid_value", id="Infinity"),
+    pytest.param(b"[-Infinity]", "invalid_value", id="minus-Infinity"),
+    pytest.param(b"1e400", "invalid_value", id="1e400"),  # Python reads it as inf
+    pytest.param(b'{"n": -1e400}', "invalid_value", id="minus-1e400-nested"),
+    pytest.param(b'"\\u0000"', "invalid_value", id="NUL"),  # PostgreSQL's jsonb refuses it
+    pytest.param(b'{"a\\u0000b": 1}', "invalid_value", id="NUL-in-a-key"),
+    pytest.param(b'"\\ud800"', "invalid_value", id="lone-high-surrogate"),  # UTF-8 cannot encode it
+    pytest.param(b'[{"\\udc00": 1}]', "invalid_value", id="lone-low-surrogate-in-a-key"),
+    pytest.param(b'"\xed\xa0\x80"', "invalid_json", id="surrogate-as-utf8-bytes"),
+    pytest.param(b"1" * 5000, "invalid_value", id="5000-digit-integer"),
+]
+
+
+def as_login(body: bytes) -> bytes:
+    """The hostile JSON inside an otherwise valid login body: refused for the JSON, not for the username."""
+    return b'{"username": "mallory-target", "extra": ' + body + b"}"
+
+
+@pytest.mark.parametrize("body, code", HOSTILE_JSON)
+def test_hostile_json_data_is_400_and_the_session_still_reads(cluster, victim, body, code):
+    client, url = victim
+    response = client.request("PUT", url + "/session/data/x", data=body, headers={"Content-Type": "application/json"})
+    assert_json_error(response, 400, code)
+    read = client.get(url + "/session")  # once, one NaN made every later read a 500
+    assert read.status_code == 200 and "x" not in read.json()["data"]
+
+
+@pytest.mark.parametrize("body, code", HOSTILE_JSON)
+def test_hostile_json_login_is_400_and_does_not_rotate(cluster, victim, body, code):
+    client, url = victim
+    handle = client.handle
+    response = client.post(url + "/login", data=as_login(body), headers={"Content-Type": "application/json"})
+    assert_json_error(response, 400, code)
+    assert client.handle == handle, "a refused login handed out a new session"
+    # as a bare body too (not an object: the JSON is refused before the username is looked at)
+    assert_json_error(client.post(url + "/login", data=body), 400, code)
+
+
+def json_equal(a, b) -> bool:
+    """Equal as JSON values: numbers by their decimal value (PostgreSQL's jsonb gives 1e300 back as
+    1000...0, the same number written out)."""
+    from decimal import Decimal
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return Decimal(repr(a)) == Decimal(repr(b))
+    if isinstance(a, str) or isinstance(b, str):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
+    return False
+
+
+def test_what_the_rule_accepts_round_trips(cluster, victim):
+    """The edge of the rule from the accepting side: 32 levels, huge and tiny numbers, every other character."""
+    client, url = victim
+    accepted = {
+        "deep": b"[" * 32 + b"1" + b"]" * 32,
+        "numbers": b'[9007199254740993, 1e308, -1.5e300, 5e-324, -0.0, 1E-400, 0.1]',
+        "text": '{"\\u0001\\u001f": "\\ud83d\\ude00 \u00e9\u4e2d \\u2028", "": [null, true, false]}'.encode(),
+    }
+    for key, body in accepted.items():
+        response = client.request("PUT", f"{url}/session/data/{key}", data=body)
+        assert response.status_code == 200, f"{key}: {response.status_code} {response.text[:200]}"
+    import json
+    stored = client.get(url + "/session").json()["data"]
+    for key, body in accepted.items():
+        assert json_equal(stored[key], json.loads(body)), f"{key}: stored {stored[key]!r}"
+        assert client.request("DELETE", f"{url}/session/data/{key}").status_code == 200
+
+
+# -- a store outage is a 503, never a 500 or a hang ------------------------------------------------------------------
+
+@pytest.mark.parametrize("strategy", ["redis", "token"])
+def test_redis_that_accepts_but_never_answers_is_503_then_recovers(strategy):
+    """SIGSTOP: the kernel still accepts connections for redis-server, which answers nothing (like a hung host).
+    Requests on the open connection, new connections (AUTH never answered) and many requests at once all get a JSON
+    503 within a few seconds; after SIGCONT the same session reads again."""
+    import signal
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support.cluster import Backends, Cluster
+    from tests.support.servers import RedisServer
+
+    redis = RedisServer().start()
+    cluster = Cluster(strategy, Backends(redis=redis), size=1).start()
+    try:
+        url, client = cluster.urls[0], SessionClient(bearer=cluster.bearer, timeout=15)
+        assert client.login(url, "paused").status_code == 200
+        assert client.request("PUT", url + "/session/data/k", json=[1, 2]).status_code == 200
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            for attempt in ("the open connection", "a new connection"):
+                started = time.monotonic()
+                response = client.get(url + "/session")
+                took = time.monotonic() - started
+                assert_json_error(response, 503, "store_unavailable")
+                assert took < 5, f"{attempt}: 503 after {took:.1f} s"
+            started = time.monotonic()
+            with ThreadPoolExecutor(8) as pool:
+                statuses = list(pool.map(lambda _: client.post(url + "/session/counter").status_code, range(8)))
+            took = time.monotonic() - started
+            assert statuses == [503] * 8 and took < 5, f"8 requests at once: {statuses} after {took:.1f} s"
+            assert_json_error(SessionClient().get(url + "/healthz"), 503, "store_unavailable")
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while (response := client.get(url + "/session")).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert response.status_code == 200, f"no recovery after SIGCONT: {response.status_code} {response.text}"
+        assert response.json()["data"] == {"k": [1, 2]} and response.json()["counter"] == 0
+    finally:
+        cluster.destroy()
+        redis.destroy()
