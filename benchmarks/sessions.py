@@ -3,7 +3,8 @@
     python -m benchmarks.sessions [--strategies redis,token] [--seconds 5] [--sessions 200] [--json out.json]
 
 For each strategy it starts real servers on loopback (Redis, PostgreSQL from the Debian packages), one app node
-(replication: two, loading the first, so that every change is really sent to a peer), logs in --sessions distinct
+(replication: two, loading the first, so that every change is really sent to a peer; once per REPLICATION_MODE,
+sync and async, each followed by the lag the peer measured), logs in --sessions distinct
 sessions, and drives wrk (-t1 -c32) at:
   GET /ping             no session at all: the baseline, same process, same run
   GET /session          load the session (the handle rotates over all sessions)
@@ -25,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import requests
 
 from sample_app.settings import STRATEGIES
 from tests.support.client import SessionClient
@@ -68,8 +71,10 @@ def wrk(url: str, method: str, path: str, handles: list[str], bearer: bool, seco
             "non_2xx": int(errors.group(1)) if errors else 0}
 
 
-def bench_strategy(strategy: str, backends: Backends, args) -> list[dict]:
-    cluster = Cluster(strategy, backends, size=2 if strategy == "replication" else 1).start()
+def bench_strategy(strategy: str, backends: Backends, args, mode: str = "") -> list[dict]:
+    label = f"{strategy}/{mode}" if mode else strategy
+    cluster = Cluster(strategy, backends, size=2 if strategy == "replication" else 1,
+                      extra_env={"REPLICATION_MODE": mode} if mode else None).start()
     nginx = Nginx([cluster.urls[0].removeprefix("http://")]).start() if Nginx.available() and not args.direct_only \
         else None
     rows = []
@@ -89,10 +94,14 @@ def bench_strategy(strategy: str, backends: Backends, args) -> list[dict]:
                     runs[path].append(wrk(url, method, path, handles, cluster.bearer, args.seconds))
             baseline = median_run(runs["/ping"])["rps"]
             for _, method, path in ENDPOINTS:
-                row = {"strategy": strategy, "via": via, "endpoint": f"{method} {path}", **median_run(runs[path])}
+                row = {"strategy": label, "via": via, "endpoint": f"{method} {path}", **median_run(runs[path])}
                 row["ratio"] = row["rps"] / baseline
                 rows.append(row)
                 print_row(row)
+        if mode:
+            lag = requests.get(cluster.urls[1] + "/_replication/status", timeout=5).json()["lag_ms"]
+            print(f"{label:12s} lag on the peer: p50 {lag['p50']} ms  p99 {lag['p99']} ms  max {lag['max']} ms "
+                  f"(last {lag['samples']} deltas)", flush=True)
     finally:
         if nginx:
             nginx.destroy()
@@ -119,6 +128,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3, help="runs per endpoint, taken in turns; the median counts")
     parser.add_argument("--direct-only", action="store_true", help="skip the runs through Nginx")
+    parser.add_argument("--replication-modes", default="sync,async", help="REPLICATION_MODE values to run replication in")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     strategies = [s for s in args.strategies.split(",") if s]
@@ -134,7 +144,9 @@ def main(argv: list[str]) -> int:
     rows = []
     try:
         for strategy in strategies:
-            rows += bench_strategy(strategy, backends, args)
+            modes = [m for m in args.replication_modes.split(",") if m] if strategy == "replication" else [""]
+            for mode in modes:
+                rows += bench_strategy(strategy, backends, args, mode)
     finally:
         backends.redis.destroy()
         backends.postgres.destroy()

@@ -165,7 +165,7 @@ class ReplicatedStore(MemoryStore):
         self.early: dict[str, dict[str, list]] = {}  # changes to sessions whose creation has not arrived yet
         self.tombstones: dict[str, float] = {}  # deleted handle -> when
         self.tombstone_keep = limits.ttl + DELTA_MAX_AGE + 2 * MAX_SKEW
-        self.touched: dict[str, float] = {}  # handle -> when its expiry was last sent to the peers
+        self.touched: dict[str, float] = {}  # handle -> the expiry last sent to the peers
         self.touch_every = limits.ttl / 10
         self.links: dict[str, tuple[str, int]] = {}  # origin -> (its epoch, highest sequence number applied)
         self.guard = ReplayGuard()
@@ -224,17 +224,18 @@ class ReplicatedStore(MemoryStore):
         held = self.versions.setdefault(handle, {})
         for name in changed:
             held[name] = version
-        self.touched[handle] = time.time()
+        self.touched[handle] = self.expires[handle]
         return self._send({"sid": handle, "exp": self.expires[handle], "f": changed}, wait=True)
 
     async def load(self, handle: str) -> Session | None:
-        session = await super().load(handle)
-        if session is not None:
-            now = time.time()
-            if now - self.touched.get(handle, 0.0) >= self.touch_every:
-                self.touched[handle] = now
-                self._send({"sid": handle, "exp": self.expires[handle]}, wait=False)
-        return session
+        session = self._live(handle)
+        if session is None:
+            return None
+        expires = self.expires[handle]
+        if expires - self.touched.get(handle, 0.0) >= self.touch_every:
+            self.touched[handle] = expires
+            self._send({"sid": handle, "exp": expires}, wait=False)
+        return self._copy(session)
 
     # -- outgoing -----------------------------------------------------------------------------------------------
 
