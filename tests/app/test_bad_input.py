@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import requests
 
 from tests.support.client import SessionClient
+from tests.support.cluster import Backends, Cluster
+from tests.support.servers import RedisServer
+
+from .test_store_properties import json_equal
 
 
 @pytest.fixture
@@ -180,23 +189,6 @@ def test_hostile_json_login_is_400_and_does_not_rotate(cluster, victim, body, co
     assert_json_error(client.post(url + "/login", data=body), 400, code)
 
 
-def json_equal(a, b) -> bool:
-    """Equal as JSON values: numbers by their decimal value (PostgreSQL's jsonb gives 1e300 back as
-    1000...0, the same number written out)."""
-    from decimal import Decimal
-    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
-        return a is b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return Decimal(repr(a)) == Decimal(repr(b))
-    if isinstance(a, str) or isinstance(b, str):
-        return a == b
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
-    return False
-
-
 def test_what_the_rule_accepts_round_trips(cluster, victim):
     """The edge of the rule from the accepting side: 32 levels, huge and tiny numbers, every other character."""
     client, url = victim
@@ -208,7 +200,6 @@ def test_what_the_rule_accepts_round_trips(cluster, victim):
     for key, body in accepted.items():
         response = client.request("PUT", f"{url}/session/data/{key}", data=body)
         assert response.status_code == 200, f"{key}: {response.status_code} {response.text[:200]}"
-    import json
     stored = client.get(url + "/session").json()["data"]
     for key, body in accepted.items():
         assert json_equal(stored[key], json.loads(body)), f"{key}: stored {stored[key]!r}"
@@ -222,13 +213,6 @@ def test_redis_that_accepts_but_never_answers_is_503_then_recovers(strategy):
     """SIGSTOP: the kernel still accepts connections for redis-server, which answers nothing (like a hung host).
     Requests on the open connection, new connections (AUTH never answered) and many requests at once all get a JSON
     503 within a few seconds; after SIGCONT the same session reads again."""
-    import signal
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tests.support.cluster import Backends, Cluster
-    from tests.support.servers import RedisServer
-
     redis = RedisServer().start()
     cluster = Cluster(strategy, Backends(redis=redis), size=1).start()
     try:
