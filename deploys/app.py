@@ -6,17 +6,16 @@ from __future__ import annotations
 
 from gevent.lock import BoundedSemaphore
 from pyinfra import host
-from pyinfra.api import deploy
 from pyinfra.facts.server import Command
 from pyinfra.facts.systemd import SystemdStatus
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from session_kit.defaults import APP_DEFAULTS
 from session_kit.strategies import app_environment
 
 from . import wheelhouse
-from .cluster import Cluster, private_ip, template
+from .cluster import Cluster, bounded, bounded_deploy, install_packages, private_ip, template
 from .rolling import NEEDS_RESTART
 
 UNIT = "/etc/systemd/system/session-kit-app.service"
@@ -35,13 +34,15 @@ def built_wheelhouse():
     return _built["path"], _built["hash"]
 
 
-@deploy("sample_app node", data_defaults=APP_DEFAULTS)
+@bounded_deploy("sample_app node", data_defaults=APP_DEFAULTS)
 def install_app(cluster: Cluster) -> None:
     values = cluster.values(APP_DEFAULTS)
     app_dir, user = values["app_dir"], values["app_user"]
     local_wheels, wheels_hash = built_wheelhouse()
     was_running = bool(host.get_fact(SystemdStatus, services=["session-kit-app"]).get("session-kit-app.service"))
-    apt.packages(name="Install python3-venv and curl", packages=["python3-venv", "curl"], update=True, cache_time=3600)
+    running_strategy = (host.get_fact(Command, f"sed -n 's/^SESSION_STRATEGY=//p' {ENV} 2>/dev/null || true")
+                        or "").strip()
+    install_packages("Install python3-venv and curl", ["python3-venv", "curl"])
     # A system user without a home: the code under app_dir stays root's, the app cannot change it.
     server.user(name="App user", user=user, system=True, home="/nonexistent", shell="/usr/sbin/nologin",
                 create_home=False)
@@ -56,7 +57,7 @@ def install_app(cluster: Cluster) -> None:
                   f"{app_dir}/venv/bin/pip install -q --no-index --find-links {app_dir}/wheelhouse "
                   f"--force-reinstall session-kit",
                   f"echo {wheels_hash} > {marker}"],
-        _if=lambda: (installed or "").strip() != wheels_hash)
+        _if=lambda: (installed or "").strip() != wheels_hash, **bounded(600))
     me = private_ip(host)
     env = app_environment(
         cluster.strategy, cluster.vars, cluster.secrets, node=host.name, private_ip=me,
@@ -69,7 +70,11 @@ def install_app(cluster: Cluster) -> None:
                           **values)
     systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
     # A running node that must restart does so later, in its turn (deploys/rolling.py); one that was not running
-    # starts here with what was just installed.
+    # starts here with what was just installed. A change of strategy restarts every node at once, here: nodes of two
+    # strategies cannot share sessions (nor a replication snapshot), so there is nothing a rolling switch would keep.
     changed = any_changed(install, env_file, unit)
-    NEEDS_RESTART[host.name] = lambda: was_running and changed()
+    switching = was_running and running_strategy not in ("", cluster.strategy.name)
+    NEEDS_RESTART[host.name] = lambda: was_running and not switching and changed()
+    systemd.service(name="Restart the app: the strategy changed", service="session-kit-app", restarted=True,
+                    _if=lambda: switching and changed())
     systemd.service(name="Keep the app running and enabled", service="session-kit-app", running=True, enabled=True)

@@ -17,27 +17,19 @@ running is started by the app deploy, with nothing to drain). A second apply res
 
 from __future__ import annotations
 
-import re
 import shlex
 from typing import Callable
 
 from pyinfra import host
 from pyinfra.operations import server
 
-from .cluster import Cluster, private_ip
+from session_kit.defaults import VARIABLES
+
+from .cluster import Cluster, bounded, private_ip
 
 # host name -> "does this app node need a restart?", filled while the app deploy is declared for each host
 NEEDS_RESTART: dict[str, Callable[[], bool]] = {}
 HEALTHY_WITHIN = 120  # seconds a restarted node has to answer /healthz before the deploy stops with an error
-
-
-def seconds(duration: str) -> float:
-    """An Nginx duration ('5s', '500ms', '1m') in seconds."""
-    match = re.fullmatch(r"(\d+)(ms|s|m)?", str(duration).strip())
-    if not match:
-        return 10.0
-    value, unit = int(match.group(1)), match.group(2) or "s"
-    return value / 1000 if unit == "ms" else value * (60 if unit == "m" else 1)
 
 
 def batches(nodes: list[dict[str, str]], size: int) -> list[list[dict[str, str]]]:
@@ -57,7 +49,7 @@ def restart_app_nodes(cluster: Cluster) -> None:
     me = host.name
     nodes = cluster.nodes("app")
     port = cluster.vars["app_port"]
-    settle = seconds(cluster.vars["nginx_fail_timeout"]) + 0.5
+    settle = VARIABLES["nginx_fail_timeout"].type.seconds(cluster.vars["nginx_fail_timeout"]) + 0.5
     for batch in host.loop(batches(nodes, cluster.vars["app_rolling_batch"])):
         names = [node["name"] for node in batch]
         mine = me in names
@@ -67,7 +59,8 @@ def restart_app_nodes(cluster: Cluster) -> None:
 
         label = ", ".join(names)
         server.shell(name=f"Rolling restart: {label} (drains, restarts)",
-                     commands=["systemctl restart session-kit-app"], _if=needed)
+                     commands=["systemctl restart session-kit-app"], _if=needed, **bounded(120))
         url = f"http://{private_ip(host)}:{port}/healthz"
         server.shell(name=f"Rolling restart: {label} healthy and back in rotation",
-                     commands=[wait_healthy_command(url, HEALTHY_WITHIN, settle)], _if=needed)
+                     commands=[wait_healthy_command(url, HEALTHY_WITHIN, settle)], _if=needed,
+                     **bounded(HEALTHY_WITHIN + int(settle) + 30))
