@@ -4,8 +4,12 @@ app settings it takes. Inventory validation, the deploys, the templates and the 
 from __future__ import annotations
 
 import dataclasses
+import re
 from urllib.parse import quote
 
+# hash_cookie: cookie routing (the name is kept from when Nginx hashed the cookie). The node that creates a session
+# marks its SESSION cookie with its route (SESSION_ROUTE), and Nginx sends a marked request to that node, or to
+# another only while it is down (templates/etc/nginx/sites-available/session-kit.conf.j2).
 LB_METHODS = ("round_robin", "ip_hash", "hash_cookie")
 
 
@@ -33,6 +37,11 @@ def lb_method(data) -> str:
     return data.get("lb_method") or STRATEGIES[data.get("session_strategy")].lb_method
 
 
+def route_of(node: str) -> str:
+    """A node's route in cookies and in Nginx: its name, with anything but A-Z a-z 0-9 _ - made a "-"."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", node)[:64]
+
+
 def app_environment(strategy: Strategy, data, secrets: dict[str, str], node: str, private_ip: str,
                     peers: list[str], redis_ip: str | None, db_ip: str | None) -> dict[str, str]:
     """The sample app's environment (its settings, see sample_app/settings.py) on one app node."""
@@ -42,6 +51,8 @@ def app_environment(strategy: Strategy, data, secrets: dict[str, str], node: str
         "COOKIE_SECURE": "true" if data.get("app_cookie_secure") else "false",
         "LOG_LEVEL": data.get("app_log_level"),
     }
+    if (data.get("lb_method") or strategy.lb_method) == "hash_cookie":
+        env["SESSION_ROUTE"] = route_of(node)
     if strategy.name == "cookie":
         env["SECRET_KEYS"] = secrets["cookie_secret_key"]
     if strategy.name in ("redis", "token"):
@@ -55,4 +66,5 @@ def app_environment(strategy: Strategy, data, secrets: dict[str, str], node: str
     if strategy.name == "replication":
         env["PEERS"] = ",".join(f"http://{ip}:{data.get('app_port')}" for ip in peers)
         env["REPLICATION_KEY"] = secrets["replication_key"]
+        env["REPLICATION_MODE"] = data.get("replication_mode", "sync")
     return env

@@ -26,20 +26,7 @@ from .conftest import eventually
 def sync_cluster():
     cluster = Cluster("replication", Backends(), size=3, extra_env={"REPLICATION_MODE": "sync"}).start()
     yield cluster
-    end(cluster)
-
-
-def kill(node: AppNode) -> None:
-    """A crash: no drain (a stopping node waits for its clients' idle connections to close)."""
-    if node.proc and node.proc.poll() is None:
-        node.proc.kill()
-        node.proc.wait(10)
-
-
-def end(cluster: Cluster) -> None:
-    for node in cluster.nodes:
-        kill(node)
-    cluster.destroy()
+    cluster.crash()
 
 
 def status(url: str) -> dict:
@@ -127,7 +114,7 @@ def test_peer_that_misses_the_timeout_is_marked_down_and_catches_up():
         assert client.get(stuck.url + "/session").json()["counter"] == 5, "the snapshot brings it up to date"
         assert status(first.url)["peers"][stuck.url]["snapshots"] >= 2
     finally:
-        end(cluster)
+        cluster.crash()
 
 
 def test_restarted_node_serves_only_with_a_snapshot():
@@ -136,7 +123,7 @@ def test_restarted_node_serves_only_with_a_snapshot():
         client = SessionClient()
         client.login(cluster.urls[0], "phoenix")
         restarted = cluster.nodes[1]
-        kill(restarted)
+        restarted.kill()
         for _ in range(3):
             client.post(cluster.urls[2] + "/session/counter")
         restarted.start(wait=False)
@@ -145,7 +132,7 @@ def test_restarted_node_serves_only_with_a_snapshot():
         assert client.get(restarted.url + "/session").json()["counter"] == 3
         assert status(restarted.url)["snapshot_from"] in (cluster.urls[0], cluster.urls[2])
     finally:
-        end(cluster)
+        cluster.crash()
 
 
 def test_startup_no_peer_up_starts_empty_but_a_failing_peer_is_retried():
@@ -159,7 +146,7 @@ def test_startup_no_peer_up_starts_empty_but_a_failing_peer_is_retried():
         time.sleep(1.5)
         assert waiting.proc.poll() is None and not port_open(waiting.port), "it must not serve without a snapshot"
         assert "no snapshot yet, retrying" in waiting.log.read_text()
-        kill(refusing)  # now no peer is up at all: an empty cluster, start empty
+        refusing.kill()  # now no peer is up at all: an empty cluster, start empty
         waiting.wait_ready()
         assert status(waiting.url)["snapshot_from"] == "" and status(waiting.url)["sessions"] == 0
         # A node whose peers are all down starts at once.
@@ -170,7 +157,7 @@ def test_startup_no_peer_up_starts_empty_but_a_failing_peer_is_retried():
     finally:
         for node in (refusing, waiting, alone):
             if node:
-                kill(node)
+                node.kill()
                 node.destroy()
 
 
@@ -187,7 +174,7 @@ def test_reads_keep_the_session_alive_on_every_node():
         assert read.get(cluster.urls[1] + "/session").status_code == 200, "node2 let a session that is read expire"
         assert idle.get(cluster.urls[1] + "/session").status_code == 401, "a session nobody reads must expire"
     finally:
-        end(cluster)
+        cluster.crash()
 
 
 def test_async_mode_answers_first_and_reports_lag():
@@ -202,4 +189,4 @@ def test_async_mode_answers_first_and_reports_lag():
         lag = status(cluster.urls[1])
         assert lag["mode"] == "async" and lag["lag_ms"]["samples"] >= 6 and lag["lag_ms"]["p50"] is not None
     finally:
-        end(cluster)
+        cluster.crash()

@@ -36,16 +36,22 @@ def strategy_env(strategy: str, backends: Backends, ttl: int = 1800) -> dict[str
 
 class Cluster:
     def __init__(self, strategy: str, backends: Backends, size: int = 3, ttl: int = 1800,
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, hosts: list[str] | None = None, routed: bool = False):
+        """hosts: one loopback address per node, all on one port (as the kit's servers); routed: each node marks
+        the sessions it creates with its name (SESSION_ROUTE, cookie routing)."""
         self.strategy, self.bearer = strategy, strategy in BEARER
         env = {**strategy_env(strategy, backends, ttl), **(extra_env or {})}
-        ports = [free_port() for _ in range(size)]
+        if hosts:
+            port = free_port()
+            addresses = [(host, port) for host in hosts]
+        else:
+            addresses = [("127.0.0.1", free_port()) for _ in range(size)]
         self.nodes = []
-        for i, port in enumerate(ports):
-            node_env = dict(env)
+        for i, (host, port) in enumerate(addresses):
+            node_env = {**env, **({"SESSION_ROUTE": f"node{i + 1}"} if routed else {})}
             if strategy == "replication":
-                node_env["PEERS"] = ",".join(f"http://127.0.0.1:{p}" for p in ports if p != port)
-            self.nodes.append(AppNode(f"node{i + 1}", node_env, port))
+                node_env["PEERS"] = ",".join(f"http://{h}:{p}" for h, p in addresses if (h, p) != (host, port))
+            self.nodes.append(AppNode(f"node{i + 1}", node_env, port, host=host))
         self.env = env
 
     @property
@@ -72,3 +78,9 @@ class Cluster:
     def destroy(self) -> None:
         for node in self.nodes:
             node.destroy()
+
+    def crash(self) -> None:
+        """destroy(), without each node's drain first: faster where the test is not about stopping."""
+        for node in self.nodes:
+            node.kill()
+        self.destroy()

@@ -186,16 +186,16 @@ class PostgresServer:
 class AppNode:
     """One `python -m sample_app` process."""
 
-    def __init__(self, name: str, env: dict[str, str], port: int | None = None):
-        self.name, self.port = name, port or free_port()
-        self.env = {**os.environ, "NODE_NAME": name, "APP_HOST": "127.0.0.1", "APP_PORT": str(self.port),
+    def __init__(self, name: str, env: dict[str, str], port: int | None = None, host: str = "127.0.0.1"):
+        self.name, self.port, self.host = name, port or free_port(), host
+        self.env = {**os.environ, "NODE_NAME": name, "APP_HOST": host, "APP_PORT": str(self.port),
                     "LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT), **env}
         self.log = Path(tempfile.mkstemp(prefix=f"kit-app-{name}-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, wait: bool = True) -> "AppNode":
         with self.log.open("ab") as log:
@@ -215,6 +215,12 @@ class AppNode:
 
     def stop(self) -> None:
         _stop(self.proc)
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, no drain (a stopping node waits for its clients' idle connections to close)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
 
     def destroy(self) -> None:
         self.stop()
@@ -283,3 +289,52 @@ http {{
     def destroy(self) -> None:
         _stop(self.proc, signal.SIGQUIT)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+SITE_TEMPLATE = ROOT / "templates/etc/nginx/sites-available/session-kit.conf.j2"
+
+
+def render_site(**values) -> str:
+    """The kit's real Nginx site, rendered as pyinfra renders it (jinja2, StrictUndefined), with the kit's defaults
+    for whatever `values` does not set."""
+    import jinja2
+
+    from session_kit.defaults import NGINX_DEFAULTS
+
+    template = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(
+        SITE_TEMPLATE.read_text())
+    return template.render(**{**NGINX_DEFAULTS, **values})
+
+
+class SiteNginx(Nginx):
+    """Nginx serving a rendered site of the kit (render_site), as the Debian package's nginx.conf includes it."""
+
+    def __init__(self, site: str, port: int):
+        super().__init__([])
+        self.port = port
+        (self.dir / "site.conf").write_text(site.replace("/var/log/nginx/", f"{self.dir}/"))
+        (self.dir / "nginx.conf").write_text(f"""
+worker_processes 1;
+pid {self.dir}/nginx.pid;
+error_log {self.dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  client_body_temp_path {self.dir}/body; proxy_temp_path {self.dir}/proxy;
+  fastcgi_temp_path {self.dir}/fcgi; uwsgi_temp_path {self.dir}/uwsgi; scgi_temp_path {self.dir}/scgi;
+  include {self.dir}/site.conf;
+}}
+""")
+
+    def command(self, *args: str) -> list[str]:
+        return [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
+                *args]
+
+    def test(self) -> subprocess.CompletedProcess:
+        """nginx -t on the site."""
+        return subprocess.run(self.command("-t"), capture_output=True, text=True, timeout=30)
+
+    def start(self) -> "SiteNginx":
+        self.proc = subprocess.Popen(self.command("-g", "daemon off;"), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_until(lambda: port_open(self.port), 10, "nginx")
+        return self

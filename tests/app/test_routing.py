@@ -1,0 +1,99 @@
+"""Through the kit's real Nginx site (rendered from its template, run by the Debian package's nginx) in front of three
+real app nodes, each on its own loopback address and the same port, as the kit deploys them:
+
+- cookie routing (lb_method hash_cookie): the node that creates a session marks its SESSION cookie with its route,
+  Nginx sends every later request of that session to it, and to another node only while it is down (sticky: that
+  node does not know the session, 401, and a new login sticks there; replication: the session goes on);
+- round robin with replication in sync mode: every request may land anywhere and still sees its own writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+
+import pytest
+
+from session_kit.strategies import route_of
+from tests.support.client import SessionClient
+from tests.support.cluster import Backends, Cluster
+from tests.support.servers import SiteNginx, free_port, render_site
+
+pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)")
+
+HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+
+
+@contextlib.contextmanager
+def balanced(strategy: str, lb_method: str):
+    cluster = Cluster(strategy, Backends(), hosts=HOSTS, routed=lb_method == "hash_cookie")
+    nginx = None
+    try:
+        cluster.start()
+        port = free_port()
+        site = render_site(strategy=strategy, lb_method=lb_method, app_port=cluster.nodes[0].port,
+                           app_nodes=[{"name": n.name, "ip": n.host, "route": route_of(n.name)} for n in cluster.nodes],
+                           nginx_listen=f"127.0.0.1:{port}")
+        nginx = SiteNginx(site, port).start()
+        yield cluster, nginx.url
+    finally:
+        if nginx:
+            nginx.destroy()
+        cluster.crash()
+
+
+@pytest.mark.parametrize("strategy", ["sticky", "replication"])
+def test_cookie_routing_sticks_and_falls_back_only_when_the_node_is_down(strategy):
+    with balanced(strategy, "hash_cookie") as (cluster, lb):
+        client = SessionClient()
+        login = client.login(lb, "pinned")
+        assert login.status_code == 200
+        owner = login.headers["X-Served-By"]
+        assert client.handle.endswith("." + owner), f"the cookie must carry its node's route: {client.handle}"
+        for n in range(1, 25):
+            read = client.get(lb + "/session")
+            assert (read.status_code, read.headers["X-Served-By"]) == (200, owner), read.text
+            change = client.post(lb + "/session/counter")
+            assert (change.status_code, change.json()["counter"], change.headers["X-Served-By"]) == (200, n, owner)
+        logins = {SessionClient().login(lb, f"user{i}").headers["X-Served-By"] for i in range(6)}
+        assert logins == {"node1", "node2", "node3"}, "requests without a mark are balanced over every node"
+
+        next(node for node in cluster.nodes if node.name == owner).kill()
+        read = client.get(lb + "/session")
+        assert read.headers["X-Served-By"] != owner, "the marked node is down: another must answer"
+        if strategy == "sticky":
+            assert read.status_code == 401 and read.json()["error"] == "no_session"
+            again = client.login(lb, "pinned")
+            assert again.status_code == 200
+            owner = again.headers["X-Served-By"]
+            assert client.handle.endswith("." + owner)
+            expected = range(1, 6)
+        else:
+            assert read.status_code == 200 and read.json()["counter"] == 24, "replication: the session goes on"
+            expected = range(25, 30)
+        for n in expected:
+            change = client.post(lb + "/session/counter")
+            assert change.status_code == 200 and change.json()["counter"] == n, change.text
+            if strategy == "sticky":
+                assert change.headers["X-Served-By"] == owner
+
+
+def test_round_robin_replication_in_sync_mode_reads_its_writes_through_the_balancer():
+    with balanced("replication", "round_robin") as (cluster, lb):
+        client = SessionClient()
+        login = client.login(lb, "wanderer")
+        assert login.status_code == 200 and "." not in client.handle, "no route mark without cookie routing"
+        served = [login.headers["X-Served-By"]]
+        read = client.get(lb + "/session")
+        assert read.status_code == 200 and read.json()["user"] == "wanderer", "a read right after login"
+        served.append(read.headers["X-Served-By"])
+        for n in range(1, 51):
+            change = client.post(lb + "/session/counter")
+            assert change.status_code == 200 and change.json()["counter"] == n, change.text
+            served.append(change.headers["X-Served-By"])
+        assert set(served) == {"node1", "node2", "node3"}, f"round robin must use every node: {set(served)}"
+        copied = client.handle
+        assert client.post(lb + "/logout").status_code == 200
+        thief = SessionClient()
+        thief.handle = copied
+        assert [thief.get(url + "/session").status_code for url in cluster.urls] == [401, 401, 401]
