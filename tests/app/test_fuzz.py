@@ -9,6 +9,7 @@ a timeout, and the whole run of one strategy under a time limit that fails the t
 
 from __future__ import annotations
 
+import json
 import time
 from http.cookies import SimpleCookie
 
@@ -24,10 +25,15 @@ from schemathesis.specs.openapi.checks import (
     content_type_conformance, negative_data_rejection, response_headers_conformance, response_schema_conformance,
     status_code_conformance)
 
-from sample_app.settings import STRATEGIES
+from sample_app.app import create_app
+from sample_app.settings import STRATEGIES, Settings
+from tests.conftest import MEASURED
 from tests.support.cluster import Cluster
 
-EXAMPLES = {"session": 50, "public": 10}  # per operation and mode: operations that use a session get more
+from .test_store_properties import json_equal
+
+EXAMPLES = {"session": 50, "public": 10, "raw": 400}  # per operation and mode (operations that use a session get
+# more), and raw bodies per strategy
 SECONDS_PER_STRATEGY = 60.0
 REQUEST_TIMEOUT = 10.0
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
@@ -55,10 +61,10 @@ class Victim:
         response = http.post(url + "/login", json={"username": "fuzz"}, timeout=REQUEST_TIMEOUT)
         http.cookies.clear()  # the session goes only where install() puts it, never along with every request
         assert response.status_code == 200, response.text
-        self.handle = self._handle_from(response)
+        self.handle = self.handle_from(response)
         self.expected = {"user": "fuzz", "counter": 0, "data": {}}
 
-    def _handle_from(self, response) -> str | None:
+    def handle_from(self, response) -> str | None:
         if self.bearer:
             return response.json().get("token") if response.status_code == 200 else None
         # a requests.Response (login), or schemathesis' Response (lower-case names, a list of values each)
@@ -90,14 +96,18 @@ class Victim:
             assert seen == self.expected, f"{label}: a refused request changed the session: {seen}"
         elif case.path not in ("/logout", "/logout/all"):
             # Accepted: the session (under the handle the client now holds) still reads, whatever was stored.
-            body = self.read(self._handle_from(response) or self.handle)
+            body = self.read(self.handle_from(response) or self.handle)
             assert body.status_code == 200, f"{label}: the session no longer reads: {body.status_code} {body.text[:200]}"
+
+
+def plain_http() -> requests.Session:
+    http = requests.Session()
+    http.trust_env = False  # never a proxy from the environment
+    return http
 
 
 def fuzz_operation(operation, mode: GenerationMode, url: str, bearer: bool, deadline: float, counts: dict) -> None:
     uses_session = operation.path.startswith(("/session", "/login", "/logout"))
-    http = requests.Session()
-    http.trust_env = False
     checks = CHECKS + ([negative_data_rejection] if mode is GenerationMode.NEGATIVE else [])
 
     @hypothesis.settings(max_examples=EXAMPLES["session" if uses_session else "public"], **FUZZ_SETTINGS)
@@ -116,7 +126,8 @@ def fuzz_operation(operation, mode: GenerationMode, url: str, bearer: bool, dead
         if victim is not None:
             victim.check_after(case, response)
 
-    run()
+    with plain_http() as http:  # closed after: an open keep-alive connection holds up the node's stop (drain)
+        run()
 
 
 def test_fuzz_every_operation(node):
@@ -132,7 +143,82 @@ def test_fuzz_every_operation(node):
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if has_input else (GenerationMode.POSITIVE,):
             fuzz_operation(operation, mode, url, node.bearer, started + SECONDS_PER_STRATEGY, counts)
     elapsed = time.monotonic() - started
-    print(f"\nfuzz {node.strategy}: {sum(counts.values())} requests over {len(operations)} operations in "
-          f"{elapsed:.1f} s, statuses {dict(sorted(counts.items()))}")
+    MEASURED.append(f"fuzz {node.strategy}: {sum(counts.values())} schemathesis requests over {len(operations)} "
+                    f"operations in {elapsed:.1f} s, statuses {dict(sorted(counts.items()))}")
     assert not any(status >= 500 for status in counts)
     assert counts.get(200, 0) > 0 and counts.get(400, 0) > 0, "the fuzz never got past (or never hit) validation"
+
+
+def test_the_document_lists_every_route(node):
+    """Every route the app serves is in its document, with the same methods, and nothing else is."""
+    with plain_http() as http:
+        document = http.get(node.urls[0] + "/openapi.json", timeout=REQUEST_TIMEOUT).json()
+    documented = {(path, method.upper()) for path, item in document["paths"].items()
+                  for method in item if method != "parameters"}
+    app = create_app(Settings.from_env({**node.env, "NODE_NAME": "document"})).app  # not started: no store used
+    served = {(route.path, method) for route in app.routes for method in route.methods if method != "HEAD"}
+    assert documented == served, f"served, not documented: {served - documented}; documented, not served: " \
+                                 f"{documented - served}"
+
+
+# -- any bytes as a JSON body: what schemathesis never sends (it sends valid JSON only) ---------------------------
+
+ANY_TEXT = st.text(max_size=8)  # NUL and lone surrogates included
+ANY_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | ANY_TEXT,  # NaN and Infinity included
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ANY_TEXT, inner, max_size=3), max_leaves=8)
+
+
+def _encode(value, ascii_only: bool) -> bytes:
+    # ensure_ascii: lone surrogates as \\ud800 escapes; without: as the bytes UTF-8 has no place for
+    return json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+
+
+def _splice(body: bytes, at: int, junk: bytes) -> bytes:
+    at %= len(body) + 1
+    return body[:at] + junk + body[at:]
+
+
+NESTED = st.one_of(
+    st.integers(0, 3000).map(lambda depth: b"[" * depth + b"1" + b"]" * depth),
+    st.integers(0, 3000).map(lambda depth: b'{"k":' * depth + b"1" + b"}" * depth),
+    st.integers(0, 3000).map(lambda depth: b"[" * depth))
+BODIES = st.one_of(
+    st.builds(_encode, ANY_VALUE, st.booleans()),
+    NESTED,
+    st.sampled_from([b"NaN", b"-Infinity", b"1e400", b"-1e999", b"1" * 4400, b'"\\u0000"', b'"\\udfff"', b"\xef\xbb\xbf1"]),
+    st.builds(_splice, st.builds(_encode, ANY_VALUE, st.booleans()), st.integers(0, 10**6), st.binary(max_size=3)),
+    st.binary(max_size=64))
+
+
+def test_any_bytes_as_a_value_or_a_login(node):
+    """PUT /session/data/x and POST /login with any bytes: a JSON 200, 400 or 413; a refusal changes nothing, and
+    what is accepted reads back as the same JSON value."""
+    url, bearer, statuses = node.urls[0], node.bearer, {}
+
+    @hypothesis.settings(max_examples=EXAMPLES["raw"], **FUZZ_SETTINGS)
+    @hypothesis.given(body=BODIES, path=st.sampled_from(["/session/data/x", "/login"]))
+    def run(body, path):
+        victim = Victim(url, bearer, http)
+        headers = {"Content-Type": "application/json",
+                   **({"Authorization": f"Bearer {victim.handle}"} if bearer else {"Cookie": f"SESSION={victim.handle}"})}
+        response = http.request("PUT" if path != "/login" else "POST", url + path, data=body, headers=headers,
+                                timeout=REQUEST_TIMEOUT)
+        http.cookies.clear()
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        assert response.status_code in (200, 400, 413), f"{path} {body[:80]!r}: {response.status_code} {response.text[:200]}"
+        answer = response.json()
+        if response.status_code != 200:
+            assert set(answer) == {"error", "message"}, answer
+            read = victim.read(victim.handle)
+            assert read.status_code == 200 and {k: read.json()[k] for k in victim.expected} == victim.expected, \
+                f"{path} {body[:80]!r} was refused ({answer['error']}) but changed the session: {read.text[:200]}"
+        elif path != "/login":
+            read = victim.read(victim.handle_from(response) or victim.handle)  # cookie: a new one on every change
+            assert read.status_code == 200, f"{body[:80]!r} was accepted and broke the session: {read.text[:200]}"
+            assert json_equal(read.json()["data"]["x"], json.loads(body)), f"{body[:80]!r} did not read back"
+
+    with plain_http() as http:
+        run()
+    MEASURED.append(f"raw bodies {node.strategy}: {sum(statuses.values())} requests, statuses {dict(sorted(statuses.items()))}")
+    assert statuses.get(200, 0) > 0 and statuses.get(400, 0) > 0
