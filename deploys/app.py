@@ -16,7 +16,7 @@ from session_kit.strategies import app_environment
 
 from . import wheelhouse
 from .cluster import Cluster, bounded, bounded_deploy, install_packages, private_ip, template
-from .rolling import NEEDS_RESTART
+from .rolling import HEALTHY_WITHIN, NEEDS_RESTART, wait_healthy_command
 
 UNIT = "/etc/systemd/system/session-kit-app.service"
 ENV = "/etc/session-kit/app.env"
@@ -78,3 +78,7 @@ def install_app(cluster: Cluster) -> None:
     systemd.service(name="Restart the app: the strategy changed", service="session-kit-app", restarted=True,
                     _if=lambda: switching and changed())
     systemd.service(name="Keep the app running and enabled", service="session-kit-app", running=True, enabled=True)
+    # A node just started (or switched) serves before the deploy goes on: what comes next may send it traffic.
+    server.shell(name="Wait until the app answers /healthz",
+                 commands=[wait_healthy_command(f"http://{me}:{values['app_port']}/healthz", HEALTHY_WITHIN, 0)],
+                 _if=lambda: not was_running or (switching and changed()), **bounded(HEALTHY_WITHIN + 30))

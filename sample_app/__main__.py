@@ -26,6 +26,7 @@ def main(argv: list[str]) -> int:
     from .serve import serve
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request between replication peers: noise
     serve(create_app(settings), settings)
     return 0
 
