@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sample_app.stores.base import Limits, Rejected, Session
-from sample_app.stores.replicated import JOINING, ReplicatedStore
+from sample_app.stores.replicated import DELTA_MAX_AGE, JOINING, MAX_SKEW, ReplicatedStore
 
 NODES = ("a", "b", "c")
 KEYS = ("cart", "theme", "lang")
@@ -167,3 +167,32 @@ def test_batches_in_order_with_retried_duplicates_and_a_late_snapshot(steps, dat
     first = state(stores["a"])
     for store in (stores["b"], stores["c"], late):
         assert state(store) == first
+
+
+def test_tombstones_and_old_deltas_are_bounded():
+    """A tombstone outlives anything that could overtake it, and no longer: deltas older than DELTA_MAX_AGE are
+    dropped on arrival, and the tombstone goes after TTL + DELTA_MAX_AGE + 2 * MAX_SKEW."""
+    stores = replicas()
+
+    async def scenario():
+        handle = await stores["a"].create(Session(user="ann"))
+        creation = outgoing(stores["a"])[0][1]
+        await stores["a"].destroy(handle)
+        deletion = outgoing(stores["a"])[0][1]
+        return handle, creation, deletion
+
+    handle, creation, deletion = asyncio.run(scenario())
+    b = stores["b"]
+    b.merge(deletion)
+    b.merge(creation)  # overtaken by the deletion: stays deleted
+    assert handle not in b.sessions and handle in b.tombstones
+    b.tombstones[handle] -= b.tombstone_keep - 1  # not yet past its keep
+    b.purge_expired()
+    assert handle in b.tombstones
+    b.tombstones[handle] -= 2
+    b.purge_expired()
+    assert handle not in b.tombstones, "a tombstone must not be kept forever"
+    late = {**creation, "seq": 1, "ts": creation["ts"] - DELTA_MAX_AGE - 1}
+    assert b.apply({"origin": "a", "epoch": stores["a"].epoch, "deltas": [late]}) == 0 and b.stale == 1
+    assert handle not in b.sessions, "a delta too old to be ordered against a tombstone must be dropped"
+    assert b.tombstone_keep > DELTA_MAX_AGE + 2 * MAX_SKEW
