@@ -143,8 +143,10 @@ def create_app(settings: Settings) -> Starlette:
     if strategy.name == "replication":
         store.mode, store.timeout = settings.replication_mode, settings.replication_timeout_ms / 1000
     # Cookie routing (like Tomcat's jvmRoute): a SESSION cookie this node sets ends in ".ROUTE", by which the load
-    # balancer sends the session back here. Ids never hold a ".", so any node strips it; not for the signed cookie.
-    route = f".{settings.session_route}" if settings.session_route and strategy.name != "cookie" else ""
+    # balancer sends the session back here. Ids never hold a ".", so every node strips a mark, routing on or off
+    # (turning it off keeps the sessions); not the signed cookie, whose value is not an id.
+    routable = strategy.name != "cookie"
+    route = f".{settings.session_route}" if settings.session_route and routable else ""
 
     # -- the handle: where the client carries it -------------------------------------------------------------------
 
@@ -153,7 +155,7 @@ def create_app(settings: Settings) -> Starlette:
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             return token.strip() or None if scheme.lower() == "bearer" else None
         value = session_cookie(request.headers.get("cookie", ""))
-        if value and route:
+        if value and routable:
             value = value.partition(".")[0]
         return value if value and len(value) <= MAX_COOKIE_BYTES else None
 

@@ -92,6 +92,9 @@ def test_round_robin_replication_in_sync_mode_reads_its_writes_through_the_balan
             assert change.status_code == 200 and change.json()["counter"] == n, change.text
             served.append(change.headers["X-Served-By"])
         assert set(served) == {"node1", "node2", "node3"}, f"round robin must use every node: {set(served)}"
+        marked = SessionClient()
+        marked.handle = client.handle + ".node2"  # a cookie from when routing was on: still the same session
+        assert marked.get(lb + "/session").json()["counter"] == 50
         copied = client.handle
         assert client.post(lb + "/logout").status_code == 200
         thief = SessionClient()
