@@ -34,7 +34,7 @@ def headline(result: dict) -> str:
     figures = result["figures"]
     keys = ("requests", "failed", "failed_on_killed_node", "sessions_lost", "counter_mismatch", "lost_updates",
             "seconds_until_serving", "failure_window_seconds", "bytes_per_session", "data_bytes_at_limit",
-            "replay_after_logout_accepted")
+            "replay_after_logout_accepted", "mode", "lag_ms", "stale_first_reads", "rejoin")
     return ", ".join(f"{key} {figures[key]}" for key in keys if key in figures)
 
 

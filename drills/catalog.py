@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import secrets
 import time
 from typing import Any, Callable
 
@@ -201,9 +202,12 @@ def contention(target: Target, params: Params, parallel: int = 200) -> dict[str,
             if not await load.login(client):
                 raise DrillError("could not log in")
             handle = client.handle
-            results = await asyncio.gather(*(load.request(dataclasses.replace(client, handle=handle), "increment",
-                                                          "POST", "/session/counter") for _ in range(parallel)))
-            client.handle = handle
+            copies = [dataclasses.replace(client, handle=handle) for _ in range(parallel)]
+            results = await asyncio.gather(*(load.request(copy, "increment", "POST", "/session/counter")
+                                             for copy in copies))
+            # The client keeps what the last answer gave it (the cookie strategy re-issues its cookie on change).
+            last = max(range(parallel), key=lambda i: results[i][0].end)
+            client.handle = copies[last].handle or handle
             outcome, payload = await load.request(client, "read", "GET", "/session")
         finally:
             await load.close()
@@ -233,7 +237,7 @@ def cookie_limits(target: Target, params: Params) -> dict[str, Any]:
             await load.login(client)
             stored, refused_at, step = 0, None, 256
             for i in range(64):
-                value = "x" * step
+                value = secrets.token_urlsafe(step * 3 // 4)  # incompressible: the cookie is zlib-compressed
                 outcome, _ = await load.request(client, "write", "PUT", f"/session/data/k{i}", value)
                 if outcome.status == 413:
                     refused_at = outcome
@@ -348,6 +352,89 @@ def _store_bytes(target: Target) -> Callable[[], float]:
     return lambda: 0.0
 
 
+# -- lag (replication) ------------------------------------------------------------------------------------------------
+
+def lag(target: Target, params: Params, writes: int = 200, rejoin_sessions: tuple[int, ...] = (1_000, 10_000)
+        ) -> dict[str, Any]:
+    """Write on one node, poll the others straight (not through the balancer) until they see it: the lag, in the mode
+    deployed. Then, for each pool size, the time a restarted node takes to pull its snapshot and serve again."""
+    apps = target.role("app")
+    writer, readers = apps[0], apps[1:]
+    mode = target.deployment.vars.get("replication_mode", "sync")
+
+    async def measure_lag() -> tuple[list[float], int]:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+                                         timeout=aiohttp.ClientTimeout(total=10)) as http:
+            async with http.post(target.node_url(writer) + "/login", json={"username": "lag"}) as response:
+                handle = response.cookies["SESSION"].value
+            headers = {"Cookie": f"SESSION={handle}"}
+            lags, stale = [], 0
+            for _ in range(writes):
+                async with http.post(target.node_url(writer) + "/session/counter", headers=headers) as response:
+                    written_at, counter = time.monotonic(), (await response.json())["counter"]
+                for reader in readers:
+                    for attempt in range(2000):  # bounded: 2000 polls
+                        async with http.get(target.node_url(reader) + "/session", headers=headers) as response:
+                            body = await response.json() if response.status == 200 else {}
+                        if body.get("counter") == counter:
+                            break
+                        stale += attempt == 0
+                        await asyncio.sleep(0.0005)
+                    lags.append((time.monotonic() - written_at) * 1000)
+            return lags, stale
+
+    lags, stale = asyncio.run(measure_lag())
+    lags.sort()
+    pct = (lambda q: round(lags[min(len(lags) - 1, int(q * len(lags)))], 2))
+    figures: dict[str, Any] = {
+        "mode": mode, "writes": writes, "reads": len(lags),
+        "lag_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": round(lags[-1], 2)},
+        "lag_ms_samples": [round(x, 3) for x in lags],
+        "stale_first_reads": stale, "stale_first_read_share": round(stale / max(1, len(lags)), 4),
+    }
+    rejoin = {}
+    node = apps[-1]
+    for count in rejoin_sessions:
+        asyncio.run(_log_in_many(target.lb_url, count - _session_count(target, node)))
+        started = time.monotonic()
+        target.ssh(node, "systemctl restart session-kit-app")
+        target.wait_healthy(node, within=120)
+        rejoin[str(count)] = {"seconds": round(time.monotonic() - started, 2),
+                              "sessions_pulled": _session_count(target, node)}
+    figures["rejoin"] = rejoin
+    goals = {}
+    if mode == "sync":
+        goals["no_stale_read_after_an_answered_write"] = goal(0, stale, stale == 0)
+    return {"figures": figures, "goals": goals, "restored": f"{node.name} restarted and healthy"}
+
+
+def _session_count(target: Target, node) -> int:
+    try:
+        return int(requests_json(target.node_url(node) + "/_replication/status").get("sessions", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def requests_json(url: str) -> dict[str, Any]:
+    import requests
+
+    return requests.get(url, timeout=5).json()
+
+
+async def _log_in_many(base_url: str, count: int) -> None:
+    if count <= 0:
+        return
+    semaphore = asyncio.Semaphore(64)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as http:
+        async def one(i: int) -> None:
+            async with semaphore:
+                async with http.post(base_url + "/login", json={"username": f"many{i}"}) as response:
+                    await response.read()
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+
+
 DRILLS: dict[str, Drill] = {d.name: d for d in (
     Drill("node-stop", "a clean stop of one app node under load (systemctl stop), then start", node_stop),
     Drill("node-kill", "SIGKILL of one app node under load; systemd brings it back", node_kill),
@@ -358,4 +445,6 @@ DRILLS: dict[str, Drill] = {d.name: d for d in (
     Drill("cookie-limits", "the session size at the 4 KB cookie limit; replay of a cookie after logout",
           cookie_limits, lambda s: s == "cookie"),
     Drill("footprint", "bytes per session in the store, 10,000 sessions", footprint),
+    Drill("lag", "replication: a write on one node seen by the others (ms); a rejoining node's snapshot (s)", lag,
+          lambda s: s == "replication"),
 )}
