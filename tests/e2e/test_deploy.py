@@ -4,7 +4,6 @@ Needs root (CI runs as root). The lab is taken down at the end."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
