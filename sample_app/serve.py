@@ -9,7 +9,7 @@ never retried (it may have been applied), so it fails. The drain instead:
 2. answers every request still arriving on open connections, each with `Connection: close`, so the balancer drops
    the connection after that answer instead of sending another request on it;
 3. leaves idle keep-alive connections to the balancer, which closes them itself after its own keepalive timeout
-   (the kit's Nginx: `keepalive_timeout` in the upstream, shorter than DRAIN_SECONDS);
+   (the kit's Nginx: `keepalive_timeout` in the upstream, shorter than the DRAIN_SECONDS setting, 8 s);
 4. after DRAIN_SECONDS, or as soon as no connection is left, shuts down as uvicorn does (the store's close included).
 
 The app's own idle timeout (KEEP_ALIVE_SECONDS) is longer than the balancer's for the same reason: the side that
@@ -27,26 +27,26 @@ from .settings import Settings
 
 log = logging.getLogger("sample_app.serve")
 
-DRAIN_SECONDS = 8.0  # longest wait for the balancer to let go of its connections (the kit's Nginx: 4 s idle)
 KEEP_ALIVE_SECONDS = 30  # idle keep-alive connections the app closes itself: longer than any balancer's timeout
 CLOSE = (b"connection", b"close")
 
 
 class DrainingServer(uvicorn.Server):
     draining = False
+    drain_seconds = 8.0  # the DRAIN_SECONDS setting
 
     async def shutdown(self, sockets=None) -> None:
         self.draining = True
         for server in self.servers:
             server.close()  # refuse new connections from now on
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + DRAIN_SECONDS
+        deadline = loop.time() + self.drain_seconds
         busy_at_start = len(self.server_state.connections)
         while self.server_state.connections and loop.time() < deadline and not self.force_exit:
             await asyncio.sleep(0.05)
         left = len(self.server_state.connections)
         log.info("drained: %d connections at stop, %d left after %.1f s", busy_at_start, left,
-                 DRAIN_SECONDS - max(0.0, deadline - loop.time()))
+                 self.drain_seconds - max(0.0, deadline - loop.time()))
         await super().shutdown(sockets)
 
 
@@ -74,5 +74,6 @@ def serve(app, settings: Settings) -> None:
                             forwarded_allow_ips=settings.forwarded_allow_ips, log_level=settings.log_level,
                             server_header=False, date_header=False, timeout_keep_alive=KEEP_ALIVE_SECONDS)
     server = DrainingServer(config)
+    server.drain_seconds = settings.drain_seconds
     config.app = CloseWhileDraining(app, server)
     server.run()

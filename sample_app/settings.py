@@ -151,6 +151,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_DATA_KEYS", _int(1, 10000), "64", "most data keys in one session (413 beyond)"),
     Setting("FORWARDED_ALLOW_IPS", str, "127.0.0.1",
             "proxies trusted to set X-Forwarded-For (the load balancer's address, or *)"),
+    Setting("DRAIN_SECONDS", _int(0, 600), "8",
+            "on SIGTERM: longest wait for the balancer to close its connections before the node stops"),
     Setting("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info", "log level"),
 )
 
@@ -178,6 +180,7 @@ class Settings:
     max_value_bytes: int
     max_data_keys: int
     forwarded_allow_ips: str
+    drain_seconds: int
     log_level: str
 
     @classmethod

@@ -35,7 +35,7 @@ def run_load_around(cluster: Cluster, nginx: Nginx, action, seconds: float = 6.0
 
 @pytest.fixture(scope="module")
 def redis_cluster(backends):
-    cluster = Cluster("redis", backends, size=3).start()
+    cluster = Cluster("redis", backends, size=3, extra_env={"DRAIN_SECONDS": "8"}).start()
     nginx = Nginx([node.url.removeprefix("http://") for node in cluster.nodes], access_log=True).start()
     yield cluster, nginx
     nginx.destroy()

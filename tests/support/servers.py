@@ -189,7 +189,9 @@ class AppNode:
     def __init__(self, name: str, env: dict[str, str], port: int | None = None, host: str = "127.0.0.1"):
         self.name, self.port, self.host = name, port or free_port(), host
         self.env = {**os.environ, "NODE_NAME": name, "APP_HOST": host, "APP_PORT": str(self.port),
-                    "LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT), **env}
+                    "LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT),
+                    # test clients keep idle connections open: a stop would wait the whole drain for them
+                    "DRAIN_SECONDS": "1", **env}
         self.log = Path(tempfile.mkstemp(prefix=f"kit-app-{name}-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
 
