@@ -71,14 +71,16 @@ def test_deploy_verify_and_reapply(lab, strategy):
     assert counts["changed"] == 0 and counts["errors"] == 0, f"second apply of {strategy} changed things: {counts}"
 
 
-def test_replication_with_hash_cookie(lab):
-    """Tomcat's advice: replication behind sticky balancing. Each session stays on one node (verified: exactly one)."""
-    first = apply("replication", "--data", "lb_method=hash_cookie")
+@pytest.mark.parametrize("strategy", ["sticky", "replication"])
+def test_cookie_routing(lab, strategy):
+    """Tomcat's jvmRoute: the node that creates a session marks its cookie, and Nginx sends the session there from
+    the first request after login on (verified: every request on exactly one node, no retry)."""
+    first = apply(strategy, "--data", "lb_method=hash_cookie")
     assert first.returncode == 0 and totals(first)["errors"] == 0, (first.stdout + first.stderr)[-3000:]
     verify = run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify",
-                 "--inventory", INVENTORY, "--strategy", "replication", "--data", "lb_method=hash_cookie")
-    assert verify.returncode == 0, f"verification of replication + hash_cookie failed:\n{verify.stdout[-6000:]}"
-    second = apply("replication", "--data", "lb_method=hash_cookie")
+                 "--inventory", INVENTORY, "--strategy", strategy, "--data", "lb_method=hash_cookie")
+    assert verify.returncode == 0, f"verification of {strategy} + hash_cookie failed:\n{verify.stdout[-6000:]}"
+    second = apply(strategy, "--data", "lb_method=hash_cookie")
     assert totals(second)["changed"] == 0
 
 
