@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,7 +15,7 @@ import requests
 
 from tests.support.client import SessionClient
 from tests.support.cluster import Backends, Cluster
-from tests.support.servers import RedisServer
+from tests.support.servers import ROOT, RedisServer
 
 from .test_store_properties import json_equal
 
@@ -243,3 +246,16 @@ def test_redis_that_accepts_but_never_answers_is_503_then_recovers(strategy):
     finally:
         cluster.destroy()
         redis.destroy()
+
+
+def test_rediss_url_is_refused_at_start():
+    """The app does not speak TLS to Redis: a rediss:// URL would send the password in the clear, so it stops the
+    app before it serves, with one line naming the setting."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SESSION_STRATEGY": "redis",
+           "REDIS_URL": "rediss://:secret-password@127.0.0.1:6380/0"}
+    result = subprocess.run([sys.executable, "-m", "sample_app"], env=env, capture_output=True, text=True, timeout=30,
+                            cwd=ROOT)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "REDIS_URL" in lines[0] and "rediss://" in lines[0], lines
+    assert "secret-password" not in result.stderr
