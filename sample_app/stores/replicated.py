@@ -5,8 +5,10 @@ State and convergence
   Lamport version (clock, node). A change travels as a delta: the fields it changed, with their versions, and the
   session's expiry. A snapshot is the whole state in the same form. A node merges either by keeping, field by field,
   the higher version, so nodes that received the same changes hold the same state, whatever the order, duplicates
-  or delays (tests/unit/test_replication_convergence.py). Concurrent increments of one session on two nodes still
-  overwrite each other (last writer wins): the cost of this strategy, measured by the test suite.
+  or delays (tests/unit/test_replication_convergence.py).
+- The counter is not one register but a sum of parts (a grow-only counter): the value it had when the session was
+  created or moved ("counter"), plus one part per node ("c:NODE"), which only that node writes: its own increments.
+  Concurrent increments of one session on several nodes therefore all count, once replicated (none is overwritten).
 - A deletion (logout, the old id of a rotation) leaves a tombstone, and a deleted id stays deleted whatever arrives
   later (ids are random and never reused, so deletion wins). A tombstone is kept for the session TTL plus
   DELTA_MAX_AGE plus twice MAX_SKEW: longer than a delta may travel (an older delta is dropped on arrival, and a
@@ -163,6 +165,7 @@ class ReplicatedStore(MemoryStore):
         self.clock = 0  # Lamport clock: above every version this node has made or seen
         self.versions: dict[str, dict[str, Version]] = {}  # handle -> field -> version
         self.early: dict[str, dict[str, list]] = {}  # changes to sessions whose creation has not arrived yet
+        self.parts: dict[str, dict[str, int]] = {}  # handle -> counter part ("counter", "c:NODE") -> value
         self.tombstones: dict[str, float] = {}  # deleted handle -> when
         self.tombstone_keep = limits.ttl + DELTA_MAX_AGE + 2 * MAX_SKEW
         self.touched: dict[str, float] = {}  # handle -> the expiry last sent to the peers
@@ -202,6 +205,7 @@ class ReplicatedStore(MemoryStore):
         super()._forget(handle)
         self.versions.pop(handle, None)
         self.early.pop(handle, None)
+        self.parts.pop(handle, None)
         self.touched.pop(handle, None)
 
     def _changed(self, op: str, handle: str, **fields: Any) -> Awaitable[None] | None:
@@ -215,6 +219,11 @@ class ReplicatedStore(MemoryStore):
             values = {"user": session.user, "created": session.created, "counter": session.counter,
                       **{"d:" + key: value for key, value in session.data.items()}}
             changed = {name: [*version, value] for name, value in values.items()}
+            self.parts[handle] = {"counter": session.counter}
+        elif op == "set" and fields["field"] == "counter":  # an increment: this node's own part grows by one
+            parts, mine = self.parts.setdefault(handle, {}), "c:" + self.node
+            parts[mine] = parts.get(mine, 0) + 1
+            changed = {mine: [*version, parts[mine]]}
         elif op == "set":
             changed = {fields["field"]: [*version, fields["value"]]}
         elif op == "data_set":
@@ -413,7 +422,7 @@ class ReplicatedStore(MemoryStore):
                 continue
             held[name] = version
             if session is not None:
-                self._assign(session, name, entry)
+                self._assign(handle, session, name, entry)
             else:
                 early[name] = entry
         if not held:  # nothing known about this session (a touch for a session this node never had)
@@ -424,16 +433,17 @@ class ReplicatedStore(MemoryStore):
                 self.early.pop(handle, None)
                 session = Session(user=str(early["user"][2]), created=float(early.get("created", [0, "", 0])[2]))
                 for name, entry in early.items():
-                    self._assign(session, name, entry)
+                    self._assign(handle, session, name, entry)
                 self.sessions[handle] = session
             else:
                 self.early[handle] = early
         self.expires[handle] = max(self.expires.get(handle, 0.0), float(state["exp"]))
 
-    @staticmethod
-    def _assign(session: Session, name: str, entry: list) -> None:
-        if name == "counter":
-            session.counter = int(entry[2])
+    def _assign(self, handle: str, session: Session, name: str, entry: list) -> None:
+        if name == "counter" or name.startswith("c:"):
+            parts = self.parts.setdefault(handle, {})
+            parts[name] = int(entry[2])
+            session.counter = sum(parts.values())
         elif name.startswith("d:"):
             if len(entry) > 2:
                 session.data[name[2:]] = entry[2]
@@ -442,7 +452,7 @@ class ReplicatedStore(MemoryStore):
         # user and created are set once, by the session's creation
 
     def _entries(self, handle: str, session: Session) -> dict[str, list]:
-        values = {"user": session.user, "created": session.created, "counter": session.counter}
+        values = {"user": session.user, "created": session.created, **self.parts.get(handle, {})}
         entries = {}
         for name, version in self.versions.get(handle, {}).items():
             if name.startswith("d:"):

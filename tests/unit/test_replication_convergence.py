@@ -81,7 +81,8 @@ def expected(created: list[dict]) -> dict[str, dict]:
     for handle, fields in newest.items():
         if "user" in fields:
             data = {name[2:]: entry[2] for name, entry in fields.items() if name.startswith("d:") and len(entry) > 2}
-            sessions[handle] = {"user": fields["user"][2], "counter": fields["counter"][2], "data": data,
+            counter = sum(entry[2] for name, entry in fields.items() if name == "counter" or name.startswith("c:"))
+            sessions[handle] = {"user": fields["user"][2], "counter": counter, "data": data,
                                 "created": fields["created"][2]}
     return sessions
 
