@@ -34,7 +34,8 @@ def headline(result: dict) -> str:
     figures = result["figures"]
     keys = ("requests", "failed", "failed_on_killed_node", "sessions_lost", "counter_mismatch", "lost_updates",
             "seconds_until_serving", "failure_window_seconds", "bytes_per_session", "data_bytes_at_limit",
-            "replay_after_logout_accepted", "mode", "lag_ms", "stale_first_reads", "rejoin")
+            "replay_after_logout_accepted", "mode", "lag_ms", "stale_first_reads", "rejoin",
+            "one_24", "many_24", "clients_moved_share", "sessions_lost_share")
     return ", ".join(f"{key} {figures[key]}" for key in keys if key in figures)
 
 

@@ -48,10 +48,16 @@ def goal(expected: Any, measured: Any, met: bool) -> dict[str, Any]:
 def under_load(target: Target, params: Params, action: Callable[[Callable[[str], None]], Any]) -> dict[str, Any]:
     """Log in the pool, drive it, run `action(mark)` in a thread a third of the way in (mark(name) records the instant
     of an event), keep the load on for the rest, then check every session once more."""
+    return under_load_from(target, params, action, None)
+
+
+def under_load_from(target: Target, params: Params, action: Callable[[Callable[[str], None]], Any],
+                    addresses: list[str] | None) -> dict[str, Any]:
+    """under_load, with the clients spread over these source addresses (None: this machine's own)."""
 
     async def main():
         load = Load(target.lb_url, clients=params.clients, bearer=target.deployment.strategy.bearer,
-                    think=params.think, limit_seconds=params.seconds * 20 + 300)
+                    think=params.think, limit_seconds=params.seconds * 20 + 300, local_addresses=addresses)
         await load.open()
         try:
             logged_in = await load.log_in_all()
@@ -435,6 +441,114 @@ async def _log_in_many(base_url: str, count: int) -> None:
         await asyncio.gather(*(one(i) for i in range(count)))
 
 
+# -- ip-hash-spread, scale-out (need the lab: client addresses in many /24s) -------------------------------------------
+
+CLIENT_NETWORKS = 16
+
+
+def _lab_client_addresses(target: Target) -> list[str]:
+    if not target.inventory.endswith("inventories/lab.py"):
+        raise DrillError("this drill needs the lab (clients in many /24s come from the lab's bridge)")
+    from lab.network import client_addresses
+
+    return client_addresses(CLIENT_NETWORKS)
+
+
+def _load_once(target: Target, params: Params, addresses: list[str] | None, seconds: float) -> dict[str, Any]:
+    async def main():
+        load = Load(target.lb_url, clients=params.clients, bearer=target.deployment.strategy.bearer,
+                    think=params.think, limit_seconds=seconds, local_addresses=addresses)
+        await load.open()
+        try:
+            await load.log_in_all()
+            await load.run()
+        finally:
+            await load.close()
+        return summarize(load.outcomes)
+
+    return asyncio.run(main())
+
+
+def _shares(per_node: dict[str, int], nodes: list[str]) -> dict[str, float]:
+    total = sum(per_node.values()) or 1
+    return {node: round(per_node.get(node, 0) / total, 3) for node in nodes}
+
+
+def ip_hash_spread(target: Target, params: Params) -> dict[str, Any]:
+    """The share of requests each app node receives with every client in one /24, and with clients in many /24s."""
+    nodes = [node.name for node in target.role("app")]
+    addresses = _lab_client_addresses(target)
+    seconds = max(4.0, params.seconds / 2)
+    one = _load_once(target, params, None, seconds)
+    many = _load_once(target, params, addresses, seconds)
+    figures = {"lb_method": target.deployment.lb_method, "app_nodes": len(nodes),
+               "one_24": {"clients": params.clients, "networks": 1, "share": _shares(one["per_node"], nodes)},
+               "many_24": {"clients": params.clients, "networks": len(addresses),
+                           "share": _shares(many["per_node"], nodes)}}
+    for key in ("one_24", "many_24"):
+        shares = figures[key]["share"].values()
+        figures[key]["max_share"] = max(shares)
+        figures[key]["nodes_used"] = sum(1 for share in shares if share > 0)
+    figures["per_node"] = many["per_node"]
+    return {"figures": figures, "goals": {}, "restored": "nothing to restore (client addresses stay on the bridge)"}
+
+
+def scale_out(target: Target, params: Params) -> dict[str, Any]:
+    """A new app node added to the lab's inventory and applied under load: clients whose requests move to another
+    node, sessions lost. Then the node is removed again and the cluster applied as it was."""
+    import subprocess
+    import sys
+
+    from .cluster import ROOT
+
+    addresses = _lab_client_addresses(target)
+    hosts = len(target.deployment.nodes)
+
+    def lab_hosts(count: int) -> None:
+        result = subprocess.run([sys.executable, "-m", "lab", "up", "--hosts", str(count)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=600)
+        if result.returncode != 0:
+            raise DrillError(f"lab up --hosts {count}: {result.stderr.strip()[-300:]}")
+        _lab_client_addresses(target)  # routes back to the client networks in the new host too
+
+    def action(mark):
+        lab_hosts(hosts + 1)
+        mark("apply")
+        applied = target.apply()
+        mark("applied")
+        return {"deploy": applied, "app_nodes_before": hosts - 1, "app_nodes_after": hosts}
+
+    params = dataclasses.replace(params, seconds=max(params.seconds, 9))
+    try:
+        figures = under_load_from(target, params, action, addresses)
+    finally:
+        lab_hosts(hosts)
+        restored = target.apply()
+    load: Load = figures["_load"]
+    before_at, after_at = figures["events"]["apply"], figures["events"]["applied"]
+    moved = considered = 0
+    for client in range(params.clients):
+        before = _main_node(o.node for o in load.outcomes if o.client == client and o.end < before_at and o.node)
+        after = _main_node(o.node for o in load.outcomes if o.client == client and o.start > after_at and o.node)
+        if before and after:
+            considered += 1
+            moved += before != after
+    pinned = target.deployment.lb_method != "round_robin"
+    figures["clients_moved_share"] = round(moved / considered, 3) if pinned and considered else None
+    figures["sessions_lost_share"] = round(figures["sessions_lost"] / params.clients, 3)
+    goals = zero_loss_goals(target, figures) if target.strategy in SHARED else {}
+    goals.pop("failed_requests", None)  # a reload under load may fail a request the balancer had in hand
+    return {"figures": _strip(figures), "goals": goals,
+            "restored": f"the added node removed and the cluster applied as before ({restored['seconds']} s)"}
+
+
+def _main_node(nodes) -> str | None:
+    counts: dict[str, int] = {}
+    for node in nodes:
+        counts[node] = counts.get(node, 0) + 1
+    return max(counts, key=counts.get) if counts else None
+
+
 DRILLS: dict[str, Drill] = {d.name: d for d in (
     Drill("node-stop", "a clean stop of one app node under load (systemctl stop), then start", node_stop),
     Drill("node-kill", "SIGKILL of one app node under load; systemd brings it back", node_kill),
@@ -445,6 +559,9 @@ DRILLS: dict[str, Drill] = {d.name: d for d in (
     Drill("cookie-limits", "the session size at the 4 KB cookie limit; replay of a cookie after logout",
           cookie_limits, lambda s: s == "cookie"),
     Drill("footprint", "bytes per session in the store, 10,000 sessions", footprint),
+    Drill("ip-hash-spread", "sticky (ip_hash): each node's share of requests, clients in one /24 and in 16", ip_hash_spread,
+          lambda s: s == "sticky"),
+    Drill("scale-out", "an app node added and applied under load: clients moved, sessions lost", scale_out),
     Drill("lag", "replication: a write on one node seen by the others (ms); a rejoining node's snapshot (s)", lag,
           lambda s: s == "replication"),
 )}

@@ -86,3 +86,35 @@ def remove_host(name: str) -> None:
         result = run(["ip", "link", "del", ns], check=False)
         if result.returncode != 0 and link_exists(ns):
             raise LabError(f"ip link del {ns}: {result.stderr.strip()}")
+
+
+def client_networks(count: int) -> list[ipaddress.IPv4Network]:
+    """The /24s next to the lab's own (10.213.1.0/24, 10.213.2.0/24, ... for the default subnet)."""
+    base = int(config.subnet().network_address)
+    return [ipaddress.IPv4Network((base + k * 256, 24)) for k in range(1, count + 1)]
+
+
+def client_addresses(count: int) -> list[str]:
+    """`count` source addresses for a load generator on this machine, each in its own /24, as clients of many
+    networks look to Nginx's ip_hash (which hashes the first three octets only). Each lives on the lab's bridge, and
+    every host routes its /24 back through the bridge's address; they go away with the bridge (`down`). Only ranges
+    this machine does not use otherwise are taken."""
+    if not link_exists(config.BRIDGE):
+        raise LabError("the lab is not up: no bridge for client addresses")
+    taken = []
+    for entry in json.loads(run(["ip", "-j", "-4", "addr", "show"]).stdout or "[]"):
+        for addr in entry.get("addr_info", []):
+            taken.append((entry["ifname"], ipaddress.IPv4Interface(f"{addr['local']}/{addr['prefixlen']}").network))
+    addresses = []
+    for network in client_networks(count):
+        address = network.network_address + 1
+        mine = any(ifname == config.BRIDGE and net == network for ifname, net in taken)
+        if not mine:
+            clash = [ifname for ifname, net in taken if net.overlaps(network)]
+            if clash:
+                raise LabError(f"client range {network} is already in use on {clash[0]}: set LAB_SUBNET elsewhere")
+            run(["ip", "addr", "add", f"{address}/24", "dev", config.BRIDGE])
+        for ns in own_netns():
+            run(["ip", "-n", ns, "route", "replace", str(network), "via", str(config.bridge_ip())])
+        addresses.append(str(address))
+    return addresses
