@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from . import openapi, page
 from .settings import Settings
@@ -296,7 +296,7 @@ def create_app(settings: Settings) -> Starlette:
     if hasattr(store, "apply"):
         from .replication_api import replication_routes
         routes += replication_routes(store)
-    contract = JSONResponse(openapi.document(settings, bearer, replication=hasattr(store, "apply"))).body
+    contract = JSONResponse(openapi.document(settings, bearer, hasattr(store, "apply"), MAX_DEPTH)).body
 
     async def openapi_document(request: Request) -> Response:
         return Response(contract, media_type="application/json")
@@ -315,8 +315,13 @@ def create_app(settings: Settings) -> Starlette:
 
     async def http_error(request: Request, error: HTTPException) -> Response:
         codes = {404: "not_found", 405: "method_not_allowed"}
+        headers = error.headers
+        if error.status_code == 405:  # Starlette names the methods of the first route on the path; list them all
+            allowed = {method for route in routes if route.matches(request.scope)[0] is Match.PARTIAL
+                       for method in route.methods}
+            headers = {"Allow": ", ".join(sorted(allowed))}
         return error_response(error.status_code, codes.get(error.status_code, "http_error"), str(error.detail),
-                              error.headers)  # 405 keeps its Allow header
+                              headers)
 
     async def server_error(request: Request, error: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)

@@ -38,6 +38,8 @@ def _object(properties: dict[str, Any], optional: tuple[str, ...] = ()) -> dict[
 
 
 STRING = {"type": "string"}
+JSON_STRING = {"$ref": "#/components/schemas/JsonString"}
+JSON_VALUE = {"$ref": "#/components/schemas/JsonValue"}
 COUNTER = {"type": "integer", "format": "int64", "minimum": 0}
 
 
@@ -92,13 +94,13 @@ def _replication_paths() -> dict[str, Any]:
     }
 
 
-def document(settings: Settings, bearer: bool, replication: bool) -> dict[str, Any]:
+def document(settings: Settings, bearer: bool, replication: bool, max_depth: int) -> dict[str, Any]:
     key = {"name": "key", "in": "path", "required": True,
            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
            "description": "1-64 characters of A-Z a-z 0-9 _ . - (anything else: 400 invalid_key)"}
     login_ok = {"user": STRING, "node": STRING, **({"token": STRING} if bearer else {})}
     json_rule = ("UTF-8 JSON; no NaN or Infinity (nor numbers beyond a double's range), arrays and objects nested "
-                 "at most 32 deep, no NUL or unpaired surrogate in any string or key (400 otherwise); at most "
+                 f"at most {max_depth} deep, no NUL or unpaired surrogate in any string or key (400 otherwise); at most "
                  f"{settings.max_body_bytes} bytes (413 beyond)")
     paths: dict[str, Any] = {
         "/ping": {"get": _operation("no session at all: the benchmark's baseline",
@@ -118,7 +120,8 @@ def document(settings: Settings, bearer: bool, replication: bool) -> dict[str, A
             (400, 413, 503), session="optional",
             body={"required": True, "description": json_rule, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["username"],
-                "properties": {"username": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{1,64}$"}}}}}})},
+                "properties": {"username": {"type": "string", "pattern": "^[A-Za-z0-9_.@-]{1,64}$"}},
+                "propertyNames": JSON_STRING, "additionalProperties": JSON_VALUE}}}})},
         "/session": {"get": _operation(
             "read the session",
             _json(_object({"user": STRING, "node": STRING, "strategy": STRING, "counter": COUNTER,
@@ -135,7 +138,7 @@ def document(settings: Settings, bearer: bool, replication: bool) -> dict[str, A
                 (400, 401, 404, 413, 503),
                 body={"required": True, "description": json_rule + f"; the value at most {settings.max_value_bytes} "
                       f"bytes of JSON, at most {settings.max_data_keys} keys per session (413 beyond)",
-                      "content": {"application/json": {"schema": {}}}}),
+                      "content": {"application/json": {"schema": JSON_VALUE}}}),
             "delete": _operation(
                 "remove one key",
                 _json(_object({"key": STRING, "deleted": {"type": "boolean"}, "node": STRING}),
@@ -165,7 +168,7 @@ def document(settings: Settings, bearer: bool, replication: bool) -> dict[str, A
         schemes["peer"] = {"type": "apiKey", "in": "header", "name": "X-Replication-Auth",
                            "description": "TIMESTAMP:HMAC-SHA256 under REPLICATION_KEY"}
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "session-kit sample app", "version": "1",
                  "description": f"strategy {settings.session_strategy}: the same contract on every node "
                                 "(README.md, 'The sample app')"},
@@ -173,7 +176,15 @@ def document(settings: Settings, bearer: bool, replication: bool) -> dict[str, A
         "components": {
             "securitySchemes": schemes,
             "headers": {"ServedBy": {"description": "the node that answered", "required": True, "schema": STRING}},
-            "schemas": {"Error": _object({"error": STRING, "message": STRING})},
+            "schemas": {"Error": _object({"error": STRING, "message": STRING}),
+                        # What a JSON body may hold (app.parse_json), as far as JSON Schema can say it: the depth limit
+                        # and unpaired surrogates are in the descriptions only.
+                        "JsonString": {"type": "string", "pattern": "^[^\\u0000]*$"},
+                        "JsonValue": {"description": "any JSON value: finite numbers, no NUL in strings or keys, "
+                                                     f"nested at most {max_depth} deep", "anyOf": [
+                            {"type": ["null", "boolean", "number"]}, JSON_STRING,
+                            {"type": "array", "items": JSON_VALUE},
+                            {"type": "object", "propertyNames": JSON_STRING, "additionalProperties": JSON_VALUE}]}},
             "responses": {f"Error{status}": _json(
                 {"allOf": [{"$ref": "#/components/schemas/Error"},
                            {"type": "object", "properties": {"error": {"enum": list(codes)}}}]}, WHY[status])

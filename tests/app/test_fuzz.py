@@ -1,7 +1,8 @@
 """The app under a property-based API fuzzer: schemathesis reads the contract the app serves (GET /openapi.json) and
 sends, to one running node of every strategy, requests that fit it (positive) and requests that break it
 (negative). Every answer must be described by the document (status code, content type, JSON schema, X-Served-By),
-never a 5xx, an invalid request must be refused (4xx), and a refused request must leave the session as it was.
+never a 5xx; an invalid request must be refused (4xx) and a valid one never be a 400; and a refused request must
+leave the session as it was.
 
 Bounded: a fixed number of examples per operation and mode (no shrinking, no example database), each request with
 a timeout, and the whole run of one strategy under a time limit that fails the test when exceeded.
@@ -123,6 +124,9 @@ def fuzz_operation(operation, mode: GenerationMode, url: str, bearer: bool, dead
         http.cookies.clear()
         counts[response.status_code] = counts.get(response.status_code, 0) + 1
         case.validate_response(response, checks=checks)
+        if mode is GenerationMode.POSITIVE:  # the document's schemas are the app's rule: what they allow is valid
+            assert response.status_code != 400, \
+                f"{case.method} {case.formatted_path}: the document allows what the app refused: {response.text[:300]}"
         if victim is not None:
             victim.check_after(case, response)
 
