@@ -147,8 +147,9 @@ class Report:
                       f"{s.derive('minutes', [total], digits=1)[0] if total else MISSING} min in all"
                       + (" (interrupted)" if s.documents[s.steps].get("interrupted") else "") + ".")
             for i, step in enumerate(s.documents[s.steps]["steps"]):
+                error = s.ref(s.steps, "steps", i, "error")
                 rows.append([step["name"], step.get("strategy") or "-", step["status"],
-                             self.show(s.ref(s.steps, "steps", i, "seconds")), step.get("error") or ""])
+                             self.show(s.ref(s.steps, "steps", i, "seconds")), s.show(error) if error else ""])
         else:
             whens = sorted((doc["when"], file) for file, doc in s.documents.items() if "drill" in doc and "when" in doc)
             if whens:
@@ -158,8 +159,9 @@ class Report:
             for (drill, strategy), files in s.drills.items():
                 for file in files:
                     doc = s.documents[file]
+                    error = s.ref(file, "error")
                     rows.append([f"drill {drill}", strategy, doc.get("status", "?"),
-                                 self.show(s.ref(file, "seconds")), doc.get("error", "")])
+                                 self.show(s.ref(file, "seconds")), s.show(error) if error else ""])
         if rows:
             self.table(["step", "strategy", "status", "seconds", "error"], rows)
         else:
@@ -171,8 +173,8 @@ class Report:
         s = self.s
         self.heading("The usual verdicts, measured")
         self.para("Each row: the advice as usually given, and the figures of this run that back or refute it. "
-                  "Failed / lost: requests that got a 5xx or no answer, and sessions that got a 401 while held, "
-                  "per drill under load. The finding under the table is written by a rule from these figures.")
+                  "Failed / lost: requests that got a server error or no answer, and sessions refused as "
+                  "unknown while their client held them, per drill under load. The finding under the table is written by a rule from these figures.")
         rows, findings = [], []
         for strategy in STRATEGIES:
             measured = throughput(s, strategy)
@@ -238,7 +240,7 @@ class Report:
                 rows.append([st, label, self.show(rps), ratio] +
                             [self.show(s.ref(file, "endpoints", key, "latency_ms", p)) for p in PERCENTILES] +
                             [self.show(s.ref(file, "endpoints", key, "non_2xx"))])
-        self.table(["strategy", "endpoint", "req/s", "x baseline"] + [f"{p} (ms)" for p in PERCENTILES] + ["non-2xx"],
+        self.table(["strategy", "endpoint", "req/s", "x baseline"] + [f"{p} (ms)" for p in PERCENTILES] + ["answers not OK"],
                    rows)
         missing = [st for st in self.strategies if st not in s.loads]
         if missing:
@@ -268,7 +270,7 @@ class Report:
                     continue
                 doc = s.documents[file]
                 if doc.get("status") != "ok":
-                    rows.append([drill, st, "failed: " + str(doc.get("error", "")), "", "", "", "", "", ""])
+                    rows.append([drill, st, "failed: " + self.show(s.ref(file, "error")), "", "", "", "", "", ""])
                     continue
                 goals = doc.get("goals", {})
                 missed = [name for name, g in goals.items() if not g.get("met")]
@@ -293,7 +295,7 @@ class Report:
                                     for key in ("parallel", "accepted", "final_counter", "lost_updates")])
         self.heading("Lost updates: parallel increments of one session", 3)
         if rows:
-            self.table(["strategy", "parallel increments", "accepted (200)", "final counter", "lost updates"], rows)
+            self.table(["strategy", "parallel increments", "accepted (OK)", "final counter", "lost updates"], rows)
         else:
             self.missing("lost updates (no contention result)")
         file = s.drill("cookie-limits", "cookie")
@@ -402,7 +404,8 @@ class Report:
         self.heading("Past one Redis, past one PostgreSQL", 3)
         self.para("One Redis is one point of failure and one thread. For availability, Redis Sentinel watches a "
                   "master and its replicas and promotes a replica when the master fails; the app already follows it "
-                  "(`redis_sentinels`, tested with a failover). For capacity, Redis Cluster spreads keys over shards "
+                  "(its `REDIS_SENTINELS` setting, tested with a failover on loopback; the kit's deploys do not "
+                  "set Sentinel up yet). For capacity, Redis Cluster spreads keys over shards "
                   "by hash slot; a session is one hash under one key (token: one key per token), so no session "
                   "operation ever needs more than one slot and the app's scripts run unchanged on the slot's shard. "
                   "Past one PostgreSQL, a streaming replica with a failover manager (Patroni, or repmgr) gives "

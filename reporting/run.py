@@ -1,0 +1,279 @@
+"""The live run: for each strategy, deploy (drills.cluster.Target.apply), verify (tests/verify), measure the load
+through the balancer, run the drills; record each step's outcome and time; then write the report.
+
+Every result goes into OUT/results/ as JSON as soon as it is measured, so that an interrupted run still renders what
+it measured. A failed step is recorded with its error and the run goes on (after a failed deploy, that strategy's
+other steps are skipped: they would measure another strategy). Ctrl-C stops the step in progress, re-applies the
+inventory as it is (the lab back in the state the inventory describes), and writes the report of what was done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from drills.catalog import DRILLS, Params
+from drills.cluster import ROOT, Target
+
+from . import measure, write
+
+FULL_DRILLS = ("node-stop", "node-kill", "rolling", "store-restart", "contention", "cookie-limits", "footprint", "lag")
+QUICK_DRILLS = ("node-stop", "contention", "footprint", "lag")
+# Seconds each kind of step is expected to take on the lab (2 cores), for the estimate of what is left; the
+# estimate scales them by how long the steps done so far took against theirs.
+ESTIMATE = {"environment": 15, "deploy": 45, "verify": 30, "load": 25, "restore": 45, "node-stop": 20,
+            "node-kill": 20, "rolling": 75, "store-restart": 20, "contention": 5, "cookie-limits": 40,
+            "footprint": 45, "lag": 60}
+
+
+def clock_text(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+class Progress:
+    """One line as each step starts (time so far, estimate of what is left) and one as it ends (its time)."""
+
+    def __init__(self, plan: list[tuple[str, str | None, float]], clock: Callable[[], float] = time.monotonic,
+                 say: Callable[[str], None] = lambda line: print(line, flush=True)):
+        self.plan, self.clock, self.say = plan, clock, say
+        self.t0 = clock()
+        self.started: dict[int, float] = {}
+        self.took: dict[int, float] = {}
+
+    def _label(self, index: int) -> str:
+        name, strategy, _ = self.plan[index]
+        return f"[{index + 1}/{len(self.plan)}] {name}" + (f" on {strategy}" if strategy else "")
+
+    def left(self, index: int) -> float:
+        done_estimate = sum(self.plan[i][2] for i in self.took)
+        scale = sum(self.took.values()) / done_estimate if done_estimate else 1.0
+        return scale * sum(estimate for _, _, estimate in self.plan[index:])
+
+    def start(self, index: int) -> None:
+        at = self.clock()
+        self.started[index] = at
+        left = self.left(index)
+        left_text = f"about {round(left / 60)} min left" if left >= 90 else f"about {round(left)} s left"
+        self.say(f"{self._label(index)}: started at {clock_text(at - self.t0)}, {left_text}")
+
+    def end(self, index: int, status: str, error: str = "") -> float:
+        at = self.clock()
+        took = at - self.started[index]
+        self.took[index] = took
+        mark = "ok" if status == "ok" else status.upper()
+        self.say(f"{self._label(index)}: {mark} in {round(took)} s ({clock_text(at - self.t0)} so far)"
+                 + (f": {error}" if error else ""))
+        return took
+
+
+@dataclasses.dataclass
+class Step:
+    name: str  # environment | deploy | verify | load | drill NAME | restore
+    strategy: str | None = None
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)  # inventory overrides (replication_mode=async)
+    variant: str = ""  # a second run of a drill in another mode: its file's suffix
+
+    @property
+    def kind(self) -> str:
+        return self.name.removeprefix("drill ").split(" ")[0]
+
+
+def plan(strategies: list[str], quick: bool) -> list[Step]:
+    drills = QUICK_DRILLS if quick else FULL_DRILLS
+    steps = [Step("environment", strategies[0])]
+    for strategy in strategies:
+        steps += [Step("deploy", strategy), Step("verify", strategy), Step("load", strategy)]
+        steps += [Step(f"drill {name}", strategy) for name in drills if DRILLS[name].applies(strategy)]
+        if strategy == "replication" and "lag" in drills:
+            # the lag distribution in async mode beside sync's (the inventory's default mode is sync)
+            async_data = {"replication_mode": "async"}
+            steps += [Step("deploy", strategy, async_data, "async"), Step("drill lag", strategy, async_data, "async")]
+    return steps + [Step("restore")]
+
+
+def drill_function(name: str, quick: bool) -> Callable[[Target, Params], dict[str, Any]]:
+    function = DRILLS[name].run
+    if quick and name == "footprint":
+        return functools.partial(function, sessions=1000)
+    if quick and name == "lag":
+        return functools.partial(function, writes=50, rejoin_sessions=(1000,))
+    return function
+
+
+def verify(inventory: str, strategy: str, data: dict[str, Any]) -> dict[str, Any]:
+    command = [sys.executable, "-m", "pytest", "tests/verify", "--inventory", inventory, "--strategy", strategy,
+               "-q", "-p", "no:cacheprovider"]
+    for key, value in data.items():
+        command += ["--data", f"{key}={value}"]
+    started = time.monotonic()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    summary = (result.stdout.strip().splitlines() or [""])[-1]
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)}
+    return {"kind": "verify", "strategy": strategy, "when": measure.now(), "exit": result.returncode,
+            "summary": summary.strip("= "), "passed": counts.get("passed", 0), "failed": counts.get("failed", 0),
+            "skipped": counts.get("skipped", 0), "errors": counts.get("error", 0),
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+class Run:
+    def __init__(self, strategies: list[str], quick: bool, out: Path, inventory: str, data: dict[str, Any]):
+        self.strategies, self.quick, self.out, self.inventory, self.data = strategies, quick, out, inventory, data
+        self.results = out / "results"
+        self.params = Params(seconds=4.0) if quick else Params(seconds=9.0)
+        self.load_seconds = 3 if quick else 8
+        self.steps = plan(strategies, quick)
+        self.records: list[dict[str, Any]] = []
+        self.target: Target | None = None
+        self.deployed: tuple | None = None  # (strategy, overrides) the cluster is in, as far as we know
+        self.failed_deploys: set[tuple] = set()
+        self.started_at = measure.now()
+
+    def save(self, name: str, document: dict[str, Any]) -> None:
+        path = self.results / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+
+    def target_for(self, step: Step) -> Target:
+        wanted = {**self.data, **step.data, "session_strategy": step.strategy}
+        if self.target is None or self.target.data != wanted:
+            if self.target is not None:
+                self.target.close()
+            self.target = Target(self.inventory, wanted)
+        return self.target
+
+    def deploy(self, step: Step) -> dict[str, Any]:
+        target = self.target_for(step)
+        applied = target.apply()
+        if applied.get("errors"):
+            raise RuntimeError(f"pyinfra reported {applied['errors']} errors")
+        self.deployed = (step.strategy, tuple(sorted(step.data.items())))
+        return applied
+
+    def do(self, step: Step) -> dict[str, Any]:
+        """Run one step; returns what goes into its record (besides status and time)."""
+        overrides = tuple(sorted(step.data.items()))
+        if step.name == "environment":
+            params = {"quick": self.quick, "clients": self.params.clients, "seconds": self.params.seconds,
+                      "think": self.params.think, "load_seconds": self.load_seconds,
+                      "inventory": self.inventory, "strategies": self.strategies}
+            self.save("environment.json", measure.environment(self.target_for(Step("", step.strategy)), params))
+            return {}
+        if step.name == "restore":
+            if self.target is not None:
+                self.target.close()
+            self.target = Target(self.inventory, dict(self.data))
+            applied = self.target.apply()
+            return {"applied": applied, "note": "the inventory re-applied as it is"}
+        if step.name != "deploy" and (step.strategy, overrides) in self.failed_deploys:
+            raise SkipStep(f"the deploy of {step.strategy} failed")
+        if step.name == "deploy":
+            return {"applied": self.deploy(step)}
+        if self.deployed != (step.strategy, overrides):
+            self.deploy(step)  # a failed step before may have left the cluster otherwise
+        target = self.target_for(step)
+        suffix = f"--{step.variant}" if step.variant else ""
+        if step.name == "verify":
+            result = verify(self.inventory, step.strategy, {**self.data, **step.data})
+            self.save(f"verify/{step.strategy}.json", result)
+            if result["exit"] != 0:
+                raise RuntimeError(f"verification: {result['summary']}")
+            return {}
+        if step.name == "load":
+            self.save(f"load/{step.strategy}.json", measure.load(target, self.load_seconds))
+            return {}
+        name = step.name.removeprefix("drill ")
+        result = {"drill": name, "strategy": step.strategy, "doc": DRILLS[name].doc, "inventory": self.inventory,
+                  "params": dataclasses.asdict(self.params), "when": measure.now(),
+                  "lb_method": target.deployment.lb_method}
+        started = time.monotonic()
+        try:
+            result.update(drill_function(name, self.quick)(target, self.params))
+            result["status"] = "ok"
+        except Exception as error:
+            result.update(status="failed", error=f"{type(error).__name__}: {error}")
+            self.deployed = None  # the cluster may not be as the drill found it
+            raise
+        finally:
+            result["seconds"] = round(time.monotonic() - started, 1)
+            self.save(f"drills/{name}--{step.strategy}{suffix}.json", result)
+        missed = [goal for goal, value in result.get("goals", {}).items() if not value["met"]]
+        return {"goals_missed": missed} if missed else {}
+
+    def record(self, step: Step, status: str, seconds: float, error: str = "", extra: dict | None = None) -> None:
+        self.records.append({"name": step.name + (f" ({step.variant})" if step.variant else ""),
+                             "strategy": step.strategy, "status": status, "seconds": round(seconds, 1),
+                             **({"error": error} if error else {}), **(extra or {})})
+
+    def write_steps(self, interrupted: bool, total: float) -> None:
+        self.save("steps.json", {"kind": "steps", "started": self.started_at, "finished": measure.now(),
+                                 "seconds": round(total, 1), "interrupted": interrupted, "steps": self.records})
+
+    def __call__(self) -> int:
+        if self.results.exists():
+            shutil.rmtree(self.results)  # this run's results only: the report must not mix runs
+        self.results.mkdir(parents=True)
+        progress = Progress([(s.name + (f" ({s.variant})" if s.variant else ""), s.strategy,
+                              ESTIMATE.get(s.kind, 30)) for s in self.steps])
+        began, interrupted, failures = time.monotonic(), False, 0
+        try:
+            for index, step in enumerate(self.steps):
+                progress.start(index)
+                try:
+                    extra = self.do(step)
+                except SkipStep as skipped:
+                    self.record(step, "skipped", progress.end(index, "skipped", str(skipped)), str(skipped))
+                    continue
+                except Exception as error:  # recorded as failed; the rest still runs
+                    failures += 1
+                    message = f"{type(error).__name__}: {error}"
+                    if step.name == "deploy":
+                        self.failed_deploys.add((step.strategy, tuple(sorted(step.data.items()))))
+                    self.record(step, "failed", progress.end(index, "failed", message), message,
+                                {"traceback": traceback.format_exc(limit=4)})
+                    continue
+                self.record(step, "ok", progress.end(index, "ok"), extra=extra)
+        except KeyboardInterrupt:
+            interrupted = True
+            print("report: interrupted; re-applying the inventory as it is, so that the lab is as it describes "
+                  "(Ctrl-C again to stop at once: then run `./kit deploy inventories/lab.py`)", file=sys.stderr)
+            self.records.append({"name": "interrupted", "strategy": None, "status": "interrupted", "seconds": 0.0,
+                                 "error": f"Ctrl-C during step {len(self.records) + 1} of {len(self.steps)}"})
+            try:
+                if self.target is not None:
+                    self.target.close()
+                started = time.monotonic()
+                applied = Target(self.inventory, dict(self.data)).apply()
+                self.record(Step("restore"), "ok", time.monotonic() - started, extra={"applied": applied})
+            except KeyboardInterrupt:
+                print("report: stopped; the lab may be mid-step: `./kit deploy inventories/lab.py` puts it back",
+                      file=sys.stderr)
+            except Exception as error:
+                self.record(Step("restore"), "failed", 0.0, f"{type(error).__name__}: {error}")
+        finally:
+            if self.target is not None:
+                self.target.close()
+        self.write_steps(interrupted, time.monotonic() - began)
+        write(self.results, self.out)
+        print(f"report: {self.out / 'index.html'} and {self.out / 'report.md'}; {failures} steps failed"
+              + (" (interrupted)" if interrupted else ""), flush=True)
+        return 130 if interrupted else (1 if failures else 0)
+
+
+class SkipStep(Exception):
+    """A step that cannot run for a reason recorded with it."""
+
+
+def run(strategies: list[str], quick: bool, out: Path, inventory: str, data: dict[str, Any]) -> int:
+    print(f"report: {len(strategies)} strategies ({', '.join(strategies)}), {'quick' if quick else 'full'}; "
+          f"results into {out / 'results'}, started {datetime.datetime.now():%H:%M}", flush=True)
+    return Run(strategies, quick, out, inventory, data)()
