@@ -454,7 +454,10 @@ class Report:
             first = min(capacities, key=lambda c: c[1])[0]
             text += f" {first[0].upper() + first[1:]} saturates first."
         footprint = s.figure("footprint", st, "bytes_per_session")
-        if footprint is not None and footprint.value:
+        if footprint is not None and footprint.value and st == "cookie":
+            text += (f" A session travels as a cookie of {s.show(footprint)} bytes on every request: nothing is "
+                     f"stored on the servers, and the client's cookie limit caps the session's data.")
+        elif footprint is not None and footprint.value:
             where = s.figure("footprint", st, "store")
             text += (f" A session takes {s.show(footprint)} bytes ({self.show(where)}): "
                      f"{self.show(s.figure('footprint', st, 'sessions_per_gib'))} sessions per GiB")

@@ -22,6 +22,10 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _label(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def grouped_bars(path: Path, groups: list[str], series: dict[str, list[float | None]], ylabel: str, title: str,
                  xlabel: str = "strategy", log: bool = False) -> Path:
     """Bars per group, one colour per series; a missing value (None) leaves a gap."""
@@ -33,7 +37,7 @@ def grouped_bars(path: Path, groups: list[str], series: dict[str, list[float | N
         if points:
             bars = ax.bar([x for x, _ in points], [v for _, v in points], width, label=name,
                           color=COLOURS[i % len(COLOURS)])
-            ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=1)
+            ax.bar_label(bars, fmt=_label, fontsize=7, padding=1)
     ax.set_xticks(range(len(groups)), groups, rotation=20 if len(groups) > 5 else 0, ha="right" if len(groups) > 5
                   else "center")
     ax.set_xlabel(xlabel)
@@ -43,7 +47,7 @@ def grouped_bars(path: Path, groups: list[str], series: dict[str, list[float | N
         ax.set_yscale("log")
     ax.margins(y=0.15)
     if len(series) > 1:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 
@@ -118,5 +122,5 @@ def latency(path: Path, strategies: list[str], percentiles: list[str],
         ax.set_xlabel("strategy")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("latency through the balancer (ms)")
-    axes[0][-1].legend(fontsize=8, title="percentile")
+    axes[0][-1].legend(fontsize=8, title="percentile", loc="upper left", bbox_to_anchor=(1.01, 1))
     return _save(fig, path)

@@ -286,3 +286,34 @@ def test_progress_says_each_step_its_time_and_what_is_left():
     assert lines[1] == "[1/3] deploy on redis: ok in 30 s (0:30 so far)"
     assert lines[2].startswith("[2/3] load on redis: started at 0:30, about 2 min left")
     assert lines[3] == "[2/3] load on redis: FAILED in 60 s (1:30 so far): wrk: connection refused"
+
+
+# -- what a live run reads from the hosts -------------------------------------------------------------------------------
+
+def test_host_facts_and_cpu_times_are_read_from_real_outputs():
+    from reporting.measure import parse_cpu, parse_host_facts, parse_wrk
+
+    facts = parse_host_facts("cores=2\nmem_kb=24684084\nos=Debian GNU/Linux 12 (bookworm)\n"
+                             "nginx=nginx version: nginx/1.22.1\n"
+                             "redis=Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64\n"
+                             "postgresql=postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\npython=Python 3.11.7\n")
+    assert facts == {"cores": 2, "memory_bytes": 24684084 * 1024, "os": "Debian GNU/Linux 12 (bookworm)",
+                     "nginx": "1.22.1", "redis": "7.0.15", "postgresql": "15.18", "python": "3.11.7"}
+    cpu = parse_cpu("tck 100\nunit session-kit-app 812\nunit redis-server 0\nproc 812 (python) 250\n"
+                    "proc 90 (nginx) 10\nproc 91 (nginx) 35\nproc 77 (postgres) 5\nproc 78 (postgres) 20\n"
+                    "proc 1 (systemd) 900\n")
+    assert {part: round(seconds, 6) for part, seconds in cpu.items()} == {"app": 2.5, "redis": 0.0, "nginx": 0.45,
+                                                                         "postgresql": 0.25}
+    run = parse_wrk("""Running 2s test @ http://127.0.0.1:41163
+  1 threads and 16 connections
+  Latency Distribution
+     50%    2.03ms
+     75%    2.52ms
+     90%    3.09ms
+     99%   61.30us
+  15218 requests in 2.01s, 3.07MB read
+  Non-2xx or 3xx responses: 4
+Requests/sec:   7587.41
+""")
+    assert run == {"rps": 7587.41, "requests": 15218, "non_2xx": 4, "socket_errors": 0,
+                   "latency_ms": {"p50": 2.03, "p75": 2.52, "p90": 3.09, "p99": 0.0613}}
