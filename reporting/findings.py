@@ -8,7 +8,7 @@ side has evidence: both sides, "Partly borne out"; neither, "Not measured". Chan
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from .sources import Ref, Sources
 

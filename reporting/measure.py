@@ -23,7 +23,7 @@ STORE_ROLE = {"redis": "redis", "token": "redis", "database": "db"}
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 # -- the environment -------------------------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ def parse_host_facts(output: str) -> dict[str, Any]:
 
 
 def _git(*args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
     return result.stdout.strip()
 
 
@@ -137,7 +137,7 @@ def cpu_by_role(target: Target) -> dict[str, float]:
 # -- wrk --------------------------------------------------------------------------------------------------------------
 
 def parse_wrk(output: str) -> dict[str, Any]:
-    latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", output, re.M))
+    latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", output, re.MULTILINE))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
@@ -155,7 +155,7 @@ def wrk(url: str, method: str, path: str, handles: list[str], bearer: bool, seco
                             "prefix": "Bearer " if bearer else "SESSION="})
     try:
         command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
     finally:
         Path(script.name).unlink()
     if result.returncode != 0 or "Requests/sec" not in result.stdout:

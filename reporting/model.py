@@ -10,7 +10,14 @@ from typing import Any
 from session_kit.strategies import STRATEGIES
 
 from . import plots
-from .findings import FAILURE_DRILLS, RULES, VERDICTS, busiest_share, drill_counts, throughput
+from .findings import (
+    FAILURE_DRILLS,
+    RULES,
+    VERDICTS,
+    busiest_share,
+    drill_counts,
+    throughput,
+)
 from .sources import Ref, Sources
 
 ENDPOINTS = (("baseline", "GET /ping (no session)"), ("read", "GET /session"), ("change", "POST /session/counter"))
@@ -62,7 +69,7 @@ class Report:
 
     # -- the whole report --------------------------------------------------------------------------------------------
 
-    def build(self) -> "Report":
+    def build(self) -> Report:
         self.heading("session-kit report: six session strategies, measured", 1)
         self.header()
         self.verdicts()
@@ -87,9 +94,9 @@ class Report:
                          "over SSH and records them)")
         else:
             doc = s.documents[env]
-            lines = [f"Date: {self.show(s.ref(env, 'when'))}; kit commit {self.show(s.ref(env, 'controller', 'kit_commit'))}"
-                     f"; Python {self.show(s.ref(env, 'controller', 'python'))} on the controller."]
-            self.para(" ".join(lines))
+            commit = self.show(s.ref(env, "controller", "kit_commit"))
+            self.para(f"Date: {self.show(s.ref(env, 'when'))}; kit commit {commit}; Python "
+                      f"{self.show(s.ref(env, 'controller', 'python'))} on the controller.")
             rows = []
             hosts = [("controller", ("controller",))] + [(name, ("hosts", name)) for name in doc.get("hosts", {})]
             for name, keys in hosts:
@@ -275,7 +282,7 @@ class Report:
                 goals = doc.get("goals", {})
                 missed = [name for name, g in goals.items() if not g.get("met")]
                 verdict = ("missed: " + ", ".join(missed)) if missed else ("met" if goals else "none set")
-                f = lambda *keys: self.show(s.ref(file, "figures", *keys))  # noqa: E731
+                f = lambda *keys, file=file: self.show(s.ref(file, "figures", *keys))
                 rows.append([drill, st, "ok", f("requests"), f("failed"), f("sessions_lost"),
                              f("latency_ms", "p99"), f("seconds_until_serving") if drill.startswith("node") else
                              (f("deploy", "seconds") if drill == "rolling" else "-"), verdict])
@@ -301,11 +308,11 @@ class Report:
         file = s.drill("cookie-limits", "cookie")
         self.heading("Cookie limits and replay", 3)
         if file:
-            f = lambda key: self.show(s.ref(file, "figures", key))  # noqa: E731
-            self.listing([f"data stored until the cookie was refused: {f('data_bytes_at_limit')} bytes "
-                          f"(cookie {f('cookie_bytes_at_limit')} bytes), then {f('refused_with')}",
-                          f"a cookie copied before logout, replayed after it: {f('replay_after_logout_status')} "
-                          f"(accepted: {f('replay_after_logout_accepted')})"])
+            f = lambda key, file=file: self.show(s.ref(file, "figures", key))
+            self.listing([(f"data stored until the cookie was refused: {f('data_bytes_at_limit')} bytes "
+                           f"(cookie {f('cookie_bytes_at_limit')} bytes), then {f('refused_with')}"),
+                          (f"a cookie copied before logout, replayed after it: {f('replay_after_logout_status')} "
+                           f"(accepted: {f('replay_after_logout_accepted')})")])
         else:
             self.missing("cookie limits and replay (no cookie-limits result)")
 
@@ -322,7 +329,7 @@ class Report:
             values = s.ref(file, "figures", "lag_ms_samples")
             if values is not None and values.value:
                 samples[mode] = [float(v) for v in values.value]
-            f = lambda *keys: self.show(s.ref(file, "figures", *keys))  # noqa: E731
+            f = lambda *keys, file=file: self.show(s.ref(file, "figures", *keys))
             rejoin = s.ref(file, "figures", "rejoin")
             rejoins = ", ".join(f"{self.show(s.ref(file, 'figures', 'rejoin', k, 'sessions_pulled'))} sessions in "
                                 f"{self.show(s.ref(file, 'figures', 'rejoin', k, 'seconds'))} s"
@@ -354,7 +361,7 @@ class Report:
                    "bytes per session per strategy")
         rows = []
         for st in measured:
-            f = lambda key: self.show(s.figure("footprint", st, key))  # noqa: E731
+            f = lambda key, st=st: self.show(s.figure("footprint", st, key))
             rows.append([st, f("store"), f("sessions"), f("value_bytes"), f("bytes_per_session"), f("sessions_per_gib")])
         self.table(["strategy", "measured in", "sessions", "value (bytes)", "bytes per session", "sessions per GiB"],
                    rows)
@@ -392,7 +399,6 @@ class Report:
     # -- capacity ------------------------------------------------------------------------------------------------------
 
     def capacity(self) -> None:
-        s = self.s
         self.heading("A capacity model")
         self.para("From this run's cost per request: the CPU seconds each part used during the `GET /session` load, "
                   "divided by the requests served, and the footprint drill's bytes per session. The app runs one "

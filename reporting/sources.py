@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 OPS: dict[str, Callable[..., float]] = {
     "ratio": lambda a, b: a / b,
@@ -110,7 +111,7 @@ class Sources:
                 self.steps = name
 
     @classmethod
-    def load(cls, root: Path) -> "Sources":
+    def load(cls, root: Path) -> Sources:
         documents = {}
         for path in sorted(root.rglob("*.json")):
             if path.name == "sources.json":
@@ -129,9 +130,7 @@ class Sources:
             return None
         value = self.documents[file]
         for key in keys:
-            if isinstance(value, dict) and key in value:
-                value = value[key]
-            elif isinstance(value, list) and isinstance(key, int) and -len(value) <= key < len(value):
+            if isinstance(value, dict) and key in value or isinstance(value, list) and isinstance(key, int) and -len(value) <= key < len(value):
                 value = value[key]
             else:
                 return None

@@ -75,7 +75,7 @@ def walk(driver, url: str, strategy: str, screenshot: Path, increments: int = 10
     assert text("counter") == "0"
     for n in range(1, increments + 1):
         driver.find_element(By.ID, "increment").click()
-        until(lambda: text("counter") == str(n), f"the counter at {n}")
+        until(lambda n=n: text("counter") == str(n), f"the counter at {n}")
     if strategy == "token":
         cookies = driver.get_cookies()
         assert not cookies, f"token: no cookie at all, only the page's bearer token: {cookies}"

@@ -15,9 +15,9 @@ import pytest
 
 pytest.importorskip("matplotlib", reason="matplotlib is in the kit extras: ./kit setup")
 
-from reporting import findings, write  # noqa: E402
-from reporting.run import Progress  # noqa: E402
-from reporting.sources import Sources, check_printed  # noqa: E402
+from reporting import findings, write
+from reporting.run import Progress
+from reporting.sources import Sources, check_printed
 
 STRATEGIES = ["cookie", "sticky", "database", "replication", "redis", "token"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -143,7 +143,7 @@ def test_the_report_has_its_sections_a_verdict_row_per_strategy_and_png_plots(tm
     assert [row.split(" | ")[0].strip("| ") for row in rows] == STRATEGIES
     assert "not measured" not in rows[STRATEGIES.index("redis")].split(" | ")[2], "redis' throughput was measured"
     findings_list = md.split("### Findings", 1)[1].split("##", 1)[0]
-    assert len(re.findall(r"^- \*\*", findings_list, re.M)) == len(STRATEGIES)
+    assert len(re.findall(r"^- \*\*", findings_list, re.MULTILINE)) == len(STRATEGIES)
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
     assert set(images) == {"throughput.png", "latency.png", "drills.png", "lag.png", "footprint.png", "per-node.png"}
     for image in images:

@@ -1,0 +1,35 @@
+"""A real browser on the lab: Debian's chromium (through selenium and chromium-driver) opens the app's page through the
+lab's load balancer, for redis and for token (no cookie: the page keeps the token itself). Log in, press increment ten
+times, reload: the page shows that more than one node served the session and the counter is at ten; log out: the
+page shows no session. The screenshot goes to report/browser-STRATEGY.png.
+
+The walk and the browser are tests/app/test_browser_local.py's (which runs them on loopback); here only the balancer
+is the lab's."""
+
+from __future__ import annotations
+
+import pytest
+
+import tests.app.test_browser_local as local
+from drills.cluster import Target
+
+INVENTORY = "inventories/lab.py"
+
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(local.missing() is not None, reason=local.missing() or "")]
+
+
+@pytest.fixture(scope="module", params=["redis", "token"])
+def lab_balancer(lab, request):
+    """The lab deployed with the strategy (round robin, as the kit's default for both): (strategy, balancer URL)."""
+    target = Target(INVENTORY, {"session_strategy": request.param})
+    applied = target.apply()
+    assert applied.get("errors") == 0, applied
+    yield request.param, target.lb_url.rstrip("/")
+    target.close()
+
+
+def test_the_page_shows_the_session_travel_between_the_labs_nodes(lab_balancer):
+    strategy, url = lab_balancer
+    with local.browser() as driver:
+        seen = local.walk(driver, url, strategy, local.ROOT / "report" / f"browser-{strategy}.png")
+    assert seen["counter"] == "10"
