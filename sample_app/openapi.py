@@ -100,8 +100,8 @@ def document(settings: Settings, bearer: bool, replication: bool, max_depth: int
            "description": "1-64 characters of A-Z a-z 0-9 _ . - (anything else: 400 invalid_key)"}
     login_ok = {"user": STRING, "node": STRING, **({"token": STRING} if bearer else {})}
     json_rule = ("UTF-8 JSON; no NaN or Infinity (nor numbers beyond a double's range), arrays and objects nested "
-                 f"at most {max_depth} deep, no NUL or unpaired surrogate in any string or key (400 otherwise); at most "
-                 f"{settings.max_body_bytes} bytes (413 beyond)")
+                 f"at most {max_depth} deep, no NUL or unpaired surrogate in any string or key (400 otherwise); "
+                 f"at most {settings.max_body_bytes} bytes (413 beyond)")
     paths: dict[str, Any] = {
         "/ping": {"get": _operation("no session at all: the benchmark's baseline",
                                     _json(_object({"node": STRING}), "this node"), (), session="none")},
