@@ -64,20 +64,26 @@ def _git(*args: str) -> str:
     return result.stdout.strip()
 
 
-def environment(target: Target, params: dict[str, Any]) -> dict[str, Any]:
+def controller(params: dict[str, Any], inventory: str) -> dict[str, Any]:
+    """The environment record with this machine's facts (the hosts' come from hosts())."""
     meminfo = Path("/proc/meminfo").read_text()
     os_release = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
-    controller = {"cores": os.cpu_count(),
-                  "memory_bytes": int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1)) * 1024,
-                  "os": os_release.get("PRETTY_NAME", "").strip('"'), "python": platform.python_version(),
-                  "kit_commit": _git("rev-parse", "--short", "HEAD"),
-                  "kit_uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no"))}
-    hosts = {}
+    facts = {"cores": os.cpu_count(),
+             "memory_bytes": int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1)) * 1024,
+             "os": os_release.get("PRETTY_NAME", "").strip('"'), "python": platform.python_version(),
+             "kit_commit": _git("rev-parse", "--short", "HEAD"),
+             "kit_uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no"))}
+    return {"kind": "environment", "when": now(), "inventory": inventory, "controller": facts, "hosts": {},
+            "params": params}
+
+
+def hosts(target: Target) -> dict[str, Any]:
+    """Each host's roles, cores, memory, OS and the versions of what runs there, read over SSH."""
+    found = {}
     for node in target.deployment.nodes:
         facts = parse_host_facts(target.ssh(node, HOST_FACTS, timeout=60, check=False))
-        hosts[node.name] = {"roles": list(node.roles), **facts}
-    return {"kind": "environment", "when": now(), "inventory": target.inventory, "controller": controller,
-            "hosts": hosts, "params": params}
+        found[node.name] = {"roles": list(node.roles), **facts}
+    return found
 
 
 # -- CPU time of each part --------------------------------------------------------------------------------------------

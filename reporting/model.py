@@ -95,6 +95,8 @@ class Report:
         else:
             doc = s.documents[env]
             commit = self.show(s.ref(env, "controller", "kit_commit"))
+            dirty = s.ref(env, "controller", "kit_uncommitted_changes")
+            commit += " (with uncommitted changes)" if dirty is not None and dirty.value else ""
             self.para(f"Date: {self.show(s.ref(env, 'when'))}; kit commit {commit}; Python "
                       f"{self.show(s.ref(env, 'controller', 'python'))} on the controller.")
             rows = []
@@ -119,11 +121,15 @@ class Report:
     def parameters(self) -> None:
         s = self.s
         self.heading("Parameters", 3)
-        if s.environment and s.ref(s.environment, "params") is not None:
-            params = s.ref(s.environment, "params").value
-            self.listing([f"{key}: {self.show(s.ref(s.environment, 'params', key))}" for key in params
-                          if not isinstance(params[key], (list, dict))] +
-                         [f"strategies: {', '.join(params.get('strategies', []))}"])
+        for file in (s.environment, s.steps):
+            params = s.ref(file, "params")
+            if params is None:
+                continue
+            self.listing([f"{key}: {self.show(s.ref(file, 'params', key))}" for key in params.value
+                          if not isinstance(params.value[key], (list, dict))] +
+                         [f"strategies: {', '.join(params.value.get('strategies', []))}"] +
+                         [f"inventory override {key}: {self.show(s.ref(file, 'params', 'overrides', key))}"
+                          for key in params.value.get("overrides", {})])
             return
         seen, items = set(), []
         for files in s.drills.values():
@@ -277,7 +283,8 @@ class Report:
                     continue
                 doc = s.documents[file]
                 if doc.get("status") != "ok":
-                    rows.append([drill, st, "failed: " + self.show(s.ref(file, "error")), "", "", "", "", "", ""])
+                    rows.append([drill, st, f"{doc.get('status', 'unknown')}: {self.show(s.ref(file, 'error'))}",
+                                 "", "", "", "", "", ""])
                     continue
                 goals = doc.get("goals", {})
                 missed = [name for name, g in goals.items() if not g.get("met")]

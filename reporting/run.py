@@ -56,7 +56,7 @@ class Progress:
         return f"[{index + 1}/{len(self.plan)}] {name}" + (f" on {strategy}" if strategy else "")
 
     def left(self, index: int) -> float:
-        done_estimate = sum(self.plan[i][2] for i in self.took)
+        done_estimate = sum(self.plan[i][2] for i in self.took)  # skipped steps are not in `took`: they say nothing
         scale = sum(self.took.values()) / done_estimate if done_estimate else 1.0
         return scale * sum(estimate for _, _, estimate in self.plan[index:])
 
@@ -70,7 +70,8 @@ class Progress:
     def end(self, index: int, status: str, error: str = "") -> float:
         at = self.clock()
         took = at - self.started[index]
-        self.took[index] = took
+        if status != "skipped":
+            self.took[index] = took
         mark = "ok" if status == "ok" else status.upper()
         self.say(f"{self._label(index)}: {mark} in {round(took)} s ({clock_text(at - self.t0)} so far)"
                  + (f": {error}" if error else ""))
@@ -139,6 +140,11 @@ class Run:
         self.failed_deploys: set[tuple] = set()
         self.started_at = measure.now()
 
+    def run_params(self) -> dict[str, Any]:
+        return {"quick": self.quick, "clients": self.params.clients, "seconds": self.params.seconds,
+                "think": self.params.think, "load_seconds": self.load_seconds, "inventory": self.inventory,
+                "overrides": dict(self.data), "strategies": self.strategies}
+
     def save(self, name: str, document: dict[str, Any]) -> None:
         path = self.results / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -164,10 +170,10 @@ class Run:
         """Run one step; returns what goes into its record (besides status and time)."""
         overrides = tuple(sorted(step.data.items()))
         if step.name == "environment":
-            params = {"quick": self.quick, "clients": self.params.clients, "seconds": self.params.seconds,
-                      "think": self.params.think, "load_seconds": self.load_seconds,
-                      "inventory": self.inventory, "strategies": self.strategies}
-            self.save("environment.json", measure.environment(self.target_for(Step("", step.strategy)), params))
+            environment = measure.controller(self.run_params(), self.inventory)
+            self.save("environment.json", environment)  # the controller's facts, even when no host answers
+            environment["hosts"] = measure.hosts(self.target_for(Step("", step.strategy)))
+            self.save("environment.json", environment)
             return {}
         if step.name == "restore":
             if self.target is not None:
@@ -176,7 +182,7 @@ class Run:
             applied = self.target.apply()
             return {"applied": applied, "note": "the inventory re-applied as it is"}
         if step.name != "deploy" and (step.strategy, overrides) in self.failed_deploys:
-            raise SkipStep(f"the deploy of {step.strategy} failed")
+            raise SkipStep(f"the deploy of {step.strategy}" + (f" ({step.variant})" if step.variant else "") + " failed")
         if step.name == "deploy":
             return {"applied": self.deploy(step)}
         if self.deployed != (step.strategy, overrides):
@@ -204,6 +210,9 @@ class Run:
             result.update(status="failed", error=f"{type(error).__name__}: {error}")
             self.deployed = None  # the cluster may not be as the drill found it
             raise
+        except KeyboardInterrupt:
+            result.update(status="interrupted", error="stopped by Ctrl-C")
+            raise
         finally:
             result["seconds"] = round(time.monotonic() - started, 1)
             self.save(f"drills/{name}--{step.strategy}{suffix}.json", result)
@@ -216,7 +225,8 @@ class Run:
                              **({"error": error} if error else {}), **(extra or {})})
 
     def write_steps(self, interrupted: bool, total: float) -> None:
-        self.save("steps.json", {"kind": "steps", "started": self.started_at, "finished": measure.now(),
+        self.save("steps.json", {"kind": "steps", "params": self.run_params(), "started": self.started_at,
+                                 "finished": measure.now(),
                                  "seconds": round(total, 1), "interrupted": interrupted, "steps": self.records})
 
     def __call__(self) -> int:
