@@ -218,8 +218,9 @@ def test_redis_that_accepts_but_never_answers_is_503_then_recovers(strategy):
     503 within a few seconds; after SIGCONT the same session reads again."""
     redis = RedisServer().start()
     cluster = Cluster(strategy, Backends(redis=redis), size=1).start()
+    client, probe = SessionClient(bearer=cluster.bearer, timeout=15), SessionClient(timeout=15)
     try:
-        url, client = cluster.urls[0], SessionClient(bearer=cluster.bearer, timeout=15)
+        url = cluster.urls[0]
         assert client.login(url, "paused").status_code == 200
         assert client.request("PUT", url + "/session/data/k", json=[1, 2]).status_code == 200
         redis.proc.send_signal(signal.SIGSTOP)
@@ -235,7 +236,7 @@ def test_redis_that_accepts_but_never_answers_is_503_then_recovers(strategy):
                 statuses = list(pool.map(lambda _: client.post(url + "/session/counter").status_code, range(8)))
             took = time.monotonic() - started
             assert statuses == [503] * 8 and took < 5, f"8 requests at once: {statuses} after {took:.1f} s"
-            assert_json_error(SessionClient().get(url + "/healthz"), 503, "store_unavailable")
+            assert_json_error(probe.get(url + "/healthz"), 503, "store_unavailable")
         finally:
             redis.proc.send_signal(signal.SIGCONT)
         deadline = time.monotonic() + 10
@@ -244,6 +245,8 @@ def test_redis_that_accepts_but_never_answers_is_503_then_recovers(strategy):
         assert response.status_code == 200, f"no recovery after SIGCONT: {response.status_code} {response.text}"
         assert response.json()["data"] == {"k": [1, 2]} and response.json()["counter"] == 0
     finally:
+        for idle in (client, probe):  # an idle keep-alive connection would hold up the node's stop (its drain)
+            idle.http.close()
         cluster.destroy()
         redis.destroy()
 
