@@ -117,6 +117,7 @@ class Report:
             self.table(["host", "roles", "cores", "memory (GiB)", "OS", "software"], rows)
         self.parameters()
         self.timings()
+        self.verification()
 
     def parameters(self) -> None:
         s = self.s
@@ -179,6 +180,20 @@ class Report:
             self.table(["step", "strategy", "status", "seconds", "error"], rows)
         else:
             self.missing("the steps' times (no result records them)")
+
+    def verification(self) -> None:
+        s = self.s
+        if not s.verify:
+            return  # a run without a deploy of its own (drill results only) verified nothing: nothing to say
+        self.heading("Verified after each deploy", 3)
+        rows = []
+        for st in STRATEGIES:
+            file = s.verify.get(st)
+            if file:
+                rows.append([st] + [self.show(s.ref(file, key)) for key in ("passed", "failed", "skipped", "seconds")])
+        self.para("`pytest tests/verify --inventory INVENTORY --strategy S`: services, private sockets and sessions "
+                  "through the balancer, as a user would see them.")
+        self.table(["strategy", "passed", "failed", "skipped", "seconds"], rows)
 
     # -- the verdicts --------------------------------------------------------------------------------------------------
 
