@@ -339,6 +339,7 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         ClientError: client_error, Rejected: rejected, StoreUnavailable: unavailable,
         HTTPException: http_error, Exception: server_error})
+    app.router.redirect_slashes = False  # /session/ is an unknown path (a JSON 404), not an empty 307 to /session
     app.state.store = store
     return ServedBy(app, node)
 

@@ -142,6 +142,8 @@ def test_too_many_keys_is_413(cluster, victim):
 def test_unknown_paths_and_methods_are_json(cluster, victim):
     client, url = victim
     assert_json_error(client.get(url + "/nowhere"), 404, "not_found")
+    assert_json_error(client.get(url + "/session/"), 404, "not_found")  # not an empty redirect to /session
+    assert_json_error(client.request("PUT", url + "/session/data/.."), 404, "not_found")  # sent as /session/
     assert_json_error(client.request("DELETE", url + "/session"), 405, "method_not_allowed")
     assert_json_error(client.get(url + "/login"), 405, "method_not_allowed")
 
