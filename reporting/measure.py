@@ -4,6 +4,7 @@ with the CPU seconds each part of the cluster used meanwhile (read from /proc ov
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import json
 import os
@@ -127,8 +128,11 @@ def cpu_by_role(target: Target) -> dict[str, float]:
     PostgreSQL)."""
     total = {"app": 0.0, "lb": 0.0, "store": 0.0}
     store_role = STORE_ROLE.get(target.strategy)
-    for node in target.deployment.nodes:
-        cpu = parse_cpu(target.ssh(node, CPU_SCRIPT, timeout=60, check=False))
+    nodes = target.deployment.nodes
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(nodes)) as pool:  # one SSH per host, at once
+        outputs = list(pool.map(lambda node: target.ssh(node, CPU_SCRIPT, timeout=60, check=False), nodes))
+    for node, output in zip(nodes, outputs, strict=True):
+        cpu = parse_cpu(output)
         if "app" in node.roles:
             total["app"] += cpu["app"]
         if "lb" in node.roles:

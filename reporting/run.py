@@ -32,9 +32,13 @@ FULL_DRILLS = ("node-stop", "node-kill", "rolling", "store-restart", "contention
 QUICK_DRILLS = ("node-stop", "contention", "footprint", "lag")
 # Seconds each kind of step is expected to take on the lab (2 cores), for the estimate of what is left; the
 # estimate scales them by how long the steps done so far took against theirs.
-ESTIMATE = {"environment": 15, "deploy": 45, "verify": 30, "load": 25, "restore": 45, "node-stop": 20,
+ESTIMATE = {"environment": 15, "deploy": 30, "verify": 30, "load": 25, "restore": 45, "node-stop": 20,
             "node-kill": 20, "rolling": 75, "store-restart": 20, "contention": 5, "cookie-limits": 40,
             "footprint": 45, "lag": 60}
+QUICK_ESTIMATE = {**ESTIMATE, "verify": 12, "load": 15, "node-stop": 12, "footprint": 10, "lag": 25}
+# --quick verifies the sessions through the balancer only (the checks over SSH of services and sockets are the slow
+# half of tests/verify; the deploy has just checked that every node answers /healthz)
+QUICK_VERIFY = "tests/verify/test_sessions.py"
 
 
 def clock_text(seconds: float) -> str:
@@ -96,7 +100,7 @@ def plan(strategies: list[str], quick: bool) -> list[Step]:
     for strategy in strategies:
         steps += [Step("deploy", strategy), Step("verify", strategy), Step("load", strategy)]
         steps += [Step(f"drill {name}", strategy) for name in drills if DRILLS[name].applies(strategy)]
-        if strategy == "replication" and "lag" in drills:
+        if strategy == "replication" and not quick:
             # the lag distribution in async mode beside sync's (the inventory's default mode is sync)
             async_data = {"replication_mode": "async"}
             steps += [Step("deploy", strategy, async_data, "async"), Step("drill lag", strategy, async_data, "async")]
@@ -112,8 +116,8 @@ def drill_function(name: str, quick: bool) -> Callable[[Target, Params], dict[st
     return function
 
 
-def verify(inventory: str, strategy: str, data: dict[str, Any]) -> dict[str, Any]:
-    command = [sys.executable, "-m", "pytest", "tests/verify", "--inventory", inventory, "--strategy", strategy,
+def verify(inventory: str, strategy: str, data: dict[str, Any], tests: str = "tests/verify") -> dict[str, Any]:
+    command = [sys.executable, "-m", "pytest", tests, "--inventory", inventory, "--strategy", strategy,
                "-q", "-p", "no:cacheprovider"]
     for key, value in data.items():
         command += ["--data", f"{key}={value}"]
@@ -121,7 +125,7 @@ def verify(inventory: str, strategy: str, data: dict[str, Any]) -> dict[str, Any
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     summary = (result.stdout.strip().splitlines() or [""])[-1]
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)}
-    return {"kind": "verify", "strategy": strategy, "when": measure.now(), "exit": result.returncode,
+    return {"kind": "verify", "strategy": strategy, "tests": tests, "when": measure.now(), "exit": result.returncode,
             "summary": summary.strip("= "), "passed": counts.get("passed", 0), "failed": counts.get("failed", 0),
             "skipped": counts.get("skipped", 0), "errors": counts.get("error", 0),
             "seconds": round(time.monotonic() - started, 1)}
@@ -190,13 +194,15 @@ class Run:
         target = self.target_for(step)
         suffix = f"--{step.variant}" if step.variant else ""
         if step.name == "verify":
-            result = verify(self.inventory, step.strategy, {**self.data, **step.data})
+            result = verify(self.inventory, step.strategy, {**self.data, **step.data},
+                            QUICK_VERIFY if self.quick else "tests/verify")
             self.save(f"verify/{step.strategy}.json", result)
             if result["exit"] != 0:
                 raise RuntimeError(f"verification: {result['summary']}")
             return {}
         if step.name == "load":
-            self.save(f"load/{step.strategy}.json", measure.load(target, self.load_seconds))
+            self.save(f"load/{step.strategy}.json", measure.load(target, self.load_seconds,
+                                                                  sessions=50 if self.quick else 200))
             return {}
         name = step.name.removeprefix("drill ")
         result = {"drill": name, "strategy": step.strategy, "doc": DRILLS[name].doc, "inventory": self.inventory,
@@ -234,7 +240,7 @@ class Run:
             shutil.rmtree(self.results)  # this run's results only: the report must not mix runs
         self.results.mkdir(parents=True)
         progress = Progress([(s.name + (f" ({s.variant})" if s.variant else ""), s.strategy,
-                              ESTIMATE.get(s.kind, 30)) for s in self.steps])
+                              (QUICK_ESTIMATE if self.quick else ESTIMATE).get(s.kind, 30)) for s in self.steps])
         began, interrupted, failures = time.monotonic(), False, 0
         try:
             for index, step in enumerate(self.steps):
