@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reporting", description=__doc__.splitlines()[2])
+    parser = argparse.ArgumentParser(prog="python -m reporting", description=" ".join(__doc__.split("\n\n")[1].split()))
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all six)")
     parser.add_argument("--quick", action="store_true", help="fewer seconds per run and a subset of the drills")
     parser.add_argument("--out", type=Path, default=ROOT / "report", help="where the report goes (default: report/)")
