@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("matplotlib", reason="matplotlib is in the kit extras: ./kit setup")
 
-from reporting import findings, write
+from reporting import check, findings, write
 from reporting.run import Progress
 from reporting.sources import Sources, check_printed
 
@@ -128,15 +128,12 @@ def written(tmp_path: Path, docs: dict[str, dict]) -> tuple[Path, Path]:
     return source, out
 
 
-NUMBER = re.compile(r"(?<![A-Za-z_\d.])\d+(?:,\d{3})*(?:\.\d+)?")
-
-
-def numbers(text: str) -> Counter:
-    return Counter(NUMBER.findall(text))
+NUMBER, numbers = check.NUMBER, check.numbers
 
 
 def test_the_report_has_its_sections_a_verdict_row_per_strategy_and_png_plots(tmp_path):
-    _, out = written(tmp_path, results())
+    source, out = written(tmp_path, results())
+    assert check.problems(out, source) == []
     md, page = (out / "report.md").read_text(), (out / "index.html").read_text()
     for section in ("## What it ran on", "### Parameters", "### How long each part took", "## The usual verdicts",
                     "### Findings", "## Throughput and latency", "## Failed requests and sessions lost",
@@ -163,6 +160,18 @@ def test_the_report_has_its_sections_a_verdict_row_per_strategy_and_png_plots(tm
     assert "DrillError: lab1 did not come back" in md
     assert "7.0.15" in md and "1.22.1" in md and "15.14" in md, "the versions of Redis, Nginx, PostgreSQL"
     assert "saturates first" in md
+
+
+def test_the_check_finds_a_broken_report(tmp_path):
+    source, out = written(tmp_path, results())
+    (out / "lag.png").write_text("not a picture")
+    md = (out / "report.md").read_text()
+    (out / "report.md").write_text(md.replace("## Bytes per session", "## Bytes") + "\nAbout 12,345 sessions.\n")
+    found = check.problems(out, source)
+    assert "plot lag.png: not a PNG file beside the report" in found
+    assert "section missing: ## Bytes per session" in found
+    assert "numbers in report.md that no result gave: {'12,345': 1}" in found
+    assert "the page and report.md do not print the same numbers" in found
 
 
 def test_every_number_in_the_report_comes_from_the_results(tmp_path):
@@ -206,14 +215,8 @@ def test_a_plot_whose_measurement_is_missing_is_left_out_and_said(tmp_path):
 
 @pytest.mark.skipif(not any(REAL_RESULTS.glob("*.json")), reason="no drill results in report/drills (./kit drill)")
 def test_the_real_drill_results_render_and_trace(tmp_path):
-    documents = {p.name: json.loads(p.read_text()) for p in REAL_RESULTS.glob("*.json")}
     write(REAL_RESULTS, tmp_path)
-    record = json.loads((tmp_path / "sources.json").read_text())
-    assert check_printed(record, documents) == []
-    printed = Counter()
-    for item in record["printed"]:
-        printed.update(numbers(item["text"]))
-    assert not numbers((tmp_path / "report.md").read_text()) - printed
+    assert check.problems(tmp_path, REAL_RESULTS) == []
 
 
 # -- the findings follow the figures -----------------------------------------------------------------------------------
