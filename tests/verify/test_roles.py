@@ -28,12 +28,15 @@ def test_load_balancer(deployment, remote):
         site = host.file("/etc/nginx/sites-enabled/session-kit.conf")
         assert site.exists, f"{node.name}: the session-kit site is not enabled"
         method = deployment.lb_method
-        expected = {"ip_hash": "ip_hash;", "hash_cookie": "hash $cookie_SESSION consistent;"}.get(method)
+        expected = {"ip_hash": "ip_hash;", "hash_cookie": "map $cookie_SESSION $session_kit_upstream"}.get(method)
         content = site.content_string
         if expected:
             assert expected in content, f"{node.name}: upstream is not balanced by {method}"
         else:
-            assert "ip_hash;" not in content and "hash $cookie" not in content, f"{node.name}: not round robin"
+            assert "ip_hash;" not in content and "map $cookie" not in content, f"{node.name}: not round robin"
+        if method == "hash_cookie":  # one upstream per route, its node first and the others as backups
+            routes = content.count("upstream session_kit_route_")
+            assert routes == len(deployment.role("app")), f"{node.name}: {routes} route upstreams"
         for app in deployment.role("app"):
             assert f"server {app.ip}:" in content, f"{node.name}: app node {app.name} missing from the upstream"
 

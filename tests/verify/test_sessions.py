@@ -8,6 +8,7 @@ import time
 import pytest
 import requests
 
+from session_kit.strategies import route_of
 from tests.support.client import SessionClient
 
 REQUESTS = 24
@@ -48,6 +49,7 @@ def test_session_is_shared_across_nodes_or_pinned(deployment, lb_url, proven):
     client = client_for(deployment)
     login = client.login(lb_url, "verifier")
     assert login.status_code == 200, f"login: {login.status_code} {login.text[:200]}"
+    creator = login.headers.get("X-Served-By")
     served, counter = [], 0
     for i in range(REQUESTS):
         response = read(client, lb_url, deployment, counter)
@@ -67,6 +69,9 @@ def test_session_is_shared_across_nodes_or_pinned(deployment, lb_url, proven):
         assert len(nodes) >= 2, f"every request went to {nodes}: round robin should spread them"
     else:
         assert len(nodes) == 1, f"a pinned session moved between nodes: {sorted(nodes)}"
+    if deployment.lb_method == "hash_cookie":  # cookie routing: the node that created the session serves it
+        assert nodes == {creator}, f"created on {creator}, then served by {sorted(nodes)}"
+        assert client.handle.rsplit(".", 1)[-1] == route_of(creator), f"the cookie is not marked with {creator}'s route"
     app_names = {node.name for node in deployment.role("app")}
     assert nodes <= app_names, f"answers from unknown nodes {nodes - app_names}"
     if STALE_READS:
