@@ -28,13 +28,14 @@ from drills.cluster import ROOT, Target
 
 from . import measure, write
 
-FULL_DRILLS = ("node-stop", "node-kill", "rolling", "store-restart", "contention", "cookie-limits", "footprint", "lag")
+FULL_DRILLS = ("node-stop", "node-kill", "rolling", "store-restart", "contention", "cookie-limits", "footprint",
+               "ip-hash-spread", "scale-out", "lag")
 QUICK_DRILLS = ("node-stop", "contention", "footprint", "lag")
 # Seconds each kind of step is expected to take on the lab (2 cores), for the estimate of what is left; the
 # estimate scales them by how long the steps done so far took against theirs.
 ESTIMATE = {"environment": 15, "deploy": 30, "verify": 30, "load": 25, "restore": 45, "node-stop": 20,
             "node-kill": 20, "rolling": 75, "store-restart": 20, "contention": 5, "cookie-limits": 40,
-            "footprint": 45, "lag": 60}
+            "footprint": 45, "ip-hash-spread": 30, "scale-out": 75, "lag": 60}
 QUICK_ESTIMATE = {**ESTIMATE, "verify": 12, "load": 15, "node-stop": 12, "footprint": 10, "lag": 25}
 # --quick verifies the sessions through the balancer only (the checks over SSH of services and sockets are the slow
 # half of tests/verify; the deploy has just checked that every node answers /healthz)
