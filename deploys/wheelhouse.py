@@ -41,21 +41,29 @@ def build() -> Path:
     pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
     app_dir = tmp.with_name(tmp.name + "-app")
     shutil.rmtree(app_dir, ignore_errors=True)
-    subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(app_dir), str(ROOT)], check=True,
-                   stdout=subprocess.DEVNULL)
+    _quiet([*pip, "wheel", "--no-deps", "--wheel-dir", str(app_dir), str(ROOT)], "building the app's wheel")
     (app_wheel,) = app_dir.glob("session_kit-*.whl")
     machine = platform.machine()
     for leftover in ("lib", f"bdist.linux-{machine}"):  # setuptools' in-tree build directories
         shutil.rmtree(ROOT / "build" / leftover, ignore_errors=True)
-    subprocess.run([*pip, "download", "--dest", str(tmp), "--only-binary=:all:", "--python-version", HOST_PYTHON,
-                    "--implementation", "cp", "--abi", "cp311", "--abi", "abi3", "--abi", "none",
-                    "--platform", f"manylinux2014_{machine}", "--platform", f"manylinux_2_17_{machine}",
-                    "--platform", f"manylinux_2_28_{machine}", "--platform", "any", str(app_wheel), *MARKER_EXTRAS],
-                   check=True, stdout=subprocess.DEVNULL)
+    _quiet([*pip, "download", "--dest", str(tmp), "--only-binary=:all:", "--python-version", HOST_PYTHON,
+            "--implementation", "cp", "--abi", "cp311", "--abi", "abi3", "--abi", "none",
+            "--platform", f"manylinux2014_{machine}", "--platform", f"manylinux_2_17_{machine}",
+            "--platform", f"manylinux_2_28_{machine}", "--platform", "any", str(app_wheel), *MARKER_EXTRAS],
+           "downloading the app's dependencies for the hosts")
     shutil.rmtree(app_dir)
     (tmp / ".complete").write_text("ok\n")
     tmp.rename(target)
     return target
+
+
+def _quiet(command: list[str], what: str) -> None:
+    """Run a build step without its chatter (pip and setuptools print warnings that are not the deploy's business);
+    on failure, its last lines go into the error."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise RuntimeError(f"session-kit: {what} failed (exit {result.returncode}):\n{tail}")
 
 
 def combined_hash(wheelhouse: Path) -> str:

@@ -11,7 +11,7 @@ import requests
 from session_kit.strategies import route_of
 from tests.support.client import SessionClient
 
-REQUESTS = 24
+REQUESTS = 50  # reads and increments each: 50 consecutive increments, each seen exactly once
 
 
 def client_for(deployment) -> SessionClient:
@@ -50,10 +50,12 @@ def test_session_is_shared_across_nodes_or_pinned(deployment, lb_url, proven):
     login = client.login(lb_url, "verifier")
     assert login.status_code == 200, f"login: {login.status_code} {login.text[:200]}"
     creator = login.headers.get("X-Served-By")
-    served, counter = [], 0
+    served, counter, crossed = [], 0, 0
+    last_writer = creator  # the node that made the change this read must see (the login first)
     for i in range(REQUESTS):
         response = read(client, lb_url, deployment, counter)
         node = response.headers.get("X-Served-By")
+        crossed += node != last_writer
         assert response.status_code == 200, f"read {i} on {node}: {response.status_code} {response.text[:200]}"
         assert response.json()["user"] == "verifier", f"{node}: session of another user"
         assert response.json()["counter"] == counter, f"{node}: counter {response.json()['counter']}, expected {counter}"
@@ -64,9 +66,13 @@ def test_session_is_shared_across_nodes_or_pinned(deployment, lb_url, proven):
         counter += 1
         assert response.json()["counter"] == counter, f"{node}: counter {response.json()['counter']}, expected {counter}"
         served.append(node)
+        last_writer = node
     nodes = set(served)
     if deployment.strategy.shared and deployment.lb_method == "round_robin":
         assert len(nodes) >= 2, f"every request went to {nodes}: round robin should spread them"
+        # read-your-writes across nodes: reads right after a change (the login included) on another node than the
+        # one that made it, each correct at once (no retry unless async replication)
+        assert crossed > 0, "no read landed on another node than the last change: nothing proven across nodes"
     else:
         assert len(nodes) == 1, f"a pinned session moved between nodes: {sorted(nodes)}"
     if deployment.lb_method == "hash_cookie":  # cookie routing: the node that created the session serves it
@@ -79,6 +85,9 @@ def test_session_is_shared_across_nodes_or_pinned(deployment, lb_url, proven):
               f"(nodes: {sorted(set(STALE_READS))})")
     spread = "shared by every app node" if len(nodes) > 1 else "pinned to one node"
     proven(f"a session {spread} ({len(nodes)} of {len(app_names)} served it)")
+    if crossed:
+        proven(f"reads its own writes on other nodes: {crossed} of {REQUESTS} reads came right after a change made "
+               f"on another node")
     proven(f"counts exactly: {REQUESTS} increments, each seen once"
            + (f" ({len(STALE_READS)} reads waited for replication)" if STALE_READS else ", no read needed a retry"))
 
