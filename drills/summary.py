@@ -1,0 +1,101 @@
+"""python -m drills.summary [DIR]   the drills' JSON results (default report/drills) as one Markdown table
+
+The README's drill figures are this command's output over one run's results: nothing in the table is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from session_kit.strategies import STRATEGIES
+
+from .__main__ import OUT
+
+
+def load(directory: Path) -> dict[tuple[str, str], dict]:
+    results = {}
+    for path in sorted(directory.glob("*--*.json")):
+        result = json.loads(path.read_text())
+        results[result["drill"], result["strategy"]] = result
+    return results
+
+
+def cell(result: dict | None, render) -> str:
+    if result is None:
+        return ""
+    if result.get("status") != "ok":
+        return f"failed: {result.get('error', '?')[:60]}"
+    text = render(result["figures"])
+    missed = [name for name, goal in result.get("goals", {}).items() if not goal["met"]]
+    return text + (f" **(missed: {', '.join(missed)})**" if missed else "")
+
+
+COLUMNS = {
+    "node-stop": ("node-stop: failed / lost", lambda f: f"{f['failed']} of {f['requests']:,} / {f['sessions_lost']}"),
+    "node-kill": ("node-kill: failed (on the killed node) / lost / back in",
+                  lambda f: f"{f['failed']} ({f.get('failed_on_killed_node', '?')}) / {f['sessions_lost']} / "
+                            f"{f.get('seconds_until_serving', '?')} s"),
+    "rolling": ("rolling deploy: failed / lost / deploy", lambda f: f"{f['failed']} of {f['requests']:,} / "
+                                                                    f"{f['sessions_lost']} / "
+                                                                    f"{f.get('deploy', {}).get('seconds', '?')} s"),
+    "store-restart": ("store restart: failed (not JSON 503) / errors for / lost",
+                      lambda f: f"{f['failed']} ({f.get('failed_not_503', 0) + f.get('failed_not_json', 0)}) / "
+                                f"{f['failure_window_seconds']} s / {f['sessions_lost']}"),
+    "contention": ("200 parallel increments: lost", lambda f: f"{f['lost_updates']}"),
+    "footprint": ("bytes per session (sessions per GiB)",
+                  lambda f: f"{f['bytes_per_session']:,.0f} ({f['sessions_per_gib']:,})" if f.get("sessions_per_gib")
+                  else f"{f['bytes_per_session']}"),
+    "scale-out": ("scale-out: clients moved / sessions lost",
+                  lambda f: f"{'n/a' if f.get('clients_moved_share') is None else format(f['clients_moved_share'], '.0%')}"
+                            f" / {f['sessions_lost_share']:.0%}"),
+}
+
+
+def table(results: dict[tuple[str, str], dict]) -> str:
+    drills = [name for name in COLUMNS if any(key[0] == name for key in results)]
+    lines = ["| strategy | " + " | ".join(COLUMNS[name][0] for name in drills) + " |",
+             "|---|" + "---|" * len(drills)]
+    for strategy in STRATEGIES:
+        if not any(key[1] == strategy for key in results):
+            continue
+        cells = [cell(results.get((name, strategy)), COLUMNS[name][1]) for name in drills]
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    extra = []
+    for (name, strategy), result in sorted(results.items()):
+        if result.get("status") != "ok":
+            continue
+        f = result["figures"]
+        if name == "lag":
+            rejoin = ", ".join(f"{n} sessions {r['seconds']} s" for n, r in f.get("rejoin", {}).items())
+            extra.append(f"- lag ({strategy}, {f['mode']}): a write seen on the other nodes after p50 "
+                         f"{f['lag_ms']['p50']} ms, p99 {f['lag_ms']['p99']} ms, max {f['lag_ms']['max']} ms; "
+                         f"{f['stale_first_reads']} of {f['reads']} first reads stale; a restarted node serves again "
+                         f"after: {rejoin}")
+        elif name == "ip-hash-spread":
+            one, many = f["one_24"], f["many_24"]
+            extra.append(f"- ip-hash-spread ({strategy}, {f['lb_method']}): clients in one /24: the busiest node "
+                         f"takes {one['max_share']:.0%} of requests ({one['nodes_used']} of {f['app_nodes']} nodes "
+                         f"used); in {many['networks']} /24s: {many['max_share']:.0%} "
+                         f"({many['nodes_used']} of {f['app_nodes']} used)")
+        elif name == "cookie-limits":
+            extra.append(f"- cookie-limits ({strategy}): the 4 KB cookie is full at {f['data_bytes_at_limit']:,} bytes "
+                         f"of (incompressible) data, refused with {f['refused_with']}; a cookie copied before logout "
+                         f"is {'still accepted' if f['replay_after_logout_accepted'] else 'refused'} after it "
+                         f"({f['replay_after_logout_status']})")
+    return "\n".join(lines + ([""] + extra if extra else []))
+
+
+def main(argv: list[str]) -> int:
+    directory = Path(argv[0]) if argv else OUT
+    results = load(directory)
+    if not results:
+        print(f"drills.summary: no results in {directory}", file=sys.stderr)
+        return 1
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
