@@ -66,18 +66,8 @@ class Target:
 
     def ssh_config(self) -> Path:
         if self._ssh_config is None:
-            lines = []
-            for node in self.deployment.nodes:
-                ssh = node.ssh
-                lines += [f"Host {node.name}", f"    HostName {ssh.get('ssh_hostname', node.ip)}"]
-                for option, key in (("User", "ssh_user"), ("Port", "ssh_port"), ("IdentityFile", "ssh_key"),
-                                    ("UserKnownHostsFile", "ssh_known_hosts_file"),
-                                    ("StrictHostKeyChecking", "ssh_strict_host_key_checking")):
-                    if ssh.get(key):
-                        lines.append(f"    {option} {ssh[key]}")
-                lines.append("    BatchMode yes\n    ConnectTimeout 10\n    LogLevel ERROR")
             path = Path(tempfile.mkstemp(prefix="drill-ssh-", suffix=".conf")[1])
-            path.write_text("\n".join(lines) + "\n")
+            path.write_text(self.deployment.ssh_config_text())
             self._ssh_config = path
         return self._ssh_config
 

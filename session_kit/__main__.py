@@ -1,5 +1,6 @@
 """python -m session_kit check INVENTORY [--data key=value ...]   check an inventory without touching any host
 python -m session_kit demo [--strategy S] [--down]               lab up, deploy, verify, and say what was proven
+python -m session_kit status INVENTORY [--data key=value ...]    per host: roles, what is deployed, healthy now?
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def main(argv: list[str]) -> int:
     demo = sub.add_parser("demo", help="the local lab, deployed and verified")
     demo.add_argument("--strategy", help="session strategy (default: the inventory's group data)")
     demo.add_argument("--down", action="store_true", help="take the lab down at the end")
+    status = sub.add_parser("status", help="per host: roles, what is deployed, versions, and whether it is healthy")
+    status.add_argument("inventory")
+    status.add_argument("--data", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
         if args.command == "check":
@@ -37,6 +41,10 @@ def main(argv: list[str]) -> int:
             roles = ", ".join(f"{role}: {len(deployment.role(role))}" for role in ("lb", "app", "redis", "db"))
             print(f"{args.inventory}: ok: session_strategy={deployment.strategy.name}, "
                   f"lb_method={deployment.lb_method}, {roles}")
+        elif args.command == "status":
+            from .inventory import load
+            from .status import run as status_run
+            return status_run(load(args.inventory, parse_data(args.data)))
         else:
             from .demo import run
             return run(args.strategy, args.down)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,21 @@ class Deployment:
 
     def role(self, role: str) -> list[Node]:
         return [node for node in self.nodes if role in node.roles]
+
+    def ssh_config_text(self) -> str:
+        """An ssh config (one Host per inventory host) from the inventory's SSH variables, strict host key checking
+        kept: what the verification suite, the drills and `status` connect with."""
+        lines = []
+        for node in self.nodes:
+            ssh = node.ssh
+            lines += [f"Host {node.name}", f"    HostName {ssh.get('ssh_hostname', node.name)}"]
+            for option, key in (("User", "ssh_user"), ("Port", "ssh_port"), ("IdentityFile", "ssh_key"),
+                                ("UserKnownHostsFile", "ssh_known_hosts_file"),
+                                ("StrictHostKeyChecking", "ssh_strict_host_key_checking")):
+                if ssh.get(key):
+                    lines.append(f"    {option} {os.path.expanduser(str(ssh[key]))}")
+            lines.append("    BatchMode yes\n    ConnectTimeout 10\n    LogLevel ERROR")
+        return "\n".join(lines) + "\n"
 
     @property
     def lb_url(self) -> str:

@@ -10,7 +10,6 @@ balancer, as a user would. Every failure names the host or node and the check.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -80,20 +79,8 @@ def lb_url(pytestconfig, deployment) -> str:
 @pytest.fixture(scope="session")
 def ssh_config(deployment, tmp_path_factory) -> Path:
     """An ssh config for testinfra, written from the inventory's SSH variables (strict host key checking kept)."""
-    lines = []
-    for node in deployment.nodes:
-        ssh = node.ssh
-        lines.append(f"Host {node.name}")
-        lines.append(f"    HostName {ssh.get('ssh_hostname', node.name)}")
-        for option, key in (("User", "ssh_user"), ("Port", "ssh_port"), ("IdentityFile", "ssh_key"),
-                            ("UserKnownHostsFile", "ssh_known_hosts_file"),
-                            ("StrictHostKeyChecking", "ssh_strict_host_key_checking")):
-            if ssh.get(key):
-                value = os.path.expanduser(str(ssh[key]))
-                lines.append(f"    {option} {value}")
-        lines.append("    BatchMode yes\n    ConnectTimeout 10\n    LogLevel ERROR")
     path = tmp_path_factory.mktemp("ssh") / "config"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(deployment.ssh_config_text())
     return path
 
 

@@ -1,0 +1,127 @@
+"""`./kit status INVENTORY`: per host, its roles, what is deployed there and whether it is healthy right now.
+
+One SSH call per host (all at once) reads the facts: the strategy and balancing the kit rendered, the versions of
+the app, Nginx, Redis and PostgreSQL, and whether each service of the host's roles is active. Then HTTP: every app
+node's /healthz on its private address, and the load balancer's /healthz. Exit status 0 when everything is healthy,
+1 when something is not (each problem named on its own line), 2 when the inventory is wrong.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import subprocess
+import tempfile
+from pathlib import Path
+
+import requests
+
+from .inventory import Deployment, Node
+
+# What the kit runs for each role (services must be active), and the facts read on every host.
+SERVICES = {"lb": ("nginx",), "app": ("session-kit-app",), "redis": ("redis-server",), "db": ("postgresql",)}
+FACTS = r"""
+site=/etc/nginx/sites-available/session-kit.conf
+echo "strategy=$(sed -n 's/^SESSION_STRATEGY=//p' /etc/session-kit/app.env 2>/dev/null || true)$(test -e /etc/session-kit/app.env || sed -n '1s/.*strategy \([a-z]*\),.*/\1/p' $site 2>/dev/null)"
+echo "balancing=$(sed -n '1s/.*balancing \([a-z_]*\).*/\1/p' $site 2>/dev/null)"
+echo "app=$(/opt/session-kit/venv/bin/python -c 'import importlib.metadata as m; print(m.version("session-kit"))' 2>/dev/null)"
+echo "nginx=$(nginx -v 2>&1 | sed -n 's|.*nginx/||p')"
+echo "redis=$(redis-server --version 2>/dev/null | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
+echo "postgresql=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)"
+echo "os=$(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
+"""
+
+
+@dataclasses.dataclass
+class HostStatus:
+    node: Node
+    facts: dict[str, str]
+    services: dict[str, str]  # service -> systemctl is-active
+    health: dict[str, str]  # what -> "ok" or the problem
+    error: str = ""
+
+    @property
+    def problems(self) -> list[str]:
+        found = [f"{self.node.name}: {self.error}"] if self.error else []
+        found += [f"{self.node.name}: service {service} is {state}" for service, state in self.services.items()
+                  if state != "active"]
+        found += [f"{self.node.name}: {what} {state}" for what, state in self.health.items() if state != "ok"]
+        return found
+
+
+def _ssh(config: Path, node: Node, command: str) -> subprocess.CompletedProcess:
+    sudo = "sudo -n sh -c " if node.ssh.get("_sudo") else ""
+    if sudo:
+        import shlex
+        command = sudo + shlex.quote(command)
+    return subprocess.run(["ssh", "-F", str(config), node.name, command], capture_output=True, text=True, timeout=30)
+
+
+def _health(url: str) -> str:
+    try:
+        response = requests.get(url, timeout=3)
+    except requests.RequestException as error:
+        return f"unreachable ({type(error).__name__})"
+    return "ok" if response.status_code == 200 else f"answers {response.status_code}"
+
+
+def host_status(deployment: Deployment, config: Path, node: Node) -> HostStatus:
+    # a store the strategy does not use is left as it was (the deploys leave it in place, unused): not a problem
+    services = [service for role in node.roles if role in deployment.strategy.needs for service in SERVICES[role]]
+    script = FACTS + "".join(f'echo "service:{s}=$(systemctl is-active {s} 2>/dev/null)"\n' for s in services)
+    try:
+        result = _ssh(config, node, script)
+    except subprocess.TimeoutExpired:
+        return HostStatus(node, {}, {}, {}, error="no SSH answer within 30 s")
+    if result.returncode != 0:
+        return HostStatus(node, {}, {}, {}, error=f"SSH failed: {result.stderr.strip().splitlines()[-1:]}")
+    facts, states = {}, {}
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.startswith("service:"):
+            states[key[len("service:"):]] = value.strip() or "unknown"
+        elif key:
+            facts[key] = value.strip()
+    health = {}
+    if "app" in node.roles:
+        health["app /healthz"] = _health(f"http://{node.ip}:{deployment.vars['app_port']}/healthz")
+    if "lb" in node.roles:
+        health["balancer /healthz"] = _health(deployment.lb_url + "/healthz")
+    return HostStatus(node, facts, states, health)
+
+
+def collect(deployment: Deployment) -> list[HostStatus]:
+    with tempfile.NamedTemporaryFile("w", prefix="session-kit-ssh-", suffix=".conf") as config:
+        config.write(deployment.ssh_config_text())
+        config.flush()
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(deployment.nodes))) as pool:
+            return list(pool.map(lambda node: host_status(deployment, Path(config.name), node), deployment.nodes))
+
+
+def render(deployment: Deployment, statuses: list[HostStatus]) -> str:
+    lines = [f"inventory: strategy {deployment.strategy.name}, balancing {deployment.lb_method}",
+             f"{'host':10s} {'roles':16s} {'deployed':26s} {'versions':44s} health"]
+    for status in statuses:
+        f = status.facts
+        deployed = f"{f.get('strategy') or '-'}" + (f", {f['balancing']}" if f.get("balancing") else "")
+        versions = ", ".join(f"{name} {f[key]}" for name, key in (("app", "app"), ("nginx", "nginx"),
+                                                                  ("redis", "redis"), ("pg", "postgresql"))
+                             if f.get(key))
+        health = "ok" if not status.problems else "UNHEALTHY"
+        lines.append(f"{status.node.name:10s} {','.join(status.node.roles):16s} {deployed:26s} {versions:44s} {health}")
+    problems = [problem for status in statuses for problem in status.problems]
+    expected = deployment.strategy.name
+    for status in statuses:
+        running = status.facts.get("strategy")
+        if "app" in status.node.roles and running and running != expected:
+            problems.append(f"{status.node.name}: runs strategy {running}, the inventory says {expected}")
+    lines += [f"  - {problem}" for problem in problems]
+    lines.append("status: healthy" if not problems else f"status: {len(problems)} problem(s)")
+    return "\n".join(lines)
+
+
+def run(deployment: Deployment) -> int:
+    statuses = collect(deployment)
+    text = render(deployment, statuses)
+    print(text)
+    return 0 if text.endswith("status: healthy") else 1
