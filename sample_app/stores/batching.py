@@ -1,8 +1,14 @@
 """Gather the same operation from concurrent requests into one round trip to the store.
 
-Requests that arrive during one event-loop turn are answered by one query (for PostgreSQL: `WHERE id = ANY(...)`)
-instead of one query each. Under load this divides the per-query cost (client library, network, server parse and
-plan) by the batch size; with one request in flight it adds nothing but a loop turn.
+Requests are answered by one query for many of them (for PostgreSQL: `WHERE id = ANY(...)`) instead of one query
+each, which divides the per-query cost (client library, network, server parse and plan) by the batch size.
+
+A batch goes at the end of the event-loop turn in which its first request arrived. With `concurrency` set, at most
+that many batches of one operation are in flight: while they are, new requests gather in the next batch, which goes
+as soon as one comes back. Under load the batches then grow with the load (every request that arrived during a round
+trip goes in the next one) instead of one small query per loop turn, and with one request in flight a batch still
+costs nothing but a loop turn: the round trip ahead of it is the only wait, never a timer. Without `concurrency`
+(None), every loop turn sends its own batch.
 """
 
 from __future__ import annotations
@@ -15,24 +21,36 @@ Result = TypeVar("Result")
 
 
 class Batcher(Generic[Item, Result]):
-    def __init__(self, run: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]], limit: int = 256):
+    def __init__(self, run: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]], limit: int = 256,
+                 concurrency: int | None = None):
         self.run, self.limit = run, limit
+        self.concurrency = concurrency if concurrency is not None else float("inf")
         self.pending: list[tuple[Item, asyncio.Future]] = []
+        self.running: set[asyncio.Task] = set()  # also the references that keep the tasks alive
+        self.scheduled = False
 
     async def submit(self, item: Item) -> Result:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        if not self.pending:
-            loop.call_soon(self._flush)
         self.pending.append((item, future))
-        if len(self.pending) >= self.limit:
-            self._flush()
+        if not self.scheduled and len(self.running) < self.concurrency:
+            # Go at the end of this loop turn: the requests that arrived in the same turn join this batch.
+            self.scheduled = True
+            loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
-        if self.pending:
-            batch, self.pending = self.pending, []
-            asyncio.ensure_future(self._answer(batch))
+        self.scheduled = False
+        while self.pending and len(self.running) < self.concurrency:
+            batch, self.pending = self.pending[:self.limit], self.pending[self.limit:]
+            task = asyncio.ensure_future(self._answer(batch))
+            self.running.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self.running.discard(task)
+        if self.pending and not self.scheduled:
+            self._flush()  # every waiting request arrived while the batch was out: send them now
 
     async def _answer(self, batch: list[tuple[Item, asyncio.Future]]) -> None:
         try:
