@@ -35,8 +35,13 @@ class Params:
 class Drill:
     name: str
     doc: str
-    run: Callable[[Target, Params], dict[str, Any]]
+    measure: Callable[[Target, Params], dict[str, Any]]
     applies: Callable[[str], bool] = lambda strategy: True
+
+    def run(self, target: Target, params: Params, **options: Any) -> dict[str, Any]:
+        """The drill, once the cluster has settled from whatever came before (every node and the balancer healthy)."""
+        target.wait_settled()
+        return self.measure(target, params, **options)
 
 
 def goal(expected: Any, measured: Any, met: bool) -> dict[str, Any]:

@@ -99,6 +99,20 @@ class Target:
             time.sleep(0.1)
         raise DrillError(f"{node.name} did not answer /healthz within {within} s")
 
+    def wait_settled(self, within: float = 60) -> None:
+        """Every app node and the balancer answer /healthz: what the previous drill did has settled."""
+        for node in self.role("app"):
+            self.wait_healthy(node, within=within)
+        started = time.monotonic()
+        while time.monotonic() - started < within:
+            try:
+                if requests.get(self.lb_url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise DrillError(f"the balancer {self.lb_url} did not answer /healthz within {within} s")
+
     def access_log(self, run_id: str) -> str:
         """The balancer's access log lines of one load run (every request carries an X-Request-Id with its run id)."""
         lb = self.role("lb")[0]

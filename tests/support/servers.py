@@ -272,7 +272,7 @@ http {{
       proxy_set_header Connection "";
       proxy_set_header Host $host;
       proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_next_upstream error timeout http_502 http_503 http_504;
+      proxy_next_upstream error timeout;  # as the kit's site: an app's 503 is its store's, not the node's
       proxy_next_upstream_tries 0;
     }}
   }}
