@@ -143,6 +143,12 @@ def sticky(s: Sources) -> Finding:
             supports.append(f"from one client address, {refs[0].keys[-1]} served {text}% of the requests ({label})")
         else:
             refutes.append(f"from one client address, the busiest node served {text}% of the requests ({label})")
+    many = s.figure("ip-hash-spread", "sticky", "many_24", "max_share")
+    networks = s.figure("ip-hash-spread", "sticky", "many_24", "networks")
+    if many is not None and networks is not None:
+        text = s.show(many, digits=0, scale=100)
+        clause = f"clients spread over {s.show(networks)} networks: the busiest node served {text}% of the requests"
+        (supports if float(many.value) >= ONE_NODE_SHARE else refutes).append(clause)
     for drill, failed, lost, _ in drill_counts(s, "sticky"):
         if lost.value:
             supports.append(f"{drill}: {s.show(lost)} sessions lost with their node")

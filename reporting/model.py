@@ -395,9 +395,12 @@ class Report:
         self.heading("Per-node share")
         labels, counts, rows = [], [], []
         for st in STRATEGIES:
+            spread = s.drill("ip-hash-spread", st)
             sources = [("load probe", s.loads.get(st), ("per_node",))] + [
                 (drill, s.drill(drill, st), ("figures", "per_node")) for drill in
-                ("contention", "rolling", "node-kill", "node-stop")]
+                ("contention", "rolling", "node-kill", "node-stop")] + [
+                ("ip-hash-spread, clients in one network", spread, ("figures", "one_24", "share")),
+                ("ip-hash-spread, clients in many networks", spread, ("figures", "many_24", "share"))]
             for label, file, keys in sources:
                 per_node = s.ref(file, *keys)
                 if per_node is None or not isinstance(per_node.value, dict) or not per_node.value:
@@ -411,12 +414,14 @@ class Report:
         if not rows:
             self.missing("per-node share (no result records requests per node)")
             return
-        self.para("Requests per app node (from the X-Served-By of each answer), all from this controller's one "
-                  "address. A drill that stops or kills a node shows that node's gap.")
+        self.para("Requests per app node (from the X-Served-By of each answer), from this controller's one "
+                  "address, except the ip-hash-spread rows (clients spread over many networks, each its own first "
+                  "three octets: addresses the lab puts on its bridge). A drill that stops or kills a node shows that node's gap.")
         self.image(plots.shares(self.out / "per-node.png", labels, counts), "per-node share of requests")
         self.table(["measurement", "strategy", "requests per node (share)"], rows)
-        self.missing("per-node share from many client addresses (no drill sends from more than one address range: "
-                     "ip_hash keys on the first three octets of the client's IPv4 address)")
+        if not any("many networks" in label for label in labels):
+            self.missing("per-node share from many client addresses (the ip-hash-spread drill, on sticky: ip_hash "
+                         "keys on the first three octets of the client's IPv4 address)")
 
     # -- capacity ------------------------------------------------------------------------------------------------------
 
