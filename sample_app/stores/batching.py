@@ -26,7 +26,7 @@ class Batcher(Generic[Item, Result]):
         self.run, self.limit = run, limit
         self.concurrency = concurrency if concurrency is not None else float("inf")
         self.pending: list[tuple[Item, asyncio.Future]] = []
-        self.running: set[asyncio.Task] = set()  # also the references that keep the tasks alive
+        self.running: set[asyncio.Task] = set()  # the batches in flight (bounded concurrency only)
         self.scheduled = False
 
     async def submit(self, item: Item) -> Result:
@@ -44,8 +44,9 @@ class Batcher(Generic[Item, Result]):
         while self.pending and len(self.running) < self.concurrency:
             batch, self.pending = self.pending[:self.limit], self.pending[self.limit:]
             task = asyncio.ensure_future(self._answer(batch))
-            self.running.add(task)
-            task.add_done_callback(self._done)
+            if self.concurrency != float("inf"):  # unbounded: nothing to count, nothing to send when it is done
+                self.running.add(task)
+                task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task) -> None:
         self.running.discard(task)
