@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 
@@ -53,6 +55,23 @@ def test_app_nodes(deployment, remote):
         assert f"SESSION_STRATEGY={deployment.strategy.name}" in env.content_string, \
             f"{node.name}: app.env does not select {deployment.strategy.name}"
         assert host.run(f"{deployment.vars['app_dir']}/venv/bin/python -c 'import sample_app'").rc == 0
+
+
+SECURITY_GOAL = 2.0  # systemd-analyze's exposure score: 2.0 or lower is "OK"
+
+
+def test_app_runs_sandboxed(deployment, remote, proven):
+    """The app's unit is locked down (systemd's own score), and the app still works (the session tests run after)."""
+    scores = {}
+    for node in nodes_of(deployment, "app"):
+        result = remote(node).run("systemd-analyze security session-kit-app --no-pager")
+        assert result.rc == 0, f"{node.name}: systemd-analyze security failed: {result.stderr[-300:]}"
+        match = re.search(r"Overall exposure level for session-kit-app\.service:\s*([\d.]+)", result.stdout)
+        assert match, f"{node.name}: no exposure score in systemd-analyze's output"
+        scores[node.name] = float(match.group(1))
+        assert scores[node.name] <= SECURITY_GOAL, \
+            f"{node.name}: session-kit-app's exposure {scores[node.name]} is above {SECURITY_GOAL}"
+    proven(f"the app runs sandboxed: systemd-analyze security scores {max(scores.values())} (goal <= {SECURITY_GOAL})")
 
 
 @pytest.mark.parametrize("role", ["redis", "db"])
