@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from deploys.cluster import APT_BOUND, APT_TIMEOUT, STEP_BOUND, STEP_TIMEOUT, bounded
+from deploys.cluster import APT_BOUND, APT_TIMEOUT, STEP_BOUND, STEP_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
