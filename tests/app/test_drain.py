@@ -76,4 +76,7 @@ def test_killing_a_node_fails_at_most_its_requests_in_flight(redis_cluster):
     assert len(sent_to) == figures["failed"], (sent_to, figures)
     assert all(killed in nodes for nodes in sent_to.values()), (sent_to, killed)
     assert figures["failed"] <= 10, figures
-    assert figures["gone_at_end"] == 0 and figures["counter_mismatch"] == 0, figures
+    assert figures["gone_at_end"] == 0 and figures["counter_lower"] == 0, figures
+    # An increment whose answer the kill cut off may have reached Redis all the same (the client cannot tell): at
+    # most one such surplus per failed request, never an acknowledged increment missing.
+    assert figures["counter_higher"] <= figures["failed"], figures
