@@ -121,6 +121,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NODE_NAME", str, "", "this node's name in X-Served-By and responses (default: the host name)"),
     Setting("APP_HOST", str, "127.0.0.1", "address to listen on"),
     Setting("APP_PORT", _int(1, 65535), "8000", "port to listen on"),
+    Setting("WORKERS", _int(1, 64), "1",
+            "processes serving the port; sticky and replication keep sessions in one process's memory: 1 only"),
     Setting("SESSION_TTL", _int(1, 30 * 86400), "1800", "seconds of inactivity before a session expires (sliding)"),
     Setting("SECRET_KEYS", _secret_keys, None,
             "cookie: signing keys, comma-separated, newest first; older keys still verify (rotation)", ("cookie",)),
@@ -131,6 +133,9 @@ SETTINGS: tuple[Setting, ...] = (
             ("redis", "token")),
     Setting("REDIS_SENTINELS", _host_ports, "", "redis, token: Sentinel host:port list; when set, the master comes from Sentinel"),
     Setting("REDIS_SENTINEL_MASTER", str, "mymaster", "redis, token: the master's name in Sentinel"),
+    Setting("REDIS_CLUSTER_NODES", _host_ports, "",
+            "redis, token: Redis Cluster seed nodes host:port; when set, the app follows the cluster's slot map "
+            "(REDIS_URL then gives only the user and password)"),
     Setting("DATABASE_URL", _url("postgresql", "postgres"), None,
             "database: postgresql://USER:PASSWORD@HOST:PORT/DB", ("database",)),
     Setting("DATABASE_POOL_SIZE", _int(1, 100), "4", "database: connections per node"),
@@ -163,12 +168,14 @@ class Settings:
     node_name: str
     app_host: str
     app_port: int
+    workers: int
     session_ttl: int
     secret_keys: tuple[str, ...]
     cookie_secure: bool
     redis_url: str
     redis_sentinels: tuple[tuple[str, int], ...]
     redis_sentinel_master: str
+    redis_cluster_nodes: tuple[tuple[str, int], ...]
     database_url: str
     database_pool_size: int
     peers: tuple[str, ...]
@@ -202,6 +209,11 @@ class Settings:
                 values[key] = setting.parse(raw or setting.default or "")
             except ValueError as error:
                 raise SettingError(f"{setting.name}: {error}") from None
+        if values["workers"] != 1 and strategy in ("sticky", "replication"):
+            raise SettingError(f"WORKERS: {strategy} keeps its sessions in one process's memory, so it runs 1 worker "
+                               f"per node, got {values['workers']}")
+        if values["redis_cluster_nodes"] and values["redis_sentinels"]:
+            raise SettingError("REDIS_CLUSTER_NODES: set it or REDIS_SENTINELS, not both")
         if not values["node_name"]:
             values["node_name"] = socket.gethostname()
         return cls(**values)  # type: ignore[arg-type]
