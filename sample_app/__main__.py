@@ -1,4 +1,6 @@
-"""python -m sample_app: serve the app on APP_HOST:APP_PORT, one process (the in-memory strategies need that).
+"""python -m sample_app: serve the app on APP_HOST:APP_PORT, in one process (WORKERS=1, the default, and the only
+value sticky and replication accept: their sessions live in that process's memory), or in WORKERS processes
+sharing the port under a parent that keeps them running (sample_app/serve.py).
 
 SIGTERM drains the node before it stops (sample_app/serve.py): no request a load balancer sends it fails.
 
@@ -25,8 +27,13 @@ def main(argv: list[str]) -> int:
     from .app import create_app
     from .serve import serve
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    process = " [%(process)d]" if settings.workers > 1 else ""  # which worker (or the parent) says it
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format=f"%(asctime)s %(levelname)s %(name)s{process}: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request between replication peers: noise
+    if settings.workers > 1:
+        from .serve import serve_workers
+        return serve_workers(lambda: create_app(settings), settings)  # each worker builds its app, and its store
     serve(create_app(settings), settings)
     return 0
 
