@@ -11,7 +11,7 @@ from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from session_kit.defaults import APP_DEFAULTS
+from session_kit.defaults import APP_DEFAULTS, app_workers
 from session_kit.strategies import app_environment
 
 from . import wheelhouse
@@ -64,6 +64,10 @@ def install_app(cluster: Cluster) -> None:
         peers=[node["ip"] for node in cluster.nodes("app") if node["ip"] != me],
         redis_ip=cluster.first_ip("redis"), db_ip=cluster.first_ip("db"))
     env["FORWARDED_ALLOW_IPS"] = ",".join(node["ip"] for node in cluster.nodes("lb"))
+    # app_workers "auto": the host's cores. A changed value changes the env file, which restarts the node in its turn.
+    cores = host.get_fact(Command, "nproc") if values["app_workers"] == "auto" else None
+    env["WORKERS"] = str(app_workers(values["app_workers"], cluster.strategy.name,
+                                     int(cores) if (cores or "").strip().isdigit() else None))
     env_file = files.template(name="App settings", src=template(ENV), dest=ENV, user="root", group=user,
                               mode="640", env=env)
     unit = files.template(name="App unit", src=template(UNIT), dest=UNIT, mode="644", strategy=cluster.strategy.name,

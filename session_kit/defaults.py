@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .strategies import LB_METHODS, STRATEGIES
-from .validate import (Address, Bool, Choice, Duration, Int, Listen, Name, Path, Port, RedisSave, Size, Type)
+from .validate import (ONE_WORKER, Address, Bool, Choice, Duration, Int, Listen, Name, Path, Port, RedisSave, Size,
+                       Type, Workers)
 
 
 class Var(NamedTuple):
@@ -80,7 +81,11 @@ APP = {
     "app_session_ttl": Var(1800, Int(1, 30 * 86400), same=True),
     # Mark the SESSION cookie Secure (True/False): set it when TLS terminates in front of the cluster.
     "app_cookie_secure": Var(False, Bool(), same=True),
-    # PostgreSQL connections per app node.
+    # Processes serving the app on each node (WORKERS, sample_app/serve.py): an integer from 1 to 64, or "auto": as
+    # many as the node has cores (`nproc` on the host, at deploy time). sticky and replication keep sessions in one
+    # process's memory: 1 or auto, which is 1 for them. A change restarts the nodes, rolling.
+    "app_workers": Var("auto", Workers()),
+    # PostgreSQL connections per app process: a node holds app_workers times as many.
     "app_database_pool_size": Var(4, Int(1, 100)),
     # debug | info | warning | error
     "app_log_level": Var("info", Choice("debug", "info", "warning", "error")),
@@ -92,6 +97,16 @@ APP = {
 }
 
 VARIABLES: dict[str, Var] = {**KIT, **NGINX, **REDIS, **POSTGRES, **APP}
+
+
+def app_workers(value: int | str, strategy: str, cores: int | None) -> int:
+    """The app's WORKERS on a node: app_workers as set, or for "auto" the node's cores (1 for the strategies whose
+    sessions live in one process, and when the cores are unknown), at most 64 (what the app accepts)."""
+    if value != "auto":
+        return int(value)
+    if strategy in ONE_WORKER or not cores:
+        return 1
+    return max(1, min(64, cores))
 
 
 def _defaults(table: dict[str, Var]) -> dict[str, Any]:

@@ -206,6 +206,19 @@ class RedisSave(Type):
         return isinstance(value, str) and (value == "" or bool(self._SAVE.fullmatch(value)))
 
 
+class Workers(Type):
+    """The app's processes per node (the app's WORKERS): an integer from 1 to 64, or "auto": the node's cores."""
+
+    what = 'an integer from 1 to 64, or "auto" (the node\'s cores)'
+
+    def accepts(self, value: Any) -> bool:
+        return value == "auto" or (_integer(value) and 1 <= value <= 64)
+
+
+# The strategies whose sessions live in one process's memory: one worker per node (the app refuses more).
+ONE_WORKER = ("sticky", "replication")
+
+
 # -- which variables exist ---------------------------------------------------------------------------------------
 
 
@@ -258,6 +271,11 @@ def check_data(data: Mapping[str, Any], host_name: str = "") -> None:
     if strategy == "sticky" and method == "round_robin":
         raise KitError("lb_method: round_robin cannot serve session_strategy=sticky (a session lives on one node); "
                        "use ip_hash or hash_cookie")
+    workers = data.get("app_workers", VARIABLES["app_workers"].default)
+    if strategy in ONE_WORKER and workers not in (1, "auto"):
+        raise KitError(f"app_workers: session_strategy={strategy} keeps its sessions in one process's memory, where "
+                       f"another worker of the node would not see them: 1 or auto (which is 1 for it), got "
+                       f"{workers!r}{where}")
     if not isinstance(data.get("inventory_name"), str) or not _NAME.fullmatch(data.get("inventory_name") or ""):
         raise KitError(f"inventory_name: every inventory sets it (it names the secrets file), got "
                        f"{data.get('inventory_name')!r}{where}")

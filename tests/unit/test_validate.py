@@ -60,6 +60,11 @@ def test_defaults_pass():
     ({"replication_mode": "eventual"}, "replication_mode"),
     ({"app_rolling_batch": 0}, "app_rolling_batch"),
     ({"app_rolling_batch": "2"}, "app_rolling_batch"),
+    ({"app_workers": 0}, "app_workers"),
+    ({"app_workers": 65}, "app_workers"),
+    ({"app_workers": "2"}, "app_workers"),
+    ({"app_workers": True}, "app_workers"),
+    ({"app_workers": "cores"}, "app_workers"),
 ])
 def test_bad_values_name_themselves(change, named):
     with pytest.raises(KitError) as error:
@@ -99,8 +104,56 @@ def test_pyinfra_keys_come_from_pyinfra():
     check_data({**GOOD, "chroot_directory": "/srv/root"})  # set by pyinfra's chroot connector, which declares no keys
 
 
+@pytest.mark.parametrize("strategy", ["sticky", "replication"])
+def test_one_worker_for_the_strategies_that_keep_sessions_in_memory(strategy):
+    with pytest.raises(KitError) as error:
+        check_data({**GOOD, "session_strategy": strategy, "app_workers": 2}, "app1")
+    assert str(error.value) == (f"app_workers: session_strategy={strategy} keeps its sessions in one process's "
+                                f"memory, where another worker of the node would not see them: 1 or auto (which is 1 "
+                                f"for it), got 2 (host app1)")
+    check_data({**GOOD, "session_strategy": strategy, "app_workers": 1})
+    check_data({**GOOD, "session_strategy": strategy, "app_workers": "auto"})
+
+
+@pytest.mark.parametrize("strategy", ["redis", "token", "database", "cookie"])
+def test_several_workers_for_the_shared_strategies(strategy):
+    check_data({**GOOD, "session_strategy": strategy, "app_workers": 2})
+    check_data({**GOOD, "session_strategy": strategy, "app_workers": 64})
+
+
+@pytest.mark.parametrize("value, strategy, cores, workers", [
+    ("auto", "redis", 2, 2), ("auto", "database", 16, 16), ("auto", "redis", 200, 64), ("auto", "redis", None, 1),
+    ("auto", "sticky", 8, 1), ("auto", "replication", 8, 1), (3, "token", 2, 3), (1, "redis", 8, 1),
+])
+def test_app_workers_resolves_auto_to_the_cores(value, strategy, cores, workers):
+    from session_kit.defaults import app_workers
+    assert app_workers(value, strategy, cores) == workers
+
+
+@pytest.mark.parametrize("strategy, cores, workers", [
+    ("redis", 2, 2), ("database", 4, 4), ("sticky", 4, 1), ("replication", 4, 1)])
+def test_env_file_carries_workers_the_app_accepts(strategy, cores, workers):
+    """The env file as the deploy writes it (its environment, WORKERS resolved for the strategy) holds WORKERS,
+    and the app reads it back."""
+    from pyinfra.api.util import get_template
+
+    from deploys.cluster import template
+    from sample_app.settings import Settings
+    from session_kit.defaults import app_workers
+    from tests.unit.test_secrets_escaping import read_env_file
+    secrets = {"cookie_secret_key": "k" * 43, "redis_password": "p", "postgres_password": "q",
+               "replication_key": "r"}
+    env = app_environment(STRATEGIES[strategy], GOOD, secrets, node="n1", private_ip="10.0.0.2", peers=["10.0.0.3"],
+                          redis_ip="10.0.0.9", db_ip="10.0.0.8")
+    env["WORKERS"] = str(app_workers("auto", strategy, cores))
+    text = get_template(template("etc/session-kit/app.env")).render(env=env)
+    assert f"\nWORKERS={workers}\n" in text
+    assert Settings.from_env(read_env_file(text)).workers == workers
+
+
 def test_new_variables_have_defaults():
     assert ALL_DEFAULTS["replication_mode"] == "sync" and ALL_DEFAULTS["app_rolling_batch"] == 1
+    assert ALL_DEFAULTS["app_workers"] == "auto"
 
 
 @pytest.mark.parametrize("name, a, b", [
@@ -211,3 +264,14 @@ def test_inventory_refuses_a_port_that_differs_between_hosts(tmp_path):
     with pytest.raises(KitError) as error:
         load(path)
     assert str(error.value) == "app_port: must be the same on every host, but lb1 has 8000 and app2 has 8001"
+
+
+def test_inventory_refuses_several_workers_for_sticky(tmp_path):
+    """Through pyinfra's reading of the inventory: refused before any host is touched."""
+    from session_kit.inventory import load
+    path = write_inventory(tmp_path, group_data='session_strategy = "sticky"\napp_workers = 2\n')
+    with pytest.raises(KitError, match="^app_workers: session_strategy=sticky keeps its sessions in one process's "
+                                       "memory"):
+        load(path)
+    assert load(path, {"app_workers": "auto"}).vars["app_workers"] == "auto"
+    assert load(path, {"session_strategy": "redis"}).vars["app_workers"] == 2
