@@ -33,7 +33,11 @@ def _replication(settings: Settings, limits: Limits) -> SessionStore:
 
 
 def _lean_redis(settings: Settings):
-    from .resp import LeanRedis
+    """Redis Cluster when REDIS_CLUSTER_NODES is set (REDIS_URL: its user and password), else one Redis, found
+    through Sentinel when REDIS_SENTINELS is set."""
+    from .resp import ClusterRedis, LeanRedis
+    if settings.redis_cluster_nodes:
+        return ClusterRedis(settings.redis_url, settings.redis_cluster_nodes)
     return LeanRedis(settings.redis_url, settings.redis_sentinels, settings.redis_sentinel_master)
 
 

@@ -9,6 +9,9 @@ as soon as one comes back. Under load the batches then grow with the load (every
 trip goes in the next one) instead of one small query per loop turn, and with one request in flight a batch still
 costs nothing but a loop turn: the round trip ahead of it is the only wait, never a timer. Without `concurrency`
 (None), every loop turn sends its own batch.
+
+A batch that fails fails each of its requests; a result that is an exception (a Redis Cluster batch whose keys were on
+several nodes, one of them failing) fails its own request only.
 """
 
 from __future__ import annotations
@@ -65,4 +68,7 @@ class Batcher(Generic[Item, Result]):
             return
         for (_, future), result in zip(batch, results):
             if not future.done():
-                future.set_result(result)
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)

@@ -1,13 +1,19 @@
 """redis: one Redis hash per session (like Spring Session), shared by every node.
 
 - Fields: user, counter, created, and d:<key> for each data value (JSON). Only the changed field is written.
-- Every operation is one Lua script (one round trip, atomic): a change first checks that the session still exists
-  (a change racing a logout must not bring back a half session), then HINCRBY/HSET/HDEL; every operation, reads
-  included, slides the expiry (PEXPIRE).
-- Id rotation (login on an existing session) writes the new key and deletes the old one, never RENAME (RENAME fails
-  across slots on Redis Cluster).
-- With an index prefix (the token store), each session is also listed in a per-user set, so one call can end all
-  of a user's sessions.
+- Every operation on a session is one Lua script over that one key (one round trip, atomic): a change first checks
+  that the session still exists (a change racing a logout must not bring back a half session), then
+  HINCRBY/HSET/HDEL; every operation, reads included, slides the expiry (PEXPIRE).
+- Reads and increments of one event-loop turn go as one script call over all their keys (batching.py); on Redis
+  Cluster, one call per slot (a script may touch one slot only), the calls to one node in one write.
+- No script touches two keys, so no key needs a hash tag and every key spreads over the cluster's slots: id rotation
+  (login on an existing session) writes the new key, then deletes the old one (never RENAME); the token store's
+  per-user index is changed by commands of its own (see TokenStore).
+
+Keys (the same on a single Redis, through Sentinel and on a cluster):
+  session:<id>            the redis strategy's sessions (a hash)
+  token:<sha256 of token> the token strategy's sessions (a hash)
+  user-tokens:<user>      the token strategy's per-user index (a set of token hashes), no TTL of its own
 """
 
 from __future__ import annotations
@@ -21,22 +27,25 @@ from .resp import LeanRedis, RedisError
 
 _FIXED_FIELDS = 3  # user, counter, created
 
-# The per-user index has no TTL of its own (its sessions slide theirs on every use); instead each login drops the
-# members whose session has expired, so the set stays as small as the user's live sessions.
+#: Every key the app writes or reads starts with one of these: an ACL user needs ~session:* ~token:* ~user-tokens:*.
+KEY_PATTERNS = ("session:*", "token:*", "user-tokens:*")
+
+#: Every command the app sends (AUTH aside, always allowed), by itself or from its scripts: an ACL user limited to
+#: these (and to KEY_PATTERNS) can run every strategy on Redis, through Sentinel and on Redis Cluster.
+ACL_COMMANDS = (
+    "ping", "select", "evalsha", "eval", "script|load", "cluster|slots", "asking",  # connection, scripts, cluster
+    "hgetall", "hget", "hset", "hdel", "hexists", "hlen", "hincrby", "pexpire", "exists", "del",  # sessions
+    "smembers", "sadd", "srem",  # the token store's per-user index
+)
+
 CREATE = """
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-if ARGV[2] ~= '' then
-  for _, member in ipairs(redis.call('SMEMBERS', ARGV[2])) do
-    if redis.call('EXISTS', ARGV[4] .. member) == 0 then redis.call('SREM', ARGV[2], member) end
-  end
-  redis.call('SADD', ARGV[2], ARGV[3])
-end
 return 1
 """
 
 # Reads and increments of one event-loop turn go to Redis as one script call over all their keys (batching.py):
-# one command to pack, send, parse and wait for instead of one per request.
+# one command to pack, send, parse and wait for instead of one per request. Each returns one result per key.
 LOAD_MANY = """
 local result = {}
 for i, key in ipairs(KEYS) do
@@ -77,20 +86,11 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return n
 """
 
+# Returns the session's user (false when there was no session), for the caller to update the user's index.
 DESTROY = """
 local user = redis.call('HGET', KEYS[1], 'user')
 redis.call('DEL', KEYS[1])
-if user and ARGV[1] ~= '' then redis.call('SREM', ARGV[1] .. user, ARGV[2]) end
-return 1
-"""
-
-DESTROY_ALL = """
-local n = 0
-for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  n = n + redis.call('DEL', ARGV[1] .. member)
-end
-redis.call('DEL', KEYS[1])
-return n
+return user
 """
 
 
@@ -109,7 +109,7 @@ class RedisStore(SessionStore):
         await self.redis.close()
 
     async def ping(self) -> None:
-        await self._call(self.redis.execute("PING"))
+        await self._call(self.redis.ping())
 
     @staticmethod
     async def _call(awaitable):
@@ -129,10 +129,25 @@ class RedisStore(SessionStore):
         return self.index_prefix + user if self.index_prefix else ""
 
     async def _create(self, handle: str, session: Session, fields: list[Any]) -> str:
-        await self._call(self.redis.script(
-            CREATE, [self.key(handle)],
-            [self.ttl_ms, self._index(session.user), self.member(handle), self.key_prefix, *fields]))
+        await self._call(self.redis.script(CREATE, [self.key(handle)], [self.ttl_ms, *fields]))
+        if self.index_prefix:
+            # Only once the session exists: a login reading the index meanwhile must not find a member without its
+            # session (it would drop it as expired, and /logout/all would then miss it).
+            await self._index_add(session.user, self.member(handle))
         return handle
+
+    async def _index_add(self, user: str, member: str) -> None:
+        """List a session in its user's index, and drop the members whose session has expired (the index has no
+        TTL of its own: its sessions slide theirs on every use), so it stays as small as the user's live sessions.
+        The index's slot is the user's and each session's its own: separate commands, no script over both."""
+        index = self._index(user)
+        members, _ = await self._call(self.redis.pipeline(("SMEMBERS", index), ("SADD", index, member)))
+        if not members:
+            return
+        alive = await self._call(self.redis.pipeline(*(("EXISTS", self.key_prefix + m.decode()) for m in members)))
+        dead = [m for m, exists in zip(members, alive) if not exists]
+        if dead:
+            await self._call(self.redis.execute("SREM", index, *dead))
 
     async def create(self, session: Session) -> str:
         fields = ["user", session.user, "counter", session.counter, "created", repr(session.created)]
@@ -151,13 +166,18 @@ class RedisStore(SessionStore):
         return Session(user=user.decode(), counter=int(counter), created=float(created),
                        data={name[2:].decode(): json.loads(value) for name, value in fields.items()})
 
-    async def _load_many(self, handles: Sequence[str]) -> list[Session | None]:
-        replies = await self._call(self.redis.script(LOAD_MANY, [self.key(h) for h in handles], [self.ttl_ms]))
-        return [self._parse(flat) for flat in replies]
+    # On a cluster a batch's keys are in many slots: script_each runs the script once per slot, and a slot that
+    # fails (its primary failing over) answers its keys with a StoreUnavailable, which the Batcher raises for those
+    # requests only.
+    async def _load_many(self, handles: Sequence[str]) -> list[Session | None | StoreUnavailable]:
+        replies = await self._call(self.redis.script_each(LOAD_MANY, [self.key(h) for h in handles], [self.ttl_ms]))
+        return [flat if isinstance(flat, StoreUnavailable) else self._parse(flat) for flat in replies]
 
-    async def _increment_many(self, handles: Sequence[str]) -> list[Change[int] | None]:
-        replies = await self._call(self.redis.script(INCREMENT_MANY, [self.key(h) for h in handles], [self.ttl_ms]))
-        return [None if counter is None else Change(counter) for counter in replies]
+    async def _increment_many(self, handles: Sequence[str]) -> list[Change[int] | None | StoreUnavailable]:
+        replies = await self._call(self.redis.script_each(INCREMENT_MANY, [self.key(h) for h in handles],
+                                                          [self.ttl_ms]))
+        return [counter if counter is None or isinstance(counter, StoreUnavailable) else Change(counter)
+                for counter in replies]
 
     async def load(self, handle: str) -> Session | None:
         if not is_valid_id(handle):
@@ -185,8 +205,11 @@ class RedisStore(SessionStore):
         return None if removed is None else Change(removed == 1)
 
     async def destroy(self, handle: str) -> None:
-        if is_valid_id(handle):
-            await self._call(self.redis.script(DESTROY, [self.key(handle)], [self.index_prefix, self.member(handle)]))
+        if not is_valid_id(handle):
+            return
+        user = await self._call(self.redis.script(DESTROY, [self.key(handle)], []))
+        if user and self.index_prefix:
+            await self._call(self.redis.execute("SREM", self._index(user.decode()), self.member(handle)))
 
     async def rotate(self, handle: str, user: str) -> str | None:
         if not is_valid_id(handle):
@@ -207,5 +230,12 @@ class RedisStore(SessionStore):
     async def destroy_all(self, user: str) -> int:
         if not self.index_prefix:
             return await super().destroy_all(user)
-        return await self._call(self.redis.script(DESTROY_ALL, [self._index(user)], [self.key_prefix]))
+        index = self._index(user)
+        members = await self._call(self.redis.execute("SMEMBERS", index))
+        if not members:
+            return 0
+        deleted = await self._call(self.redis.pipeline(*(("DEL", self.key_prefix + m.decode()) for m in members)))
+        # Only the members ended here: a login meanwhile may have listed a new session (a later one: it stays).
+        await self._call(self.redis.execute("SREM", index, *members))
+        return sum(deleted)
 
