@@ -1,6 +1,7 @@
 """Session benchmark: what each strategy costs per request, beside a no-session endpoint of the same process.
 
     python -m benchmarks.sessions [--strategies redis,token] [--seconds 5] [--sessions 200] [--json out.json]
+    python -m benchmarks.sessions --strategies redis --workers 1,2    # throughput per node against WORKERS
 
 For each strategy it starts real servers on loopback (Redis, PostgreSQL from the Debian packages), one app node
 (replication: two, loading the first, so that every change is really sent to a peer; once per REPLICATION_MODE,
@@ -11,6 +12,11 @@ sessions, and drives wrk (-t1 -c32) at:
   POST /session/counter change the session
 first straight at the app, then through a local Nginx (1 worker, upstream keepalive) when nginx is installed.
 It prints requests/s, p50 and p99 latency, and each session endpoint's throughput as a ratio of the baseline.
+
+--workers 1,2 runs each strategy once per WORKERS value (a node of that many processes sharing its port,
+sample_app/serve.py; sticky and replication run 1 only), each with its own baseline, and ends with a table of
+throughput per node against workers, each figure also as a multiple of the same endpoint's with 1 worker. wrk and
+Nginx take cores too: on a machine with few cores, more workers mostly compete with them.
 
 This is a benchmark, not a test: nothing is asserted. The machine is shared and noisy; compare ratios within a run.
 """
@@ -35,6 +41,7 @@ from tests.support.cluster import Backends, Cluster
 from tests.support.servers import Nginx, PostgresServer, RedisServer
 
 ENDPOINTS = (("baseline", "GET", "/ping"), ("read", "GET", "/session"), ("change", "POST", "/session/counter"))
+ONE_WORKER = ("sticky", "replication")  # sessions in one process's memory: the app refuses WORKERS > 1
 GOALS = {"redis": 0.8, "token": 0.8, "database": 0.6}  # issue #2: throughput as a fraction of the baseline
 
 LUA = """
@@ -71,10 +78,12 @@ def wrk(url: str, method: str, path: str, handles: list[str], bearer: bool, seco
             "non_2xx": int(errors.group(1)) if errors else 0}
 
 
-def bench_strategy(strategy: str, backends: Backends, args, mode: str = "") -> list[dict]:
+def bench_strategy(strategy: str, backends: Backends, args, mode: str = "", workers: int = 1) -> list[dict]:
     label = f"{strategy}/{mode}" if mode else strategy
-    cluster = Cluster(strategy, backends, size=2 if strategy == "replication" else 1,
-                      extra_env={"REPLICATION_MODE": mode} if mode else None).start()
+    extra_env = {"REPLICATION_MODE": mode} if mode else {}
+    if workers > 1:
+        extra_env["WORKERS"] = str(workers)
+    cluster = Cluster(strategy, backends, size=2 if strategy == "replication" else 1, extra_env=extra_env).start()
     nginx = Nginx([cluster.urls[0].removeprefix("http://")]).start() if Nginx.available() and not args.direct_only \
         else None
     rows = []
@@ -94,7 +103,8 @@ def bench_strategy(strategy: str, backends: Backends, args, mode: str = "") -> l
                     runs[path].append(wrk(url, method, path, handles, cluster.bearer, args.seconds))
             baseline = median_run(runs["/ping"])["rps"]
             for _, method, path in ENDPOINTS:
-                row = {"strategy": label, "via": via, "endpoint": f"{method} {path}", **median_run(runs[path])}
+                row = {"strategy": label, "workers": workers, "via": via, "endpoint": f"{method} {path}",
+                       **median_run(runs[path])}
                 row["ratio"] = row["rps"] / baseline
                 rows.append(row)
                 print_row(row)
@@ -117,8 +127,25 @@ def print_row(row: dict) -> None:
     goal = GOALS.get(row["strategy"]) if row["endpoint"] != "GET /ping" else None
     mark = "" if goal is None else (f"  goal {goal:.1f}x " + ("met" if row["ratio"] >= goal else "NOT met"))
     errors = f"  ({row['non_2xx']} non-2xx!)" if row["non_2xx"] else ""
-    print(f"{row['strategy']:12s} {row['via']:7s} {row['endpoint']:22s} {row['rps']:9.0f} req/s  "
+    name = row["strategy"] + (f" w{row['workers']}" if row.get("workers", 1) > 1 else "")
+    print(f"{name:12s} {row['via']:7s} {row['endpoint']:22s} {row['rps']:9.0f} req/s  "
           f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  {row['ratio']:5.2f}x{mark}{errors}", flush=True)
+
+
+def print_workers_table(rows: list[dict]) -> None:
+    """Throughput per node against workers: each endpoint's req/s, and its multiple of the same with 1 worker."""
+    endpoints = [f"{method} {path}" for _, method, path in ENDPOINTS]
+    print("\n# throughput per node against WORKERS: req/s (x the same endpoint's with 1 worker, same via, this run)")
+    print(f"{'strategy':17s} {'via':7s} {'workers':>7s}" + "".join(f"{endpoint:>28s}" for endpoint in endpoints))
+    one = {(r["strategy"], r["via"], r["endpoint"]): r["rps"] for r in rows if r["workers"] == 1}
+    found = {(r["strategy"], r["via"], r["workers"], r["endpoint"]): r["rps"] for r in rows}
+    for strategy, via, workers in sorted({(r["strategy"], r["via"], r["workers"]) for r in rows},
+                                         key=lambda key: (key[0], key[1] != "direct", key[2])):
+        cells = []
+        for endpoint in endpoints:
+            rps, base = found.get((strategy, via, workers, endpoint)), one.get((strategy, via, endpoint))
+            cells.append("" if rps is None else f"{rps:.0f}" + (f" ({rps / base:.2f}x)" if base else ""))
+        print(f"{strategy:17s} {via:7s} {workers:7d}" + "".join(f"{cell:>28s}" for cell in cells), flush=True)
 
 
 def main(argv: list[str]) -> int:
@@ -129,8 +156,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="runs per endpoint, taken in turns; the median counts")
     parser.add_argument("--direct-only", action="store_true", help="skip the runs through Nginx")
     parser.add_argument("--replication-modes", default="sync,async", help="REPLICATION_MODE values to run replication in")
+    parser.add_argument("--workers", default="1",
+                        help="WORKERS values to run each strategy at, comma-separated (1,2); sticky and replication: 1")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
+    try:
+        workers = sorted({int(w) for w in args.workers.split(",") if w.strip()})
+    except ValueError:
+        parser.error(f"--workers: a comma-separated list of integers, got {args.workers!r}")
+    if not workers or not all(1 <= w <= 64 for w in workers):
+        parser.error(f"--workers: each from 1 to 64, got {args.workers!r}")
     strategies = [s for s in args.strategies.split(",") if s]
     unknown = set(strategies) - set(STRATEGIES)
     if unknown:
@@ -138,18 +173,24 @@ def main(argv: list[str]) -> int:
     if not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install wrk, or ./kit setup)")
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  wrk -t1 -c32 -d{args.seconds}s, {args.sessions} sessions, "
-          f"one app process, median of {args.rounds} interleaved rounds; "
-          f"ratio = req/s / GET /ping req/s of the same process and path, same run", flush=True)
+          f"app processes per node: {','.join(map(str, workers))}, median of {args.rounds} interleaved rounds; "
+          f"ratio = req/s / GET /ping req/s of the same node and path, same run", flush=True)
     backends = Backends(redis=RedisServer().start(), postgres=PostgresServer().start())
     rows = []
     try:
         for strategy in strategies:
             modes = [m for m in args.replication_modes.split(",") if m] if strategy == "replication" else [""]
             for mode in modes:
-                rows += bench_strategy(strategy, backends, args, mode)
+                for count in workers:
+                    if count > 1 and strategy in ONE_WORKER:
+                        print(f"{strategy:12s} w{count}: skipped (its sessions live in one process: WORKERS=1 only)")
+                        continue
+                    rows += bench_strategy(strategy, backends, args, mode, count)
     finally:
         backends.redis.destroy()
         backends.postgres.destroy()
+    if len(workers) > 1:
+        print_workers_table(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
