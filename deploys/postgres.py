@@ -1,4 +1,6 @@
-"""PostgreSQL for the database strategy: listens on the private address, accepts only the app nodes' addresses."""
+"""PostgreSQL for the database strategy: listens on the private address, accepts only the app nodes' addresses, over
+TLS, with a SCRAM password; the app's role owns the sessions table and nothing else (it cannot create tables,
+and the database belongs to postgres), and no other role may connect to the sessions database."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import unicodedata
 from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand
 from pyinfra.facts.postgres import make_psql_command
-from pyinfra.operations import files, postgres, systemd
+from pyinfra.facts.files import File
+from pyinfra.operations import files, postgres, server, systemd
+from pyinfra.operations.util import any_changed
 
 from session_kit.defaults import POSTGRES_DEFAULTS
 
@@ -23,25 +27,73 @@ def install_postgres(cluster: Cluster) -> None:
     version = values["postgres_version"]
     etc = f"/etc/postgresql/{version}/main"
     install_packages("Install postgresql", [f"postgresql-{version}"])
+    ssl_cert, ssl_key = f"{etc}/session-kit-server.crt", f"{etc}/session-kit-server.key"
+    made = host.get_fact(File, path=ssl_key) is None and server.shell(
+        name="TLS certificate for PostgreSQL (self-signed, made once)",
+        commands=[f"openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN={host.name} "
+                  f"-keyout {ssl_key} -out {ssl_cert} 2>/dev/null",
+                  f"chown postgres:postgres {ssl_key} {ssl_cert}", f"chmod 600 {ssl_key}"])
     conf = files.template(
         name="Render conf.d/session-kit.conf", src=template(f"{etc}/conf.d/session-kit.conf"),
         dest=f"{etc}/conf.d/session-kit.conf", user="postgres", group="postgres", mode="644",
-        private_ip=private_ip(host), **values)
+        private_ip=private_ip(host), ssl_cert=ssl_cert, ssl_key=ssl_key, **values)
+    changed = any_changed(conf, made) if made else conf.did_change
     hba = files.template(
         name="Render pg_hba.conf", src=template(f"{etc}/pg_hba.conf"), dest=f"{etc}/pg_hba.conf",
         user="postgres", group="postgres", mode="640", app_nodes=cluster.nodes("app"), **values)
-    # listen_addresses needs a restart; pg_hba.conf only a reload.
+    # listen_addresses and the TLS pair need a restart; pg_hba.conf only a reload.
     service = "postgresql"  # restarts and reloads reach every cluster (postgresql@VERSION-main)
-    systemd.service(name="Restart postgresql", service=service, restarted=True, _if=conf.did_change)
+    systemd.service(name="Restart postgresql", service=service, restarted=True, _if=changed)
     systemd.service(name="Reload postgresql", service=service, reloaded=True,
-                    _if=lambda: hba.did_change() and not conf.did_change())
+                    _if=lambda: hba.did_change() and not changed())
     systemd.service(name="Keep postgresql running and enabled", service=service, running=True, enabled=True)
     # Earlier versions recorded a digest of the password here, before knowing ALTER ROLE had worked.
     files.file(name="Remove the old password digest", path="/var/lib/postgresql/.session-kit-role-digest",
                present=False)
     app_role(values["postgres_user"], cluster.secrets["postgres_password"], _su_user="postgres")
-    postgres.database(name="Sessions database", database=values["postgres_database"], owner=values["postgres_user"],
+    postgres.database(name="Sessions database", database=values["postgres_database"], owner="postgres",
                       _su_user="postgres")
+    session_table(values["postgres_user"], values["postgres_database"], _su_user="postgres")
+
+
+class SessionTable(FactBase):
+    """Who owns the sessions table, and who may connect to its database and create in its schema, as one line:
+    "OWNER PUBLIC_MAY_CONNECT ROLE_MAY_CONNECT ROLE_MAY_CREATE" (OWNER "-" when there is no table); None when
+    PostgreSQL cannot be asked yet."""
+
+    def requires_command(self, *args, **kwargs) -> str:
+        return "psql"
+
+    def command(self, role: str, database: str, **psql) -> StringCommand:
+        # role and database are checked simple names (session_kit/validate.py: Name).
+        query = (f"SELECT coalesce((SELECT tableowner FROM pg_tables WHERE schemaname = 'public' AND tablename = "
+                 f"'sessions'), '-') || ' ' || coalesce(aclcontains(datacl, makeaclitem(0, datdba, 'CONNECT', false)), "
+                 f"true) || ' ' || has_database_privilege('{role}', '{database}', 'CONNECT') || ' ' || "
+                 f"has_schema_privilege('{role}', 'public', 'CREATE') FROM pg_database WHERE datname = '{database}'")
+        return StringCommand(make_psql_command(database=database), "-XAtc", QuoteString(query), "2>/dev/null",
+                             "||", "true")
+
+    def process(self, output: list[str]) -> str | None:
+        return next((line.strip() for line in output if line.strip()), None)
+
+
+def session_table(role: str, database: str, **psql) -> None:
+    """The sessions table, created here from the app's own schema (sample_app/stores/postgres.py: SCHEMA) and given
+    to the app's role; CONNECT for that role only; CREATE in the public schema for nobody but postgres. Done when
+    the state read from PostgreSQL differs from that, so a second apply changes nothing."""
+    from sample_app.stores.postgres import SCHEMA
+
+    wanted = f"{role} false true false"
+    if host.get_fact(SessionTable, role=role, database=database, **psql) == wanted:
+        return
+    postgres.sql(
+        name="Sessions table owned by the app's role, the database closed to others",
+        sql=f"{SCHEMA.strip()}\nALTER TABLE sessions OWNER TO {role};\n"
+            f"REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC;\n"
+            f"GRANT CONNECT ON DATABASE {database} TO {role};\n"
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC;\n"
+            f"REVOKE CREATE ON SCHEMA public FROM {role};",
+        psql_database=database, **psql)
 
 
 class RoleVerifier(FactBase):

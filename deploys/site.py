@@ -2,7 +2,7 @@
 
 The inventory is checked first (session_kit/validate.py): a mistake stops the run, with one line naming it, before
 any operation exists. Only what the chosen strategy needs is deployed: Redis for redis and token, PostgreSQL for
-database; the load balancer and the app nodes always. App nodes that must restart do so one batch at a time, each
+database; the load balancer and the app nodes always; a host firewall on every host first (deploys/firewall.py). App nodes that must restart do so one batch at a time, each
 drained, restarted and healthy before the next (deploys/rolling.py): a deploy under load fails no request.
 """
 
@@ -10,6 +10,7 @@ from pyinfra import host, inventory
 
 from deploys.app import install_app
 from deploys.cluster import Cluster
+from deploys.firewall import install_firewall
 from deploys.nginx import install_nginx
 from deploys.postgres import install_postgres
 from deploys.redis import install_redis
@@ -17,6 +18,8 @@ from deploys.rolling import restart_app_nodes
 
 cluster = Cluster(host, inventory)
 
+if cluster.vars["firewall"]:
+    install_firewall(cluster)
 if cluster.has_role("redis") and "redis" in cluster.strategy.needs:
     install_redis(cluster)
 if cluster.has_role("db") and "db" in cluster.strategy.needs:

@@ -451,12 +451,10 @@ async def _log_in_many(base_url: str, count: int) -> None:
 
 # -- ip-hash-spread, scale-out (need the lab: client addresses in many /24s) -------------------------------------------
 
-CLIENT_NETWORKS = 16
-
-
 def _lab_client_addresses(target: Target) -> list[str]:
     if not target.inventory.endswith("inventories/lab.py"):
         raise DrillError("this drill needs the lab (clients in many /24s come from the lab's bridge)")
+    from lab.config import CLIENT_NETWORKS
     from lab.network import client_addresses
 
     return client_addresses(CLIENT_NETWORKS)

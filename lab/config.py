@@ -69,6 +69,18 @@ def bridge_ip() -> ipaddress.IPv4Address:
     return subnet().network_address + 1
 
 
+CLIENT_NETWORKS = 16  # /24s a load generator on this machine may send from (lab/network.py: client_addresses)
+
+
+def load_generator_sources() -> list[str]:
+    """Where this machine's load generators, drills and tests send from: the bridge's address and the client /24s
+    next to the lab's own (10.213.1.0/24 ... for the default subnet). The lab's balancer leaves them unlimited
+    (nginx_unlimited_sources): a drill's 200 logins must not be mistaken for a password guesser."""
+    base = int(subnet().network_address)
+    return [f"{bridge_ip()}/32", *(str(ipaddress.IPv4Network((base + k * 256, 24)))
+                                   for k in range(1, CLIENT_NETWORKS + 1))]
+
+
 def host_name(index: int) -> str:
     return f"lab{index}"
 

@@ -31,5 +31,8 @@ def groups(inventory_name: str = "lab") -> dict[str, list[tuple[str, dict]]]:
             "ssh_known_hosts_file": described["known_hosts"], "ssh_strict_host_key_checking": "yes",
             "ssh_allow_agent": False, "ssh_look_for_keys": False,
             "private_ip": host["ip"], "inventory_name": inventory_name,
+            "nginx_unlimited_sources": config.load_generator_sources(),
+            # this machine deploys, drills and checks health on the app nodes directly
+            "firewall_allow_from": [f"{config.bridge_ip()}/32"],
         }) for host in hosts}
     return {role: [by_name[name] for name in names] for role, names in roles([h["name"] for h in hosts]).items()}

@@ -90,8 +90,9 @@ def remove_host(name: str) -> None:
 
 def client_networks(count: int) -> list[ipaddress.IPv4Network]:
     """The /24s next to the lab's own (10.213.1.0/24, 10.213.2.0/24, ... for the default subnet)."""
-    base = int(config.subnet().network_address)
-    return [ipaddress.IPv4Network((base + k * 256, 24)) for k in range(1, count + 1)]
+    if count > config.CLIENT_NETWORKS:
+        raise LabError(f"at most {config.CLIENT_NETWORKS} client networks (lab/config.py: CLIENT_NETWORKS)")
+    return [ipaddress.IPv4Network(net) for net in config.load_generator_sources()[1:count + 1]]
 
 
 def client_addresses(count: int) -> list[str]:

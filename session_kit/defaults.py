@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .strategies import LB_METHODS, STRATEGIES
-from .validate import (ONE_WORKER, Address, Bool, Choice, Duration, Int, Listen, Name, Path, Port, RedisSave, Size,
-                       Type, Workers)
+from .validate import (ONE_WORKER, Address, Bool, Choice, Duration, Int, Listen, Name, Networks, Path, Port, Rate,
+                       RedisSave, Size, Type, Workers)
 
 
 class Var(NamedTuple):
@@ -51,6 +51,20 @@ NGINX = {
     # Timeouts towards the app nodes (Nginx caps the connect timeout at 75s).
     "nginx_connect_timeout": Var("2s", Duration(high=75)),
     "nginx_read_timeout": Var("10s", Duration(high=3600)),
+    # Logins (POST /login) per client address: a steady rate and a burst above it answered at once; beyond, 429.
+    "nginx_login_rate": Var("10r/s", Rate()),
+    "nginx_login_burst": Var(20, Int(0, 100000)),
+    # Addresses or networks never limited (a load generator, a monitor): ["10.0.0.5", "10.0.1.0/24"].
+    "nginx_unlimited_sources": Var([], Networks()),
+}
+
+FIREWALL = {
+    # A host firewall (nftables, deploys/firewall.py) on every host: Redis and PostgreSQL answer only the app nodes,
+    # the app's port only the load balancers and app nodes; SSH and other ports are left alone. False: none deployed
+    # (a table already loaded stays until `nft delete table inet session_kit`).
+    "firewall": Var(True, Bool()),
+    # IPv4 addresses or networks that reach every service port besides those (a monitor, the deploying machine).
+    "firewall_allow_from": Var([], Networks(ipv4=True)),
 }
 
 REDIS = {
@@ -96,7 +110,7 @@ APP = {
     "app_user": Var("session-kit", Name(dash=True)),
 }
 
-VARIABLES: dict[str, Var] = {**KIT, **NGINX, **REDIS, **POSTGRES, **APP}
+VARIABLES: dict[str, Var] = {**KIT, **NGINX, **FIREWALL, **REDIS, **POSTGRES, **APP}
 
 
 def app_workers(value: int | str, strategy: str, cores: int | None) -> int:
@@ -115,6 +129,7 @@ def _defaults(table: dict[str, Var]) -> dict[str, Any]:
 
 KIT_DEFAULTS = _defaults(KIT)
 NGINX_DEFAULTS = _defaults(NGINX)
+FIREWALL_DEFAULTS = _defaults(FIREWALL)
 REDIS_DEFAULTS = _defaults(REDIS)
 POSTGRES_DEFAULTS = _defaults(POSTGRES)
 APP_DEFAULTS = _defaults(APP)

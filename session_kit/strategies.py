@@ -61,7 +61,7 @@ def app_environment(strategy: Strategy, data, secrets: dict[str, str], node: str
     if strategy.name == "database":
         password = quote(secrets["postgres_password"], safe="")
         env["DATABASE_URL"] = (f"postgresql://{data.get('postgres_user')}:{password}@{db_ip}:"
-                               f"{data.get('postgres_port')}/{data.get('postgres_database')}")
+                               f"{data.get('postgres_port')}/{data.get('postgres_database')}?sslmode=require")
         env["DATABASE_POOL_SIZE"] = str(data.get("app_database_pool_size"))
     if strategy.name == "replication":
         env["PEERS"] = ",".join(f"http://{ip}:{data.get('app_port')}" for ip in peers)

@@ -206,6 +206,35 @@ class RedisSave(Type):
         return isinstance(value, str) and (value == "" or bool(self._SAVE.fullmatch(value)))
 
 
+class Rate(Type):
+    """Nginx's limit_req rate: N r/s or N r/m (whole requests, at least 1)."""
+
+    what = "a rate such as 10r/s or 600r/m"
+    _RATE = re.compile(r"[1-9]\d{0,6}r/[sm]")
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and bool(self._RATE.fullmatch(value))
+
+
+class Networks(Type):
+    """A list of IPv4/IPv6 addresses or networks (10.0.0.5, 10.0.1.0/24), written into Nginx's and the firewall's
+    rules as they are."""
+
+    def __init__(self, ipv4: bool = False):
+        self.ipv4 = ipv4
+        self.what = f"a list of {'IPv4 ' if ipv4 else ''}addresses or networks (['10.0.0.5', '10.0.1.0/24'])"
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, (list, tuple)) and all(self._network(item) for item in value)
+
+    def _network(self, item: Any) -> bool:
+        try:
+            network = ipaddress.ip_network(item, strict=True) if isinstance(item, str) else None
+        except ValueError:
+            return False
+        return network is not None and (network.version == 4 or not self.ipv4)
+
+
 class Workers(Type):
     """The app's processes per node (the app's WORKERS): an integer from 1 to 64, or "auto": the node's cores."""
 

@@ -7,7 +7,9 @@
   indexed column alone is a cheap HOT update), every other change slides it.
 - Expired rows are invisible to every query and purged by one node at a time (an advisory lock) every
   min(60 s, TTL/4).
-- The schema is created on first use, under an advisory lock so that nodes starting together do not collide.
+- The schema is created on first use, under an advisory lock so that nodes starting together do not collide, unless
+  the table exists: the kit's deploy creates it and gives it to the app's role, which owns only that table and may
+  create nothing (deploys/postgres.py).
 - Reads and increments, the hot paths, are batched (batching.py) and each kind has a connection of its own, a
   "lane", on which one prepared statement (generic plan) answers a whole batch with one row: a JSON object built by
   PostgreSQL, parsed with one json.loads. psycopg's cursor machinery (about 85 us of client CPU per statement here,
@@ -204,7 +206,9 @@ class PostgresStore(SessionStore):
 
     async def _ensure_schema(self, conn: psycopg.AsyncConnection) -> None:
         if not self._schema_ready:
-            await conn.execute(SCHEMA)
+            exists = await (await conn.execute("SELECT to_regclass('sessions') IS NOT NULL")).fetchone()
+            if not (exists and exists[0]):
+                await conn.execute(SCHEMA)
             self._schema_ready = True
 
     def _args(self, handle: str, **extra: Any) -> dict[str, Any]:

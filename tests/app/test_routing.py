@@ -4,7 +4,9 @@ real app nodes, each on its own loopback address and the same port, as the kit d
 - cookie routing (lb_method hash_cookie): the node that creates a session marks its SESSION cookie with its route,
   Nginx sends every later request of that session to it, and to another node only while it is down (sticky: that
   node does not know the session, 401, and a new login sticks there; replication: the session goes on);
-- round robin with replication in sync mode: every request may land anywhere and still sees its own writes.
+- round robin with replication in sync mode: every request may land anywhere and still sees its own writes;
+- logins limited per client address: a burst beyond the limit gets 429 JSON, the sessions already made go on, and an
+  unlimited source is not counted.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
 
 @contextlib.contextmanager
-def balanced(strategy: str, lb_method: str):
+def balanced(strategy: str, lb_method: str, **site):
     cluster = Cluster(strategy, Backends(), hosts=HOSTS, routed=lb_method == "hash_cookie")
     nginx = None
     try:
@@ -33,7 +35,7 @@ def balanced(strategy: str, lb_method: str):
         port = free_port()
         site = render_site(strategy=strategy, lb_method=lb_method, app_port=cluster.nodes[0].port,
                            app_nodes=[{"name": n.name, "ip": n.host, "route": route_of(n.name)} for n in cluster.nodes],
-                           nginx_listen=f"127.0.0.1:{port}")
+                           nginx_listen=f"127.0.0.1:{port}", **site)
         nginx = SiteNginx(site, port).start()
         yield cluster, nginx.url
     finally:
@@ -100,3 +102,38 @@ def test_round_robin_replication_in_sync_mode_reads_its_writes_through_the_balan
         thief = SessionClient()
         thief.handle = copied
         assert [thief.get(url + "/session").status_code for url in cluster.urls] == [401, 401, 401]
+
+
+def test_a_burst_of_logins_from_one_address_is_limited_and_sessions_go_on():
+    with balanced("replication", "round_robin", nginx_login_rate="1r/s", nginx_login_burst=5,
+                  nginx_unlimited_sources=["127.0.0.9"]) as (cluster, lb):
+        first = SessionClient()
+        assert first.login(lb, "first").status_code == 200
+        statuses = [SessionClient().login(lb, f"burst{i}") for i in range(30)]
+        limited = [r for r in statuses if r.status_code == 429]
+        assert len(limited) >= 20, [r.status_code for r in statuses]  # 1 r/s with a burst of 5, in a second or two
+        assert all(r.json()["error"] == "too_many_requests" for r in limited)
+        assert {r.status_code for r in statuses} <= {200, 429}
+        assert limited[0].headers.get("X-Content-Type-Options") == "nosniff"
+        # what a limited login refuses is only new logins from that address: the session made before goes on
+        for n in range(1, 4):
+            change = first.post(lb + "/session/counter")
+            assert change.status_code == 200 and change.json()["counter"] == n, change.text
+        # a source listed in nginx_unlimited_sources is never limited
+        import requests
+        unlimited = requests.Session()
+        unlimited.mount("http://", _SourceAdapter("127.0.0.9"))
+        codes = [unlimited.post(lb + "/login", json={"username": f"u{i}"}, timeout=10).status_code for i in range(30)]
+        assert codes == [200] * 30, codes
+
+
+class _SourceAdapter(__import__("requests").adapters.HTTPAdapter):
+    """Sends from a given loopback address."""
+
+    def __init__(self, source: str):
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)

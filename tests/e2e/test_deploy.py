@@ -56,13 +56,21 @@ def test_strategy_without_its_group_is_refused(lab, tmp_path):
     assert check.stderr.strip() == "session-kit: db: group is empty, but session_strategy=database needs it"
 
 
+@pytest.fixture(scope="session")
+def outside_source(lab) -> str:
+    """An address of this machine in one of the lab's client networks: no firewall rule of the lab admits it."""
+    from lab.network import client_addresses
+
+    return client_addresses(1)[0]
+
+
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
-def test_deploy_verify_and_reapply(lab, strategy):
+def test_deploy_verify_and_reapply(lab, outside_source, strategy):
     first = apply(strategy)
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
     assert totals(first)["errors"] == 0
     verify = run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify",
-                 "--inventory", INVENTORY, "--strategy", strategy)
+                 "--inventory", INVENTORY, "--strategy", strategy, "--outside-source", outside_source)
     assert verify.returncode == 0, f"verification of {strategy} failed:\n{verify.stdout[-6000:]}"
     assert re.search(r"\d+ passed", verify.stdout)
     second = apply(strategy)

@@ -163,9 +163,18 @@ class PostgresServer:
             self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=scram-sha-256",
                       f"--pwfile={pwfile}", "--no-sync", "-E", "UTF8")
             pwfile.unlink()
+            # TLS as the kit's PostgreSQL has it (the app's DATABASE_URL says sslmode=require): a self-signed pair.
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                            "/CN=127.0.0.1", "-keyout", str(self.dir / "server.key"), "-out",
+                            str(self.dir / "server.crt")], check=True, capture_output=True, timeout=60)
+            (self.dir / "server.key").chmod(0o600)
+            if self.as_user:
+                for name in ("server.key", "server.crt"):
+                    shutil.chown(self.dir / name, "postgres", "postgres")
             self.initialised = True
         self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.dir / "log"), "start", "-o",
-                  f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off -c max_connections=200")
+                  f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off -c max_connections=200 "
+                  f"-c ssl=on -c ssl_cert_file={self.dir}/server.crt -c ssl_key_file={self.dir}/server.key")
         if not self.database_created:
             env = {**os.environ, "PGPASSWORD": self.password}
             subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", "postgres",

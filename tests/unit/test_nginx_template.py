@@ -59,7 +59,7 @@ def test_cookie_routing_sends_each_mark_to_its_node_and_the_others_are_backups()
 def test_without_cookie_routing_one_balanced_upstream(lb_method):
     text = site(lb_method)
     assert list(upstreams(text)) == ["session_kit_app"]
-    assert "proxy_pass http://session_kit_app;" in text and "map " not in text and "backup" not in text
+    assert "proxy_pass http://session_kit_app;" in text and "map $cookie" not in text and "backup" not in text
     assert ("ip_hash;" in text) == (lb_method == "ip_hash")
 
 

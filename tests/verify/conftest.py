@@ -26,6 +26,9 @@ def pytest_addoption(parser):
     group.addoption("--data", action="append", default=[], metavar="KEY=VALUE",
                     help="any other `pyinfra --data` override the deployment was applied with (e.g. lb_method=...)")
     group.addoption("--lb-url", help="the load balancer's URL (default: http://<lb ssh_hostname>)")
+    group.addoption("--outside-source", metavar="ADDRESS",
+                    help="an address of this machine that no firewall rule admits (not in firewall_allow_from, not "
+                         "a cluster host): the firewall checks connect from it and must be refused")
     group.addoption("--proven", metavar="FILE", help="write what the passing checks proved, as JSON lines of text "
                                                      "(the demo prints them)")
 

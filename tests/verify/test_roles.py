@@ -99,3 +99,117 @@ def test_stores(deployment, remote, role):
             hosts = {line.split()[3] for line in hba.splitlines() if line.startswith("host")}
             assert hosts == {f"{app.ip}/32" for app in deployment.role("app")}, \
                 f"{node.name}: pg_hba.conf must admit the app nodes and nothing else, admits {sorted(hosts)}"
+
+
+# Run on an app node with the app's own venv and DATABASE_URL: what PostgreSQL lets the app's role do, and refuses.
+PG_PROBE = r"""
+import json, re, psycopg
+url = re.search(r"^DATABASE_URL=(.*)$", open("/etc/session-kit/app.env").read(), re.M).group(1).strip().strip("'\"")
+out = {}
+def attempt(name, dsn, sql=None):
+    try:
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            out[name] = conn.execute(sql).fetchone()[0] if sql else "connected"
+    except psycopg.Error as error:
+        out[name] = "refused: " + str(error).strip().splitlines()[0]
+base = url.split("?")[0]
+attempt("tls", url, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+attempt("plain", base + "?sslmode=disable")
+attempt("wrong_password", re.sub(r"://([^:]+):[^@]*@", r"://\1:wrong@", url))
+attempt("create_table", url, "CREATE TABLE kit_probe (x int)")
+attempt("table_owner", url, "SELECT tableowner FROM pg_tables WHERE tablename = 'sessions'")
+attempt("other_database", re.sub(r"/[^/?]+(\?|$)", r"/postgres\1", url, count=1))
+print(json.dumps(out))
+"""
+
+
+def test_database_role_is_least_privilege(deployment, remote, proven):
+    """From an app node: only TLS connections, a wrong password refused, the role owns the sessions table and can
+    create nothing else, and may not connect to another database."""
+    if "db" not in deployment.strategy.needs:
+        pytest.skip(f"{deployment.strategy.name} does not use PostgreSQL")
+    import json
+
+    node = nodes_of(deployment, "app")[0]
+    result = remote(node).run(f"{deployment.vars['app_dir']}/venv/bin/python - <<'EOF'\n{PG_PROBE}\nEOF")
+    assert result.rc == 0, f"{node.name}: the probe failed: {result.stderr[-500:]}"
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    user = deployment.vars["postgres_user"]
+    assert seen["tls"] is True, f"{node.name}: the app's connection is not encrypted: {seen}"
+    assert seen["plain"].startswith("refused"), f"{node.name}: an unencrypted connection is accepted: {seen}"
+    assert seen["wrong_password"].startswith("refused"), f"{node.name}: a wrong password is accepted: {seen}"
+    assert seen["create_table"].startswith("refused") and "permission denied" in seen["create_table"], seen
+    assert seen["table_owner"] == user, f"the sessions table belongs to {seen['table_owner']}, not {user}"
+    assert seen["other_database"].startswith("refused"), f"{user} may connect to another database: {seen}"
+    proven(f"PostgreSQL: TLS only, wrong password refused, {user} owns the sessions table and can create nothing")
+
+
+def test_a_burst_of_logins_from_one_client_is_limited(deployment, remote, proven):
+    """From an app node (a client the balancer does not exempt): 60 logins in a row, beyond the limit's burst, get
+    429 with a JSON error; the balancer's security headers are on every answer."""
+    listen = str(deployment.vars["nginx_listen"])
+    port = listen.rpartition(":")[2] or listen
+    lb = nodes_of(deployment, "lb")[0]
+    client = nodes_of(deployment, "app")[0]
+    unlimited = deployment.vars.get("nginx_unlimited_sources") or []
+    if any(client.ip == source.split("/")[0] for source in unlimited):
+        pytest.skip(f"{client.name} is listed in nginx_unlimited_sources")
+    url = f"http://{lb.ip}:{port}/login"
+    result = remote(client).run(
+        "for i in $(seq 1 60); do curl -s -o /dev/null -w '%{http_code}\\n' -m 5 -X POST "
+        f"-H 'Content-Type: application/json' -d '{{\"username\": \"burst\"}}' {url}; done; "
+        f"curl -s -D - -X POST -H 'Content-Type: application/json' -d '{{\"username\": \"burst\"}}' {url}")
+    lines = result.stdout.splitlines()
+    codes = lines[:60]
+    limited = codes.count("429")
+    assert limited > 0, f"60 logins from {client.name} in a row were not limited: {sorted(set(codes))}"
+    assert set(codes) <= {"200", "429"}, f"logins answered with {sorted(set(codes))}"
+    last = "\n".join(lines[60:]).lower()
+    assert "x-content-type-options: nosniff" in last and "x-frame-options: deny" in last, last[:500]
+    if last.startswith("http/1.1 429"):
+        assert '"too_many_requests"' in last, f"a limited login's answer is not the JSON error: {last[-300:]}"
+    proven(f"logins limited per client: {limited} of 60 in a row from {client.name} got 429 "
+           f"(rate {deployment.vars['nginx_login_rate']}, burst {deployment.vars['nginx_login_burst']})")
+
+
+def _reaches(address: str, port: int, source: str | None = None) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(3)
+        if source:
+            sock.bind((source, 0))
+        try:
+            sock.connect((address, int(port)))
+            return True
+        except OSError:
+            return False
+
+
+def test_firewall_admits_only_the_hosts_that_need_each_port(deployment, remote, pytestconfig, proven):
+    """Each host has the kit's nftables table; from an address no rule admits (--outside-source), Redis, PostgreSQL
+    and the app's port are refused while the same ports answer an app node (and this machine, when it is in
+    firewall_allow_from)."""
+    if not deployment.vars.get("firewall"):
+        pytest.skip("firewall = False in the inventory")
+    ports = {"redis": deployment.vars["redis_port"], "db": deployment.vars["postgres_port"],
+             "app": deployment.vars["app_port"]}
+    for node in {n.name: n for role in ("lb", "app", "redis", "db") for n in deployment.role(role)}.values():
+        table = remote(node).run("nft list table inet session_kit")
+        assert table.rc == 0, f"{node.name}: the kit's firewall table is not loaded: {table.stderr[-300:]}"
+    # the services the strategy runs, each with a host that must be admitted
+    app = nodes_of(deployment, "app")
+    services = [(role, node) for role in ("redis", "db") if role in deployment.strategy.needs
+                for node in deployment.role(role)] + [("app", node) for node in app]
+    for role, node in services:
+        admitted = remote(app[0] if node.name != app[0].name else app[-1]).run(
+            f"timeout 5 bash -c 'exec 3<>/dev/tcp/{node.ip}/{ports[role]}'")
+        assert admitted.rc == 0, f"an app node cannot reach {role} on {node.name}:{ports[role]}"
+    outside = pytestconfig.getoption("--outside-source")
+    if not outside:
+        pytest.skip("the refusals need --outside-source ADDRESS (an address of this machine no rule admits)")
+    refused = [f"{role} on {node.name}" for role, node in services if not _reaches(node.ip, ports[role], outside)]
+    assert len(refused) == len(services), \
+        f"from {outside}, only {refused} are refused of {[f'{r} on {n.name}' for r, n in services]}"
+    proven(f"firewall: from {outside} (no rule admits it) {', '.join(sorted(set(r for r, _ in services)))} ports "
+           f"refused on every host; from the app nodes, admitted")
