@@ -232,12 +232,12 @@ def test_redis_that_accepts_but_never_answers_is_503_then_recovers(strategy):
                 response = client.get(url + "/session")
                 took = time.monotonic() - started
                 assert_json_error(response, 503, "store_unavailable")
-                assert took < 5, f"{attempt}: 503 after {took:.1f} s"
+                assert took < 8, f"{attempt}: 503 after {took:.1f} s"
             started = time.monotonic()
             with ThreadPoolExecutor(8) as pool:
                 statuses = list(pool.map(lambda _: client.post(url + "/session/counter").status_code, range(8)))
             took = time.monotonic() - started
-            assert statuses == [503] * 8 and took < 5, f"8 requests at once: {statuses} after {took:.1f} s"
+            assert statuses == [503] * 8 and took < 8, f"8 requests at once: {statuses} after {took:.1f} s"
             assert_json_error(probe.get(url + "/healthz"), 503, "store_unavailable")
         finally:
             redis.proc.send_signal(signal.SIGCONT)

@@ -56,7 +56,7 @@ def test_bounded_batcher_sends_one_batch_at_a_time_and_gathers_the_next():
 
 def test_unbounded_batcher_sends_each_loop_turn_as_it_comes():
     async def scenario():
-        run = Recorder()
+        run = Recorder(delay=0.5)  # the first batch is surely still out when the second comes, however slow the machine
         batcher = Batcher(run)
         first = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
         await asyncio.sleep(0.002)

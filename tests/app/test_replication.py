@@ -104,14 +104,17 @@ def test_peer_that_misses_the_timeout_is_marked_down_and_catches_up():
             waited = time.monotonic() - started
             assert 0.25 <= waited < 2, f"a sync change waits for the stuck peer about REPLICATION_TIMEOUT ({waited:.2f} s)"
             assert status(first.url)["peers"][stuck.url]["state"] != "up"
+            # the second node has not sent to the stuck peer yet: its first change waits once, and marks it down too
+            assert client.post(cluster.urls[1] + "/session/counter").json()["counter"] == 2
             started = time.monotonic()
-            for n in range(2, 6):
+            for n in range(3, 7):
                 assert client.post(cluster.urls[n % 2] + "/session/counter").json()["counter"] == n
+            # four changes that each waited REPLICATION_TIMEOUT would take 1.2 s at least
             assert time.monotonic() - started < 1, "a peer marked down is not waited for again"
         finally:
             stuck.proc.send_signal(signal.SIGCONT)
         cluster.wait_replicating()
-        assert client.get(stuck.url + "/session").json()["counter"] == 5, "the snapshot brings it up to date"
+        assert client.get(stuck.url + "/session").json()["counter"] == 6, "the snapshot brings it up to date"
         assert status(first.url)["peers"][stuck.url]["snapshots"] >= 2
     finally:
         cluster.crash()
@@ -153,7 +156,7 @@ def test_startup_no_peer_up_starts_empty_but_a_failing_peer_is_retried():
         alone = AppNode("alone", {**env, "PEERS": f"http://127.0.0.1:{free_port()}"})
         started = time.monotonic()
         alone.start()
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 20
     finally:
         for node in (refusing, waiting, alone):
             if node:

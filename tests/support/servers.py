@@ -24,10 +24,19 @@ ROOT = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now, and never one this run handed out before (two picks before either binds could collide)."""
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
+    raise RuntimeError("no fresh free port in 100 tries")
 
 
 def wait_until(check, timeout: float, what: str, interval: float = 0.05) -> None:
@@ -224,8 +233,9 @@ class AppNode:
 
         wait_until(up, timeout, f"app node {self.name}")
 
-    def stop(self) -> None:
-        _stop(self.proc)
+    def stop(self, timeout: float = 25) -> None:
+        """SIGTERM, and wait: a draining node may take DRAIN_SECONDS plus its workers' margin (sample_app/serve.py)."""
+        _stop(self.proc, timeout=timeout)
 
     def kill(self) -> None:
         """A crash: SIGKILL, no drain (a stopping node waits for its clients' idle connections to close)."""
