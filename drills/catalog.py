@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import secrets
+import shlex
 import time
 from typing import Any, Callable
 
@@ -334,8 +335,8 @@ def _store_bytes(target: Target) -> Callable[[], float]:
         node = target.role("redis")[0]
 
         def redis_bytes() -> float:
-            password = target.ssh(node, "sed -n 's/^requirepass //p' /etc/redis/redis.conf").strip().strip('"')
-            out = target.ssh(node, f"REDISCLI_AUTH={password} redis-cli -h {node.ip} -p "
+            password = target.deployment.secrets()["redis_admin_password"]
+            out = target.ssh(node, f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --user admin -h {node.ip} -p "
                                    f"{target.deployment.vars['redis_port']} INFO memory")
             return float(next(line.split(":")[1] for line in out.splitlines() if line.startswith("used_memory:")))
 

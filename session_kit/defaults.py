@@ -69,6 +69,9 @@ FIREWALL = {
 
 REDIS = {
     "redis_port": Var(6379, Port(), same=True),
+    # The ACL user the app logs in as (password: secrets, redis_password), limited to the session keys and the
+    # commands the app sends; operators and the kit's drills log in as `admin` (redis_admin_password).
+    "redis_user": Var("session-kit", Name(dash=True), same=True),
     # Memory cap (bytes, or 512mb, 1gb, ...; 0: none) and eviction: sessions must not be evicted silently, so the
     # default policy refuses writes when full.
     "redis_maxmemory": Var("256mb", Size()),

@@ -83,6 +83,11 @@ class Deployment:
             lines.append("    BatchMode yes\n    ConnectTimeout 10\n    LogLevel ERROR")
         return "\n".join(lines) + "\n"
 
+    def secrets(self) -> dict[str, str]:
+        """The inventory's secrets, as the deploys use them (session_kit/secrets.py), from this controller."""
+        root = Path(__file__).resolve().parent.parent
+        return kit_secrets.load(root / self.vars["secrets_dir"], self.vars["inventory_name"])
+
     @property
     def lb_url(self) -> str:
         lb = self.role("lb")[0]

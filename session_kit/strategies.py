@@ -28,8 +28,9 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("sticky", ("lb", "app"), "ip_hash", shared=False),
     Strategy("database", ("lb", "app", "db"), "round_robin", shared=True, secrets=("postgres_password",)),
     Strategy("replication", ("lb", "app"), "round_robin", shared=True, secrets=("replication_key",)),
-    Strategy("redis", ("lb", "app", "redis"), "round_robin", shared=True, secrets=("redis_password",)),
-    Strategy("token", ("lb", "app", "redis"), "round_robin", shared=True, bearer=True, secrets=("redis_password",)),
+    Strategy("redis", ("lb", "app", "redis"), "round_robin", shared=True, secrets=("redis_password", "redis_admin_password")),
+    Strategy("token", ("lb", "app", "redis"), "round_robin", shared=True, bearer=True,
+             secrets=("redis_password", "redis_admin_password")),
 )}
 
 
@@ -57,7 +58,8 @@ def app_environment(strategy: Strategy, data, secrets: dict[str, str], node: str
         env["SECRET_KEYS"] = secrets["cookie_secret_key"]
     if strategy.name in ("redis", "token"):
         password = quote(secrets["redis_password"], safe="")  # percent-encoded: any character round-trips
-        env["REDIS_URL"] = f"redis://:{password}@{redis_ip}:{data.get('redis_port')}/0"
+        user = quote(str(data.get("redis_user")), safe="")
+        env["REDIS_URL"] = f"redis://{user}:{password}@{redis_ip}:{data.get('redis_port')}/0"
     if strategy.name == "database":
         password = quote(secrets["postgres_password"], safe="")
         env["DATABASE_URL"] = (f"postgresql://{data.get('postgres_user')}:{password}@{db_ip}:"

@@ -1,5 +1,5 @@
 """Secrets from the environment (SESSION_KIT_<NAME>) are written safely wherever they go: percent-encoded in the app's
-URLs, quoted in redis.conf and in the app's systemd EnvironmentFile. The templates are rendered by pyinfra's own
+URLs, as SHA-256 digests in redis.conf's ACL users, quoted in the app's systemd EnvironmentFile. The templates are rendered by pyinfra's own
 template loader, as a deploy renders them; what they produce is read back by real parsers (sh, redis-server, the
 app's settings and its Redis client)."""
 
@@ -31,8 +31,8 @@ def render(path: str, **values) -> str:
 
 
 def environment(strategy: str, password: str = HOSTILE) -> dict[str, str]:
-    keys = {"cookie_secret_key": password, "redis_password": password, "postgres_password": password,
-            "replication_key": password}
+    keys = {"cookie_secret_key": password, "redis_password": password, "redis_admin_password": password + "!",
+            "postgres_password": password, "replication_key": password}
     return app_environment(STRATEGIES[strategy], DATA, keys, node="app1", private_ip="10.0.0.2",
                            peers=["10.0.0.3"], redis_ip="10.0.0.9", db_ip="10.0.0.8")
 
@@ -73,15 +73,19 @@ def test_the_app_reads_the_password_back_from_the_env_file(strategy):
         assert (parts["password"], parts["host"], parts["port"]) == (HOSTILE, "10.0.0.9", 6379)
 
 
-def test_redis_conf_requirepass_round_trips_through_a_real_redis(tmp_path):
-    """redis-server reads the rendered redis.conf; the app's URL (percent-encoded) authenticates against it."""
+def test_redis_conf_acl_users_round_trip_through_a_real_redis(tmp_path):
+    """redis-server reads the rendered redis.conf; the app's URL (its ACL user, the password percent-encoded)
+    authenticates against it, and that user can do what the app does and nothing else; no one logs in without a
+    user; admin can do everything."""
     import redis
+
+    from deploys.redis import acl
 
     if not shutil.which("redis-server"):
         pytest.skip("redis-server is not installed (./kit setup installs it)")
     port = free_port()
     conf = tmp_path / "redis.conf"
-    conf.write_text(render("etc/redis/redis.conf", private_ip="127.0.0.1", redis_password=HOSTILE,
+    conf.write_text(render("etc/redis/redis.conf", private_ip="127.0.0.1", **acl(HOSTILE, HOSTILE + "!"),
                            **{**{k: v for k, v in ALL_DEFAULTS.items() if k.startswith("redis_")},
                               "redis_port": port}))
     # Only what a test process cannot use is overridden: systemd supervision and the Debian paths.
@@ -94,9 +98,22 @@ def test_redis_conf_requirepass_round_trips_through_a_real_redis(tmp_path):
         wait_until(lambda: proc.poll() is not None or _pings(client), 10, "redis-server with the rendered conf")
         assert proc.poll() is None, "redis-server refused the rendered redis.conf"
         assert client.ping() is True
-        wrong = redis.Redis(host="127.0.0.1", port=port, password=HOSTILE[:-1])
+        assert client.hset("session:x", "user", "u") == 1 and client.pexpire("session:x", 60000)
+        for refused in (lambda: client.flushall(), lambda: client.config_get("*"), lambda: client.keys("*"),
+                        lambda: client.set("session:y", "v"), lambda: client.hset("other:x", "f", "v")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                refused()
+        user = ALL_DEFAULTS["redis_user"]
+        wrong = redis.Redis(host="127.0.0.1", port=port, username=user, password=HOSTILE[:-1])
         with pytest.raises(redis.AuthenticationError):
             wrong.ping()
+        with pytest.raises(redis.AuthenticationError):  # the default user is off, whatever the password
+            redis.Redis(host="127.0.0.1", port=port, password=HOSTILE).ping()
+        nobody = redis.Redis(host="127.0.0.1", port=port)
+        with pytest.raises(redis.AuthenticationError):
+            nobody.ping()
+        admin = redis.Redis(host="127.0.0.1", port=port, username="admin", password=HOSTILE + "!")
+        assert admin.dbsize() == 1 and admin.config_get("maxmemory-policy")
     finally:
         proc.terminate()
         proc.wait(10)
