@@ -206,9 +206,9 @@ class LeanRedis:
         self._scripts[source] = await self.execute("SCRIPT", "LOAD", source)
         return await self.execute("EVALSHA", self._scripts[source], len(keys), *keys, *args)
 
-    async def script_each(self, source: str, keys: Sequence[Any], args: Sequence[Any]) -> list[Any]:
-        """A script that answers one result per key, in KEYS order, over keys of any slots (one call here)."""
-        return await self.script(source, keys, args)
+    # A script answering one result per key, in KEYS order, over keys of any slots: one call on a single Redis
+    # (ClusterRedis runs it once per slot).
+    script_each = script
 
     async def close(self) -> None:
         if self._proto is not None:
