@@ -101,6 +101,15 @@ def test_stores(deployment, remote, role):
                 f"{node.name}: pg_hba.conf must admit the app nodes and nothing else, admits {sorted(hosts)}"
 
 
+def run_probe(deployment, host, node, code: str) -> dict:
+    """Run a probe (Python that prints one JSON object last) on an app node, with the app's own venv."""
+    import json
+
+    result = host.run(f"{deployment.vars['app_dir']}/venv/bin/python - <<'EOF'\n{code}\nEOF")
+    assert result.rc == 0, f"{node.name}: the probe failed: {result.stderr[-500:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 # Run on an app node with the app's own venv and DATABASE_URL: what PostgreSQL lets the app's role do, and refuses.
 PG_PROBE = r"""
 import json, re, psycopg
@@ -128,12 +137,8 @@ def test_database_role_is_least_privilege(deployment, remote, proven):
     create nothing else, and may not connect to another database."""
     if "db" not in deployment.strategy.needs:
         pytest.skip(f"{deployment.strategy.name} does not use PostgreSQL")
-    import json
-
     node = nodes_of(deployment, "app")[0]
-    result = remote(node).run(f"{deployment.vars['app_dir']}/venv/bin/python - <<'EOF'\n{PG_PROBE}\nEOF")
-    assert result.rc == 0, f"{node.name}: the probe failed: {result.stderr[-500:]}"
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    seen = run_probe(deployment, remote(node), node, PG_PROBE)
     user = deployment.vars["postgres_user"]
     assert seen["tls"] is True, f"{node.name}: the app's connection is not encrypted: {seen}"
     assert seen["plain"].startswith("refused"), f"{node.name}: an unencrypted connection is accepted: {seen}"
@@ -245,12 +250,8 @@ def test_redis_app_user_is_least_privilege(deployment, remote, proven):
     the session prefixes; a wrong password and no user at all are refused."""
     if "redis" not in deployment.strategy.needs:
         pytest.skip(f"{deployment.strategy.name} does not use Redis")
-    import json
-
     node = nodes_of(deployment, "app")[0]
-    result = remote(node).run(f"{deployment.vars['app_dir']}/venv/bin/python - <<'EOF'\n{REDIS_PROBE}\nEOF")
-    assert result.rc == 0, f"{node.name}: the probe failed: {result.stderr[-500:]}"
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    seen = run_probe(deployment, remote(node), node, REDIS_PROBE)
     assert seen["ping"] == "True", f"the app's user cannot PING: {seen}"
     for name in ("FLUSHALL", "KEYS", "CONFIG", "other_key"):
         assert seen[name].startswith("refused: NoPermissionError"), f"the app's user may run {name}: {seen}"
