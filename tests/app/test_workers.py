@@ -101,8 +101,13 @@ def connections_by_worker(node: AppNode, want: set[int], timeout: float = 15) ->
 
 
 def wait_workers(node: AppNode, count: int, timeout: float = 15) -> set[int]:
+    """The node's workers, once there are `count` and each has served a request (a worker that dies before it
+    first serves is one that cannot start: the node stops)."""
     wait_until(lambda: len(children(node.proc.pid)) == count, timeout, f"{count} workers of node {node.name}")
-    return children(node.proc.pid)
+    workers = children(node.proc.pid)
+    for conn in connections_by_worker(node, workers, timeout).values():
+        conn.close()
+    return workers
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +143,25 @@ def test_a_killed_worker_is_replaced(node):
     for conn in connections_by_worker(node, now).values():  # the new one serves, beside the one left
         conn.close()
     assert node.proc.poll() is None
+
+
+def test_workers_dying_over_and_over_stop_the_node(backends):
+    """More than RESTART_LIMIT replacements within RESTART_WINDOW: the node stops with status 1 (and systemd's
+    Restart=on-failure takes over)."""
+    from sample_app.serve import RESTART_LIMIT
+    node = AppNode("crashing", {**strategy_env("redis", backends), "WORKERS": "2"}).start()
+    try:
+        for _ in range(RESTART_LIMIT):
+            workers = wait_workers(node, 2)
+            os.kill(min(workers), signal.SIGKILL)
+            wait_until(lambda: min(workers) not in children(node.proc.pid) and len(children(node.proc.pid)) == 2,
+                       15, "a replacement")
+        os.kill(min(children(node.proc.pid)), signal.SIGKILL)  # one more than the limit
+        assert node.proc.wait(15) == 1
+        assert "more than 5 restarts within 60 s: the node stops" in node.log.read_text()
+        assert children(node.proc.pid) == set()
+    finally:
+        node.destroy()
 
 
 def test_a_worker_whose_parent_is_killed_stops(backends):
