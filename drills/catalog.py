@@ -63,7 +63,8 @@ def under_load_from(target: Target, params: Params, action: Callable[[Callable[[
 
     async def main():
         load = Load(target.lb_url, clients=params.clients, bearer=target.deployment.strategy.bearer,
-                    think=params.think, limit_seconds=params.seconds * 20 + 300, local_addresses=addresses)
+                    think=params.think, limit_seconds=params.seconds * 20 + 300, local_addresses=addresses,
+                    ssl_context=target.ssl_context())
         await load.open()
         try:
             logged_in = await load.log_in_all()
@@ -209,7 +210,8 @@ def contention(target: Target, params: Params, parallel: int = 200) -> dict[str,
     """`parallel` increments of ONE session at once through the balancer: how many updates were lost."""
 
     async def main():
-        load = Load(target.lb_url, clients=1, bearer=target.deployment.strategy.bearer)
+        load = Load(target.lb_url, clients=1, bearer=target.deployment.strategy.bearer,
+                    ssl_context=target.ssl_context())
         await load.open()
         try:
             client = load.clients[0]
@@ -244,7 +246,7 @@ def cookie_limits(target: Target, params: Params) -> dict[str, Any]:
     """The session size at which the 4 KB cookie limit is reached; replay of a copied cookie after logout."""
 
     async def main():
-        load = Load(target.lb_url, clients=1)
+        load = Load(target.lb_url, clients=1, ssl_context=target.ssl_context())
         await load.open()
         try:
             client = load.clients[0]
@@ -286,8 +288,8 @@ def footprint(target: Target, params: Params, sessions: int = 10_000, value_byte
     async def main():
         semaphore = asyncio.Semaphore(64)
         timeout = aiohttp.ClientTimeout(total=30)
-        async with aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(),
-                                         trust_env=False) as http:
+        async with aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+                                         connector=aiohttp.TCPConnector(ssl=target.ssl_context())) as http:
             handles: list[str] = []
 
             async def one(i: int) -> None:
@@ -409,7 +411,7 @@ def lag(target: Target, params: Params, writes: int = 200, rejoin_sessions: tupl
     rejoin = {}
     node = apps[-1]
     for count in rejoin_sessions:
-        asyncio.run(_log_in_many(target.lb_url, count - _session_count(target, node)))
+        asyncio.run(_log_in_many(target.lb_url, count - _session_count(target, node), target.ssl_context()))
         target.ssh(node, "systemctl stop session-kit-app")  # the drain is not part of the rejoin
         started = time.monotonic()
         target.ssh(node, "systemctl start session-kit-app")
@@ -436,12 +438,13 @@ def requests_json(url: str) -> dict[str, Any]:
     return requests.get(url, timeout=5).json()
 
 
-async def _log_in_many(base_url: str, count: int) -> None:
+async def _log_in_many(base_url: str, count: int, ssl_context) -> None:
     if count <= 0:
         return
     semaphore = asyncio.Semaphore(64)
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
-                                     timeout=aiohttp.ClientTimeout(total=30)) as http:
+                                     timeout=aiohttp.ClientTimeout(total=30),
+                                     connector=aiohttp.TCPConnector(ssl=ssl_context)) as http:
         async def one(i: int) -> None:
             async with semaphore:
                 async with http.post(base_url + "/login", json={"username": f"many{i}"}) as response:
@@ -464,7 +467,8 @@ def _lab_client_addresses(target: Target) -> list[str]:
 def _load_once(target: Target, params: Params, addresses: list[str] | None, seconds: float) -> dict[str, Any]:
     async def main():
         load = Load(target.lb_url, clients=params.clients, bearer=target.deployment.strategy.bearer,
-                    think=params.think, limit_seconds=seconds, local_addresses=addresses)
+                    think=params.think, limit_seconds=seconds, local_addresses=addresses,
+                    ssl_context=target.ssl_context())
         await load.open()
         try:
             await load.log_in_all()

@@ -1,6 +1,7 @@
 """The deployed cluster as the drills act on it: apply the kit with pyinfra, run a command on a host over SSH, read a
 node's health over HTTP. Everything goes through the inventory (session_kit/inventory.py), so a drill knows hosts by
-their roles, never by the lab's internals."""
+their roles, never by the lab's internals. The balancer is reached as its clients reach it (HTTPS verified against
+the inventory's certificate with lb_tls); app nodes straight, over the private network, in plain HTTP."""
 
 from __future__ import annotations
 
@@ -45,7 +46,17 @@ class Target:
 
     @property
     def lb_url(self) -> str:
+        """https://... with lb_tls (verify with tls_verify / ssl_context()), else http://..."""
         return self.deployment.lb_url
+
+    @property
+    def tls_verify(self) -> str | bool:
+        """requests' `verify=` for the balancer: the inventory's certificate file, or True (the system's CAs)."""
+        return self.deployment.tls_verify
+
+    def ssl_context(self):
+        """An ssl.SSLContext for the balancer (aiohttp: drills/load.py and the drills' own clients)."""
+        return self.deployment.ssl_context()
 
     def role(self, role: str) -> list[Node]:
         return self.deployment.role(role)
@@ -106,7 +117,7 @@ class Target:
         started = time.monotonic()
         while time.monotonic() - started < within:
             try:
-                if requests.get(self.lb_url + "/healthz", timeout=2).status_code == 200:
+                if requests.get(self.lb_url + "/healthz", timeout=2, verify=self.tls_verify).status_code == 200:
                     return
             except requests.RequestException:
                 pass

@@ -7,6 +7,9 @@ bearer token) would, sends one request at a time, and mixes reads (`GET /session
 (`POST /session/counter`). It knows how many of its increments succeeded, so that at the end its session's counter
 tells whether an update was lost. A 401 on a session it holds is a lost session: it is counted once, and the client
 logs in again so that the load goes on. A 5xx or a broken connection is a failed request.
+
+An HTTPS balancer (lb_tls) is verified with the ssl.SSLContext the caller gives (Deployment.ssl_context(): the
+inventory's certificate as the only CA); none: the system's CAs.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import asyncio
 import dataclasses
 import json
 import random
+import ssl
 import time
 from http.cookies import SimpleCookie
 from typing import Any
@@ -58,8 +62,9 @@ class Load:
 
     def __init__(self, base_url: str, clients: int = 200, bearer: bool = False, write_share: float = 0.3,
                  think: float = 0.05, timeout: float = 10.0, limit_seconds: float = 600.0, seed: int = 1,
-                 local_addresses: list[str] | None = None):
+                 local_addresses: list[str] | None = None, ssl_context: ssl.SSLContext | None = None):
         self.base_url, self.bearer = base_url.rstrip("/"), bearer
+        self.ssl_context = ssl_context
         self.clients = [Client(i, f"drill{i}") for i in range(clients)]
         self.write_share, self.think, self.timeout, self.limit_seconds = write_share, think, timeout, limit_seconds
         self.random = random.Random(seed)
@@ -163,7 +168,8 @@ class Load:
         self.t0 = time.monotonic()
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         for address in self.local_addresses or [None]:
-            connector = aiohttp.TCPConnector(limit=0, local_addr=(address, 0) if address else None)
+            connector = aiohttp.TCPConnector(limit=0, local_addr=(address, 0) if address else None,
+                                             ssl=self.ssl_context if self.ssl_context is not None else True)
             self._http.append(aiohttp.ClientSession(connector=connector, timeout=timeout,
                                                     cookie_jar=aiohttp.DummyCookieJar(), trust_env=False))
 

@@ -173,11 +173,12 @@ def wrk(url: str, method: str, path: str, handles: list[str], bearer: bool, seco
     return parse_wrk(result.stdout)
 
 
-def log_in(base_url: str, bearer: bool, sessions: int) -> tuple[list[str], dict[str, int]]:
-    """`sessions` logged-in handles, and how many of the logins and first reads each node served."""
+def log_in(base_url: str, bearer: bool, sessions: int, verify: str | bool = True) -> tuple[list[str], dict[str, int]]:
+    """`sessions` logged-in handles, and how many of the logins and first reads each node served. verify: requests'
+    `verify=` for an HTTPS balancer (the inventory's certificate file, or True)."""
     handles, per_node = [], {}
     for i in range(sessions):
-        client = SessionClient(bearer=bearer)
+        client = SessionClient(bearer=bearer, verify=verify)
         login = client.login(base_url, f"report{i}")
         read = client.get(base_url + "/session")
         if login.status_code != 200 or read.status_code != 200 or client.handle is None:
@@ -191,9 +192,10 @@ def log_in(base_url: str, bearer: bool, sessions: int) -> tuple[list[str], dict[
 
 def load(target: Target, seconds: int, connections: int = 32, sessions: int = 200,
          cpu: bool = True) -> dict[str, Any]:
-    """Throughput and latency of each endpoint through the balancer, the baseline first, in one run."""
+    """Throughput and latency of each endpoint through the balancer, the baseline first, in one run. With lb_tls,
+    over HTTPS as clients reach it (wrk does not verify the certificate; the logins before it do)."""
     url, bearer = target.lb_url, target.deployment.strategy.bearer
-    handles, per_node = log_in(url, bearer, sessions)
+    handles, per_node = log_in(url, bearer, sessions, target.tls_verify)
     wrk(url, "GET", "/ping", [], False, 1, connections)  # warm up: connections, code paths, caches
     endpoints = {}
     for key, method, path in ENDPOINTS:

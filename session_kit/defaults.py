@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .strategies import LB_METHODS, STRATEGIES
-from .validate import (ONE_WORKER, Address, Bool, Choice, Duration, Int, Listen, Name, Networks, Path, Port, Rate,
-                       RedisSave, Size, Type, Workers)
+from .validate import (ONE_WORKER, Address, Bool, Choice, ControllerFile, Duration, Int, Listen, Name, Networks, Path,
+                       Port, Rate, RedisSave, Size, Type, Workers)
 
 
 class Var(NamedTuple):
@@ -41,7 +41,17 @@ KIT = {
 
 NGINX = {
     # Address and port the load balancer listens on (the only public entry of the cluster): PORT or ADDRESS:PORT.
+    # With lb_tls, every request there is answered with a 308 redirect to the same URL over HTTPS.
     "nginx_listen": Var("0.0.0.0:80", Listen()),
+    # TLS at the load balancer: HTTPS on nginx_listen_tls (TLS 1.2 and 1.3, Strict-Transport-Security), the app's
+    # SESSION cookie marked Secure. False: plain HTTP on nginx_listen only.
+    "lb_tls": Var(True, Bool(), same=True),
+    "nginx_listen_tls": Var("0.0.0.0:443", Listen()),
+    # The balancer's certificate chain and its key, PEM files on the controller (relative paths are under the kit's
+    # directory), both or neither. None: a self-signed pair made once per inventory next to its secrets
+    # (secrets_dir/<inventory_name>-tls.crt and .key, the key mode 0600), naming the lb host's address(es).
+    "lb_tls_certificate": Var(None, ControllerFile(optional=True), same=True),
+    "lb_tls_key": Var(None, ControllerFile(optional=True), same=True),
     # Idle keepalive connections from Nginx to each app node.
     "nginx_keepalive": Var(32, Int(1, 10000)),
     # An app node that fails this many times within nginx_fail_timeout is skipped for nginx_fail_timeout

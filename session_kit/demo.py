@@ -50,18 +50,30 @@ def run(strategy: str | None, down: bool) -> int:
     first, t1 = step(f"deploy {deployment.strategy.name} (pyinfra)", [pyinfra, "-y", INVENTORY, "deploys/site.py", *data])
     second, t2 = step("apply again (must change nothing)", [pyinfra, "-y", INVENTORY, "deploys/site.py", *data])
     with tempfile.NamedTemporaryFile(prefix="session-kit-proven-", suffix=".json") as proven_file:
-        verify, t3 = step("verify (testinfra over SSH, sessions over HTTP through Nginx)",
+        verify, t3 = step("verify (testinfra over SSH, sessions over HTTPS through Nginx)",
                           [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify", "--inventory",
                            INVENTORY, "--proven", proven_file.name, *(["--strategy", strategy] if strategy else [])])
         proven = json.loads(Path(proven_file.name).read_text() or "[]")
     lb = deployment.lb_url
+    # the self-signed certificate (relative to the kit's directory, where ./kit runs): curl trusts it with --cacert
+    ca = deployment.tls_ca and (deployment.tls_ca.relative_to(ROOT) if deployment.tls_ca.is_relative_to(ROOT)
+                                else deployment.tls_ca)
+    cacert = f"--cacert {ca} " if ca else ""
     apps = ", ".join(f"{n.name} ({n.ip})" for n in deployment.role("app"))
+    if deployment.tls_ca:
+        tls_line = (f"self-signed certificate of this inventory: {ca} (trust it, or "
+                    f"curl --cacert it); plain HTTP ({deployment.lb_http_url}) answers 308 to HTTPS")
+    elif deployment.tls_certificate:
+        tls_line = f"the inventory's certificate {deployment.tls_certificate}; plain HTTP answers 308 to HTTPS"
+    else:
+        tls_line = "off (lb_tls = False): plain HTTP"
     summary = re.sub(r"\s+in [\d.]+s.*$", "", verify.stdout.strip().splitlines()[-1].strip("= "))
     print(f"""
 session-kit demo: proven on {len(deployment.nodes)} real hosts
   strategy        {deployment.strategy.name}, Nginx balancing {deployment.lb_method}
-  load balancer   {lb}   (open it in a browser on this machine, or: curl -X POST {lb}/login -d '{{"username":"me"}}')
+  load balancer   {lb}   (open it in a browser on this machine, or: curl {cacert}-X POST {lb}/login -d '{{"username":"me"}}')
   app nodes       {apps}
+  TLS             {tls_line}
   first apply     {grand_total(first.stdout + first.stderr)} in {t1:.0f}s
   second apply    {grand_total(second.stdout + second.stderr)} in {t2:.0f}s
   verification    {summary} in {t3:.0f}s: services and private sockets, and, measured through Nginx:

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from . import secrets as kit_secrets
+from . import tls as kit_tls
 from .defaults import ALL_DEFAULTS
 from .strategies import STRATEGIES, Strategy, lb_method
-from .validate import KitError, check_data, check_groups, check_same
+from .validate import KitError, check_data, check_groups, check_same, controller_path
 
 ROLES = ("lb", "app", "redis", "db")
+_ROOT = Path(__file__).resolve().parent.parent
 
 
 def variables(host) -> dict[str, Any]:
@@ -85,15 +87,60 @@ class Deployment:
 
     def secrets(self) -> dict[str, str]:
         """The inventory's secrets, as the deploys use them (session_kit/secrets.py), from this controller."""
-        root = Path(__file__).resolve().parent.parent
-        return kit_secrets.load(root / self.vars["secrets_dir"], self.vars["inventory_name"])
+        return kit_secrets.load(_ROOT / self.vars["secrets_dir"], self.vars["inventory_name"])
+
+    def _lb_address(self) -> str:
+        lb = self.role("lb")[0]
+        return lb.ssh.get("ssh_hostname") or lb.ip
 
     @property
     def lb_url(self) -> str:
-        lb = self.role("lb")[0]
+        """The balancer's URL for clients: https://ADDRESS[:PORT] (nginx_listen_tls) with lb_tls, else
+        http://ADDRESS[:PORT] (nginx_listen)."""
+        if not self.vars.get("lb_tls"):
+            return self.lb_http_url
+        port = str(self.vars["nginx_listen_tls"]).rpartition(":")[2] or "443"
+        return f"https://{self._lb_address()}" + ("" if port == "443" else f":{port}")
+
+    @property
+    def lb_http_url(self) -> str:
+        """The balancer's plain listener (nginx_listen): with lb_tls, it answers every request with a 308 to
+        lb_url."""
         port = str(self.vars["nginx_listen"]).rpartition(":")[2] or "80"
-        address = lb.ssh.get("ssh_hostname") or lb.ip
-        return f"http://{address}" + ("" if port == "80" else f":{port}")
+        return f"http://{self._lb_address()}" + ("" if port == "80" else f":{port}")
+
+    def tls_names(self) -> list[str]:
+        """What the balancer's self-signed certificate names: each lb host's ssh_hostname and private address."""
+        return kit_tls.subject_names(name for lb in self.role("lb")
+                                     for name in (lb.ssh.get("ssh_hostname") or lb.name, lb.ip))
+
+    @property
+    def tls_certificate(self) -> Path | None:
+        """The certificate (chain) file the balancer serves, on this controller; None without lb_tls."""
+        if not self.vars.get("lb_tls"):
+            return None
+        if self.vars.get("lb_tls_certificate"):
+            return controller_path(self.vars["lb_tls_certificate"])
+        return kit_tls.certificate_file(_ROOT / self.vars["secrets_dir"], self.vars["inventory_name"])
+
+    @property
+    def tls_ca(self) -> Path | None:
+        """The CA file a client of the balancer trusts: the inventory's self-signed certificate (made by the first
+        deploy), or None: the system's CAs (the inventory's own certificate, or no TLS)."""
+        if not self.vars.get("lb_tls") or self.vars.get("lb_tls_certificate"):
+            return None
+        return self.tls_certificate
+
+    @property
+    def tls_verify(self) -> str | bool:
+        """requests' `verify=` for the balancer: the CA file's path, or True (the system's CAs)."""
+        return str(self.tls_ca) if self.tls_ca else True
+
+    def ssl_context(self):
+        """An ssl.SSLContext for the balancer (aiohttp, asyncio): verifying against tls_ca, or the system's CAs."""
+        import ssl
+
+        return ssl.create_default_context(cafile=str(self.tls_ca) if self.tls_ca else None)
 
 
 class _Data(dict):

@@ -2,7 +2,8 @@
 
 One SSH call per host (all at once) reads the facts: the strategy and balancing the kit rendered, the versions of
 the app, Nginx, Redis and PostgreSQL, and whether each service of the host's roles is active. Then HTTP: every app
-node's /healthz on its private address, and the load balancer's /healthz. Exit status 0 when everything is healthy,
+node's /healthz on its private address, and the load balancer's /healthz (over HTTPS with lb_tls, the certificate
+verified as the inventory's). Exit status 0 when everything is healthy,
 1 when something is not (each problem named on its own line), 2 when the inventory is wrong.
 """
 
@@ -57,9 +58,9 @@ def _ssh(config: Path, node: Node, command: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ssh", "-F", str(config), node.name, command], capture_output=True, text=True, timeout=30)
 
 
-def _health(url: str) -> str:
+def _health(url: str, verify: str | bool = True) -> str:
     try:
-        response = requests.get(url, timeout=3)
+        response = requests.get(url, timeout=3, verify=verify)
     except requests.RequestException as error:
         return f"unreachable ({type(error).__name__})"
     return "ok" if response.status_code == 200 else f"answers {response.status_code}"
@@ -86,7 +87,8 @@ def host_status(deployment: Deployment, config: Path, node: Node) -> HostStatus:
     if "app" in node.roles:
         health["app /healthz"] = _health(f"http://{node.ip}:{deployment.vars['app_port']}/healthz")
     if "lb" in node.roles:
-        health["balancer /healthz"] = _health(deployment.lb_url + "/healthz")
+        # as its clients reach it: HTTPS verified against the inventory's certificate with lb_tls
+        health["balancer /healthz"] = _health(deployment.lb_url + "/healthz", deployment.tls_verify)
     return HostStatus(node, facts, states, health)
 
 

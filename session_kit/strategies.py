@@ -49,7 +49,8 @@ def app_environment(strategy: Strategy, data, secrets: dict[str, str], node: str
     env = {
         "SESSION_STRATEGY": strategy.name, "NODE_NAME": node, "APP_HOST": private_ip,
         "APP_PORT": str(data.get("app_port")), "SESSION_TTL": str(data.get("app_session_ttl")),
-        "COOKIE_SECURE": "true" if data.get("app_cookie_secure") else "false",
+        # Behind the balancer's TLS (lb_tls) the cookie is Secure: a browser never sends it over plain HTTP.
+        "COOKIE_SECURE": "true" if data.get("app_cookie_secure") or data.get("lb_tls") else "false",
         "LOG_LEVEL": data.get("app_log_level"),
     }
     if (data.get("lb_method") or strategy.lb_method) == "hash_cookie":

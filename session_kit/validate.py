@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import ipaddress
+import pathlib
 import re
 from typing import Any, Mapping
 
@@ -244,6 +245,41 @@ class Workers(Type):
         return value == "auto" or (_integer(value) and 1 <= value <= 64)
 
 
+class ControllerFile(Type):
+    """A file on the controller (the machine that deploys), read by the deploy and never written into a host's
+    configuration: any path, relative ones under the kit's directory; optional: None (unset) too."""
+
+    what = "the path of a readable file on the controller (or None)"
+
+    def __init__(self, optional: bool = False):
+        self.optional = optional
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.optional
+        return isinstance(value, str) and bool(value.strip()) and _readable(controller_path(value))
+
+
+def controller_path(value: str) -> pathlib.Path:
+    """A controller-side path as the kit reads it: relative paths are under the kit's directory."""
+    path = pathlib.Path(value).expanduser()
+    return path if path.is_absolute() else pathlib.Path(__file__).resolve().parent.parent / path
+
+
+def _readable(path: pathlib.Path) -> bool:
+    try:
+        with path.open("rb"):
+            return path.is_file()
+    except OSError:
+        return False
+
+
+def _listen_parts(value: Any) -> tuple[str, int]:
+    """nginx_listen's address ("*" for every address) and port, from a value Listen accepts."""
+    address, colon, port = str(value).rpartition(":")
+    return (address if colon and address not in ("", "0.0.0.0", "[::]") else "*"), int(port)
+
+
 # The strategies whose sessions live in one process's memory: one worker per node (the app refuses more).
 ONE_WORKER = ("sticky", "replication")
 
@@ -305,6 +341,19 @@ def check_data(data: Mapping[str, Any], host_name: str = "") -> None:
         raise KitError(f"app_workers: session_strategy={strategy} keeps its sessions in one process's memory, where "
                        f"another worker of the node would not see them: 1 or auto (which is 1 for it), got "
                        f"{workers!r}{where}")
+    if data.get("lb_tls", VARIABLES["lb_tls"].default):
+        certificate, key = data.get("lb_tls_certificate"), data.get("lb_tls_key")
+        if (certificate is None) != (key is None):
+            given, missing = ("lb_tls_certificate", "lb_tls_key") if key is None else ("lb_tls_key",
+                                                                                       "lb_tls_certificate")
+            raise KitError(f"{missing}: not set, but {given} is{where}; set both (a PEM certificate chain and its "
+                           f"key) or neither (the kit makes a self-signed pair per inventory)")
+        plain = _listen_parts(data.get("nginx_listen", VARIABLES["nginx_listen"].default))
+        tls = _listen_parts(data.get("nginx_listen_tls", VARIABLES["nginx_listen_tls"].default))
+        if plain[1] == tls[1] and "*" in (plain[0], tls[0]) or plain == tls:
+            raise KitError(f"nginx_listen_tls: {data.get('nginx_listen_tls')!r} takes the port of nginx_listen "
+                           f"({data.get('nginx_listen', VARIABLES['nginx_listen'].default)!r}), which answers plain "
+                           f"HTTP with a redirect to HTTPS{where}; give each its own port")
     if not isinstance(data.get("inventory_name"), str) or not _NAME.fullmatch(data.get("inventory_name") or ""):
         raise KitError(f"inventory_name: every inventory sets it (it names the secrets file), got "
                        f"{data.get('inventory_name')!r}{where}")

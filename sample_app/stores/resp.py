@@ -220,6 +220,7 @@ class LeanRedis:
 
 ATTEMPTS = 6  # tries of one command: redirects, a node found down, a cluster briefly down
 PAUSES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4)  # before each try after an unreachable node or CLUSTERDOWN: 1.05 s in all
+RETRY_BUDGET = 2.0  # seconds: no new try of a command after this (a node that times out instead of refusing)
 REFRESH_INTERVAL = 0.1  # at most one slot-map refresh per this many seconds, unless a redirect forces one
 
 Address = tuple[str, int]
@@ -242,7 +243,13 @@ def _key_of(command: Sequence[Any]) -> Any:
 
 def _address(raw: Any, default_host: str) -> Address:
     host, _, port = (raw.decode() if isinstance(raw, bytes) else str(raw)).rpartition(":")
-    return host or default_host, int(port)
+    return _host(host, default_host), int(port)
+
+
+def _host(raw: str | bytes, default_host: str) -> str:
+    """A node's host as the cluster names it; "" or "?" (it does not know its own): the one we reached it by."""
+    host = raw.decode() if isinstance(raw, bytes) else raw
+    return default_host if host in ("", "?") else host
 
 
 class ClusterRedis:
@@ -289,6 +296,8 @@ class ClusterRedis:
     async def _load_map(self) -> None:
         primaries = [address for address in dict.fromkeys(self.slots) if address is not None]
         candidates = list(dict.fromkeys([*primaries, *self.replicas, *self.seeds]))
+        # Nodes we hold a live connection to first: a node down may take TIMEOUT to refuse.
+        candidates.sort(key=lambda address: not self._connected(address))
         failures = []
         for address in candidates:
             node, temporary = self.nodes.get(address), False
@@ -302,7 +311,11 @@ class ClusterRedis:
             finally:
                 if temporary:
                     await node.close()
-            self._apply_map(reply, address)
+            try:
+                self._apply_map(reply, address)
+            except (ValueError, TypeError, IndexError, AttributeError) as error:
+                failures.append(f"{address[0]}:{address[1]}: unreadable CLUSTER SLOTS reply ({error!r})")
+                continue
             return
         raise StoreUnavailable("no redis cluster node answered CLUSTER SLOTS: " + "; ".join(failures))
 
@@ -311,10 +324,9 @@ class ClusterRedis:
         replicas = []
         for entry in reply:
             start, end, primary, *others = entry
-            # An empty host means "the address you reached me by" (the node does not know its own).
-            owner = (primary[0].decode() or source[0], int(primary[1]))
+            owner = (_host(primary[0], source[0]), int(primary[1]))
             slots[int(start):int(end) + 1] = [owner] * (int(end) - int(start) + 1)
-            replicas += [(other[0].decode() or source[0], int(other[1])) for other in others]
+            replicas += [(_host(other[0], source[0]), int(other[1])) for other in others]
         if not any(slots):
             raise StoreUnavailable(f"redis cluster node {source[0]}:{source[1]} serves no slot: not a cluster yet")
         self.slots, self.replicas = slots, tuple(dict.fromkeys(replicas))
@@ -324,13 +336,17 @@ class ClusterRedis:
             node = self.nodes.pop(address)  # a primary no more (failed over, or emptied): requests on it fail, retry
             asyncio.ensure_future(node.close())
 
+    def _connected(self, address: Address) -> bool:
+        node = self.nodes.get(address)
+        return node is not None and node._proto is not None and not node._proto.closed
+
     async def _owner(self, slot: int | None) -> Address:
         if slot is None:
             owner = next((address for address in self.slots if address is not None), None)
         else:
             owner = self.slots[slot]
-        if owner is None:
-            await self.refresh(force=True)
+        if owner is None:  # no map yet (forced), or a slot no primary serves (no more than one load per interval)
+            await self.refresh(force=not any(self.slots))
             owner = self.slots[slot] if slot is not None else next(a for a in self.slots if a is not None)
             if owner is None:
                 raise StoreUnavailable(f"redis cluster: no node serves slot {slot}")
@@ -342,7 +358,10 @@ class ClusterRedis:
         """send(node, asking) runs the command on node (after ASKING if asking), following the cluster's answers."""
         asking: Address | None = None
         last: Exception | None = None
+        deadline = asyncio.get_running_loop().time() + RETRY_BUDGET
         for attempt in range(ATTEMPTS):
+            if attempt and asyncio.get_running_loop().time() > deadline:
+                break
             node = self._node(asking if asking is not None else await self._owner(slot))
             try:
                 return await send(node, asking is not None)
@@ -370,7 +389,7 @@ class ClusterRedis:
             except StoreUnavailable:  # sent, then the connection was lost: maybe applied, so never sent again
                 self._refresh_soon()
                 raise
-        raise StoreUnavailable(f"redis cluster: slot {slot} not served after {ATTEMPTS} tries: {last}")
+        raise StoreUnavailable(f"redis cluster: slot {slot} not served after {attempt + 1} tries: {last}")
 
     async def execute(self, *command: Any) -> Any:
         key = _key_of(command)

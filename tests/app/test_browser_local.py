@@ -33,16 +33,25 @@ def missing() -> str | None:
     return None
 
 
+def trusting(certificate) -> tuple[str, ...]:
+    """Chromium's flags to trust a balancer's self-signed certificate (lb_tls) and nothing else: its public key
+    pinned (--ignore-certificate-errors-spki-list, honoured with --user-data-dir, which browser() sets)."""
+    from session_kit.tls import spki_sha256
+
+    return (f"--ignore-certificate-errors-spki-list={spki_sha256(certificate)}",)
+
+
 @contextlib.contextmanager
-def browser():
-    """Headless chromium with a fresh profile, through the Debian chromedriver (never a downloaded one)."""
+def browser(flags: tuple[str, ...] = ()):
+    """Headless chromium with a fresh profile, through the Debian chromedriver (never a downloaded one); `flags`:
+    more of chromium's flags (trusting(certificate) for a balancer's self-signed certificate)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     profile = tempfile.mkdtemp(prefix="kit-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in FLAGS + (f"--user-data-dir={profile}",):
+    for flag in FLAGS + tuple(flags) + (f"--user-data-dir={profile}",):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
     try:
@@ -128,4 +137,20 @@ def test_the_page_shows_the_session_travel_between_nodes_in_a_real_browser(balan
     strategy, url = balanced
     with browser() as driver:
         seen = walk(driver, url, strategy, ROOT / "report" / f"browser-local-{strategy}.png")
+    assert seen["counter"] == "10"
+
+
+@pytest.mark.parametrize("strategy", ["redis", "token"])
+def test_the_same_walk_over_the_kits_tls_site(strategy, backends, tmp_path):
+    """The kit's own site with lb_tls in front of the nodes, its self-signed certificate trusted by its pinned key
+    alone (as tests/e2e/test_browser.py trusts the lab's): the page works over HTTPS; the cookie is Secure."""
+    from session_kit import tls
+    from tests.app.test_routing import balanced_site
+
+    pair = tls.self_signed(tmp_path, "browser", ["127.0.0.1"])
+    with balanced_site(strategy, "round_robin", tls=pair, backends=backends,
+                       extra_env={"COOKIE_SECURE": "true"}) as (_, nginx):
+        with browser(trusting(pair[0])) as driver:
+            seen = walk(driver, nginx.tls_url, strategy, ROOT / "report" / f"browser-local-tls-{strategy}.png")
+            assert driver.current_url.startswith("https://")
     assert seen["counter"] == "10"

@@ -27,21 +27,33 @@ HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
 
 @contextlib.contextmanager
-def balanced(strategy: str, lb_method: str, **site):
-    cluster = Cluster(strategy, Backends(), hosts=HOSTS, routed=lb_method == "hash_cookie")
+def balanced_site(strategy: str, lb_method: str, tls: tuple | None = None, backends: Backends | None = None,
+                  extra_env: dict | None = None, **site):
+    """The kit's site in front of a cluster of the strategy: (cluster, SiteNginx). tls: the (certificate, key) pair
+    of a site with lb_tls (its HTTPS at nginx.tls_url, the plain listener at nginx.url); None: plain HTTP."""
+    cluster = Cluster(strategy, backends or Backends(), hosts=HOSTS, routed=lb_method == "hash_cookie",
+                      extra_env=extra_env)
     nginx = None
     try:
         cluster.start()
-        port = free_port()
+        port, tls_port = free_port(), free_port()
         site = render_site(strategy=strategy, lb_method=lb_method, app_port=cluster.nodes[0].port,
                            app_nodes=[{"name": n.name, "ip": n.host, "route": route_of(n.name)} for n in cluster.nodes],
-                           nginx_listen=f"127.0.0.1:{port}", **site)
-        nginx = SiteNginx(site, port).start()
-        yield cluster, nginx.url
+                           nginx_listen=f"127.0.0.1:{port}", nginx_listen_tls=f"127.0.0.1:{tls_port}",
+                           lb_tls=tls is not None, **site)
+        nginx = SiteNginx(site, port, tls=tls, tls_port=tls_port if tls else None).start()
+        yield cluster, nginx
     finally:
         if nginx:
             nginx.destroy()
         cluster.crash()
+
+
+@contextlib.contextmanager
+def balanced(strategy: str, lb_method: str, **site):
+    """The kit's site without TLS (lb_tls=False) in front of a cluster of the strategy: (cluster, its URL)."""
+    with balanced_site(strategy, lb_method, **site) as (cluster, nginx):
+        yield cluster, nginx.url
 
 
 @pytest.mark.parametrize("strategy", ["sticky", "replication"])

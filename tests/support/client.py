@@ -11,11 +11,14 @@ COOKIE = "SESSION"
 
 
 class SessionClient:
-    def __init__(self, bearer: bool = False, timeout: float = 10):
+    def __init__(self, bearer: bool = False, timeout: float = 10, verify: str | bool = True):
+        """verify: requests' `verify` for HTTPS: the CA file to trust (a balancer's self-signed certificate,
+        Deployment.tls_verify), or True (the system's CAs)."""
         self.bearer, self.timeout = bearer, timeout
         self.handle: str | None = None
         self.http = requests.Session()
         self.http.trust_env = False  # never a proxy from the environment: traffic stays on the lab's own hosts
+        self.http.verify = verify
 
     def headers(self) -> dict[str, str]:
         if self.handle is None:

@@ -328,12 +328,20 @@ def render_site(**values) -> str:
 
 
 class SiteNginx(Nginx):
-    """Nginx serving a rendered site of the kit (render_site), as the Debian package's nginx.conf includes it."""
+    """Nginx serving a rendered site of the kit (render_site), as the Debian package's nginx.conf includes it.
 
-    def __init__(self, site: str, port: int):
+    tls: the (certificate, key) files a site with lb_tls serves, copied where its ssl_certificate lines point (as
+    deploys/nginx.py uploads them); tls_port: its HTTPS port (nginx_listen_tls), waited for as well as `port`."""
+
+    def __init__(self, site: str, port: int, tls: tuple[Path, Path] | None = None, tls_port: int | None = None):
         super().__init__([])
-        self.port = port
-        (self.dir / "site.conf").write_text(site.replace("/var/log/nginx/", f"{self.dir}/"))
+        self.port, self.tls_port = port, tls_port
+        if tls:
+            shutil.copyfile(tls[0], self.dir / "tls.crt")
+            shutil.copyfile(tls[1], self.dir / "tls.key")
+            (self.dir / "tls.key").chmod(0o600)
+        site = site.replace("/var/log/nginx/", f"{self.dir}/").replace("/etc/nginx/session-kit/", f"{self.dir}/")
+        (self.dir / "site.conf").write_text(site)
         (self.dir / "nginx.conf").write_text(f"""
 worker_processes 1;
 pid {self.dir}/nginx.pid;
@@ -357,5 +365,9 @@ http {{
     def start(self) -> "SiteNginx":
         self.proc = subprocess.Popen(self.command("-g", "daemon off;"), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        wait_until(lambda: port_open(self.port), 10, "nginx")
+        wait_until(lambda: port_open(self.port) and (self.tls_port is None or port_open(self.tls_port)), 10, "nginx")
         return self
+
+    @property
+    def tls_url(self) -> str:
+        return f"https://127.0.0.1:{self.tls_port}"

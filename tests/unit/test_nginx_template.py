@@ -1,5 +1,6 @@
 """The Nginx site as the kit renders it: cookie routing's map and per-node upstreams, the server lines the rolling
-deploy's drain edits, and `nginx -t` on every balancing method (with the drain's ` down` applied too)."""
+deploy's drain edits, and `nginx -t` on every balancing method (with the drain's ` down` applied too), with TLS
+(lb_tls: the plain listener only redirects, the TLS server holds everything) and without."""
 
 from __future__ import annotations
 
@@ -72,16 +73,65 @@ def test_routes_are_what_the_app_accepts_as_session_route():
     assert route_of("app4.example.org") == "app4-example-org"
 
 
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    from session_kit import tls
+
+    return tls.self_signed(tmp_path_factory.mktemp("tls"), "test", ["127.0.0.1", "localhost"])
+
+
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)")
+@pytest.mark.parametrize("lb_tls", [True, False])
 @pytest.mark.parametrize("lb_method", LB_METHODS)
-def test_nginx_accepts_the_site_and_the_drained_site(lb_method):
-    text = site(lb_method, nginx_listen=f"127.0.0.1:{free_port()}")
+def test_nginx_accepts_the_site_and_the_drained_site(lb_method, lb_tls, pair):
+    port, tls_port = free_port(), free_port()
+    text = site(lb_method, nginx_listen=f"127.0.0.1:{port}", nginx_listen_tls=f"127.0.0.1:{tls_port}", lb_tls=lb_tls)
     drained = re.sub(r"^(    server \S+ [^;]*);(  # lab3)$", r"\1 down;\2", text, flags=re.M)
     assert drained.count(" down;") == (len(NODES) + 1 if lb_method == "hash_cookie" else 1)
     for variant in (text, drained):
-        nginx = SiteNginx(variant, free_port())
+        nginx = SiteNginx(variant, port, tls=pair if lb_tls else None, tls_port=tls_port if lb_tls else None)
         try:
             result = nginx.test()
             assert result.returncode == 0, result.stderr
         finally:
             nginx.destroy()
+
+
+# -- TLS (lb_tls, the default) -------------------------------------------------------------------------------------
+
+def servers(text: str) -> list[str]:
+    """Each top-level `server { ... }` block's text."""
+    return re.findall(r"^server \{\n(.*?)^\}", text, re.M | re.S)
+
+
+def test_without_tls_one_plain_server_and_no_redirect():
+    text = site("round_robin", lb_tls=False)
+    [plain] = servers(text)
+    assert "listen 0.0.0.0:80 default_server;" in plain
+    assert "ssl" not in text and "Strict-Transport-Security" not in text and "return 308" not in text
+
+
+@pytest.mark.parametrize("lb_method", LB_METHODS)
+def test_with_tls_the_plain_listener_only_redirects_and_the_tls_server_holds_everything(lb_method):
+    text = site(lb_method)  # lb_tls is on by default
+    plain, secure = servers(text)
+    assert plain.strip().splitlines()[0] == "listen 0.0.0.0:80 default_server;"
+    assert "return 308 https://$host$request_uri;" in plain, "443: no port in the redirect"
+    assert "location" not in plain and "proxy_pass" not in plain, "the plain listener serves nothing itself"
+    assert "listen 0.0.0.0:443 ssl default_server;" in secure
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in secure and "ssl_session_cache shared:" in secure
+    assert 'add_header Strict-Transport-Security "max-age=31536000" always;' in secure
+    # everything the plain server held without TLS, once, in the TLS server
+    without = servers(site(lb_method, lb_tls=False))[0]
+    assert without.splitlines()[0] == "    " + plain.strip().splitlines()[0]
+    assert secure.endswith("\n".join(without.splitlines()[1:]) + "\n")
+    # Nginx drops the server's add_header lines in a location that has one of its own: none has
+    locations = re.findall(r"^    location [^\n]*\{\n(.*?)^    \}", secure, re.M | re.S)
+    assert len(locations) == 5 and not any("add_header" in body for body in locations)
+
+
+def test_the_redirect_names_the_tls_port_unless_443():
+    text = site("round_robin", nginx_listen="8080", nginx_listen_tls="10.0.0.5:8443")
+    assert "return 308 https://$host:8443$request_uri;" in text
+    assert "listen 10.0.0.5:8443 ssl default_server;" in text and "listen 8080 default_server;" in text
+

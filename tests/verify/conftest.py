@@ -1,11 +1,12 @@
 """Verification after deploy, against any inventory:
 
     pytest tests/verify --inventory inventories/lab.py [--strategy token] [--data lb_method=hash_cookie]
-                        [--lb-url http://203.0.113.10]
+                        [--lb-url https://203.0.113.10]
 
 Hosts, groups and the strategy come from the inventory (as pyinfra reads it; --strategy mirrors
-`--data session_strategy=X`). Role checks run over SSH with testinfra, session checks over HTTP through the load
-balancer, as a user would. Every failure names the host or node and the check.
+`--data session_strategy=X`). Role checks run over SSH with testinfra, session checks over HTTPS (lb_tls, the
+default; verified against the inventory's certificate) or HTTP through the load balancer, as a user would. Every
+failure names the host or node and the check.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def pytest_addoption(parser):
     group.addoption("--strategy", help="the session_strategy it was deployed with, if overridden with --data")
     group.addoption("--data", action="append", default=[], metavar="KEY=VALUE",
                     help="any other `pyinfra --data` override the deployment was applied with (e.g. lb_method=...)")
-    group.addoption("--lb-url", help="the load balancer's URL (default: http://<lb ssh_hostname>)")
+    group.addoption("--lb-url", help="the load balancer's URL (default: https://<lb ssh_hostname>, or http:// with "
+                                     "lb_tls = False)")
     group.addoption("--outside-source", metavar="ADDRESS",
                     help="an address of this machine that no firewall rule admits (not in firewall_allow_from, not "
                          "a cluster host): the firewall checks connect from it and must be refused")
@@ -77,6 +79,13 @@ def deployment(pytestconfig) -> Deployment:
 @pytest.fixture(scope="session")
 def lb_url(pytestconfig, deployment) -> str:
     return (pytestconfig.getoption("--lb-url") or deployment.lb_url).rstrip("/")
+
+
+@pytest.fixture(scope="session")
+def tls_verify(deployment) -> str | bool:
+    """requests' `verify=` for the balancer: the inventory's self-signed certificate as the only CA (lb_tls), or True
+    (the system's CAs: an inventory's own certificate, or plain HTTP)."""
+    return deployment.tls_verify
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from session_kit.tls import spki_sha256
+
 
 def nodes_of(deployment, role):
     nodes = deployment.role(role)
@@ -41,6 +43,12 @@ def test_load_balancer(deployment, remote):
             assert routes == len(deployment.role("app")), f"{node.name}: {routes} route upstreams"
         for app in deployment.role("app"):
             assert f"server {app.ip}:" in content, f"{node.name}: app node {app.name} missing from the upstream"
+        if deployment.vars.get("lb_tls"):  # the pair from the controller, the key readable by root alone
+            key, certificate = host.file("/etc/nginx/session-kit/tls.key"), host.file("/etc/nginx/session-kit/tls.crt")
+            assert key.exists and key.mode == 0o600 and key.user == "root", f"{node.name}: tls.key must be 0600 root"
+            assert certificate.content_string.strip() == deployment.tls_certificate.read_text().strip(), \
+                f"{node.name}: tls.crt is not {deployment.tls_certificate} of this controller"
+            assert f"listen {deployment.vars['nginx_listen_tls']} ssl" in content, f"{node.name}: no TLS listener"
 
 
 def test_app_nodes(deployment, remote):
@@ -152,19 +160,22 @@ def test_database_role_is_least_privilege(deployment, remote, proven):
 def test_a_burst_of_logins_from_one_client_is_limited(deployment, remote, proven):
     """From an app node (a client the balancer does not exempt): 60 logins at once, beyond the limit's burst, get
     429 with a JSON error; the balancer's security headers are on every answer."""
-    listen = str(deployment.vars["nginx_listen"])
+    tls = bool(deployment.vars.get("lb_tls"))
+    listen = str(deployment.vars["nginx_listen_tls" if tls else "nginx_listen"])
     port = listen.rpartition(":")[2] or listen
     lb = nodes_of(deployment, "lb")[0]
     client = nodes_of(deployment, "app")[0]
     unlimited = deployment.vars.get("nginx_unlimited_sources") or []
     if any(client.ip == source.split("/")[0] for source in unlimited):
         pytest.skip(f"{client.name} is listed in nginx_unlimited_sources")
-    url = f"http://{lb.ip}:{port}/login"
+    url = f"{'https' if tls else 'http'}://{lb.ip}:{port}/login"
+    # HTTPS: the balancer's certificate is not on the app node; curl trusts its public key alone (pinned)
+    curl = f"curl --pinnedpubkey sha256//{spki_sha256(deployment.tls_certificate)} -k" if tls else "curl"
     result = remote(client).run(
         # 20 at a time: far above the limit's rate however slow each login is on a loaded machine
-        "seq 1 60 | xargs -P 20 -I{} curl -s -o /dev/null -w '%{http_code}\\n' -m 10 -X POST "
+        f"seq 1 60 | xargs -P 20 -I{{}} {curl} -s -o /dev/null -w '%{{http_code}}\\n' -m 10 -X POST "
         f"-H 'Content-Type: application/json' -d '{{\"username\": \"burst\"}}' {url}; "
-        f"curl -s -D - -X POST -H 'Content-Type: application/json' -d '{{\"username\": \"burst\"}}' {url}")
+        f"{curl} -s -D - -X POST -H 'Content-Type: application/json' -d '{{\"username\": \"burst\"}}' {url}")
     lines = result.stdout.splitlines()
     codes = lines[:60]
     limited = codes.count("429")
@@ -172,6 +183,7 @@ def test_a_burst_of_logins_from_one_client_is_limited(deployment, remote, proven
     assert set(codes) <= {"200", "429"}, f"logins answered with {sorted(set(codes))}"
     last = "\n".join(lines[60:]).lower()
     assert "x-content-type-options: nosniff" in last and "x-frame-options: deny" in last, last[:500]
+    assert ("strict-transport-security: max-age=31536000" in last) == tls, last[:500]
     if last.startswith("http/1.1 429"):
         assert '"too_many_requests"' in last, f"a limited login's answer is not the JSON error: {last[-300:]}"
     proven(f"logins limited per client: {limited} of 60 at once from {client.name} got 429 "

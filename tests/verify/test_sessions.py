@@ -1,5 +1,7 @@
 """Sessions through the load balancer, as a user sees them: shared across the app nodes (sticky: pinned to one),
-counting exactly, gone everywhere after logout. Token clients send no cookie at all."""
+counting exactly, gone everywhere after logout. Token clients send no cookie at all. With lb_tls (the default): over
+HTTPS, verified against the inventory's certificate; plain HTTP only redirects (308) there; HSTS on every answer;
+the SESSION cookie Secure."""
 
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ REQUESTS = 50  # reads and increments each: 50 consecutive increments, each seen
 
 
 def client_for(deployment) -> SessionClient:
-    return SessionClient(bearer=deployment.strategy.bearer)
+    return SessionClient(bearer=deployment.strategy.bearer, verify=deployment.tls_verify)
 
 
-def test_load_balancer_answers(lb_url):
-    response = requests.get(lb_url + "/healthz", timeout=10)
+def test_load_balancer_answers(lb_url, tls_verify):
+    response = requests.get(lb_url + "/healthz", timeout=10, verify=tls_verify)
     assert response.status_code == 200, f"GET {lb_url}/healthz: {response.status_code} {response.text[:200]}"
     assert "X-Served-By" in response.headers
 
@@ -122,7 +124,7 @@ def test_logout_ends_the_session_on_every_node(deployment, lb_url, proven):
     proven(f"logout ends the session ({len(refused_by)} node(s) then refused it)")
 
 
-def test_token_works_without_any_cookie(deployment, lb_url, proven):
+def test_token_works_without_any_cookie(deployment, lb_url, tls_verify, proven):
     if not deployment.strategy.bearer:
         pytest.skip(f"{deployment.strategy.name} carries its session in a cookie, not a bearer token")
     client = client_for(deployment)
@@ -131,10 +133,40 @@ def test_token_works_without_any_cookie(deployment, lb_url, proven):
     for _ in range(6):
         response = client.post(lb_url + "/session/counter")
         assert response.status_code == 200 and "Set-Cookie" not in response.headers
-    assert requests.get(lb_url + "/session", cookies={"SESSION": client.handle}, timeout=10).status_code == 401
+    assert requests.get(lb_url + "/session", cookies={"SESSION": client.handle}, timeout=10,
+                        verify=tls_verify).status_code == 401
     proven("the token works with no cookie at all, and is refused as a cookie")
 
 
-def test_internal_endpoints_are_not_public(deployment, lb_url):
-    response = requests.get(lb_url + "/_replication/status", timeout=10)
+def test_internal_endpoints_are_not_public(deployment, lb_url, tls_verify):
+    response = requests.get(lb_url + "/_replication/status", timeout=10, verify=tls_verify)
     assert response.status_code == 404, "the load balancer must not expose /_replication/"
+
+
+def test_https_only_with_hsts_and_secure_cookies(deployment, lb_url, tls_verify, proven):
+    """lb_tls: plain HTTP answers every request (a POST too) with 308 to the same URL over HTTPS; HTTPS answers carry
+    Strict-Transport-Security; a cookie strategy's SESSION cookie is Secure."""
+    if not deployment.vars.get("lb_tls"):
+        pytest.skip("lb_tls = False: the balancer speaks plain HTTP")
+    if not lb_url.startswith("https://"):
+        pytest.skip(f"--lb-url {lb_url} is not an HTTPS URL")
+    plain = deployment.lb_http_url
+    for method, path in (("GET", "/session?from=verify"), ("POST", "/login")):
+        response = requests.request(method, plain + path, allow_redirects=False, timeout=10,
+                                    json={"username": "plain"} if method == "POST" else None)
+        assert response.status_code == 308, f"{method} {plain}{path}: {response.status_code}, not 308 to HTTPS"
+        assert response.headers.get("Location") == deployment.lb_url + path, \
+            f"{method} {plain}{path}: redirected to {response.headers.get('Location')}, not {deployment.lb_url}{path}"
+    health = requests.get(lb_url + "/healthz", timeout=10, verify=tls_verify)
+    assert health.headers.get("Strict-Transport-Security") == "max-age=31536000", \
+        f"{lb_url}/healthz: Strict-Transport-Security is {health.headers.get('Strict-Transport-Security')!r}"
+    secure = ""
+    if not deployment.strategy.bearer:
+        client = client_for(deployment)
+        login = client.login(lb_url, "secure")
+        cookies = [c for c in login.raw.headers.getlist("Set-Cookie") if c.startswith("SESSION=")]
+        assert login.status_code == 200 and cookies, f"login: {login.status_code}, Set-Cookie {cookies}"
+        assert all("; Secure" in c for c in cookies), f"the SESSION cookie is not Secure: {cookies}"
+        secure = ", the SESSION cookie Secure"
+    trusted = f"verified against {deployment.tls_ca.name}" if deployment.tls_ca else "verified by the system's CAs"
+    proven(f"HTTPS only ({trusted}): plain HTTP answers 308 to HTTPS, a POST too; HSTS on every answer{secure}")
