@@ -53,7 +53,7 @@ def recorded(state: config.Paths) -> list[Host]:
 
 
 def healthy(state: config.Paths, host: Host) -> bool:
-    if host.pid() is None or not host.mounted() or not Path(f"/run/netns/{config.netns(host.name)}").exists():
+    if not host.booted_as_now() or not host.mounted() or not Path(f"/run/netns/{config.netns(host.name)}").exists():
         return False
     return ssh.ssh(state, host.name, "systemctl is-system-running", timeout=10).stdout.strip() == "running"
 

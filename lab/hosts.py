@@ -18,6 +18,11 @@ CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 # apt on a lab host: seconds without progress before a download is abandoned, and how often it is tried again.
 APT_TIMEOUT = 20
 APT_RETRIES = 5
+# How each host is booted. CAP_NET_ADMIN: nspawn drops it unless it makes the network itself, but the host's own
+# namespace (lab/network.py) is where a deploy's firewall (nftables) goes, as on a server; the capability reaches only
+# that namespace. A host booted with other flags (an older lab) is made again by `up`.
+NSPAWN_FLAGS = ("--register=no", "--keep-unit", "--resolv-conf=off", "--timezone=off", "--link-journal=no",
+                "--console=read-only", "--capability=CAP_NET_ADMIN")
 
 
 class Host:
@@ -39,6 +44,17 @@ class Host:
         except (OSError, ValueError):
             return None
         return value if b"systemd-nspawn" in cmdline and str(self.root).encode() in cmdline else None
+
+    def booted_as_now(self) -> bool:
+        """Its nspawn runs with this lab's NSPAWN_FLAGS (not an older lab's)."""
+        value = self.pid()
+        if value is None:
+            return False
+        try:
+            arguments = Path(f"/proc/{value}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            return False
+        return all(flag in arguments for flag in NSPAWN_FLAGS)
 
     def processes(self) -> list[int]:
         pids: set[int] = set()
@@ -116,8 +132,7 @@ class Host:
         log = open(self.dir / "console.log", "ab")
         proc = subprocess.Popen(
             ["systemd-nspawn", "-D", str(self.root), "-M", self.name, "--boot",
-             f"--network-namespace-path=/run/netns/{config.netns(self.name)}", "--register=no", "--keep-unit",
-             "--resolv-conf=off", "--timezone=off", "--link-journal=no", "--console=read-only"],
+             f"--network-namespace-path=/run/netns/{config.netns(self.name)}", *NSPAWN_FLAGS],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, preexec_fn=join_own_cgroups)
         (self.dir / "nspawn.pid").write_text(str(proc.pid))
 

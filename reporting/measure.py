@@ -21,6 +21,7 @@ from tests.support.client import SessionClient
 
 ENDPOINTS = (("baseline", "GET", "/ping"), ("read", "GET", "/session"), ("change", "POST", "/session/counter"))
 STORE_ROLE = {"redis": "redis", "token": "redis", "database": "db"}
+APP_ENV = "/etc/session-kit/app.env"  # the app's settings on a node (deploys/app.py): WORKERS among them
 
 
 def now() -> str:
@@ -92,14 +93,15 @@ def hosts(target: Target) -> dict[str, Any]:
 CPU_SCRIPT = r"""
 echo "tck $(getconf CLK_TCK)"
 for u in session-kit-app redis-server; do echo "unit $u $(systemctl show -p MainPID --value $u 2>/dev/null)"; done
-awk '{print "proc", $1, $2, $14 + $15}' /proc/[0-9]*/stat 2>/dev/null
+awk '{print "proc", $1, $2, $14 + $15, $4}' /proc/[0-9]*/stat 2>/dev/null
 true
 """
 
 
 def parse_cpu(output: str) -> dict[str, float]:
-    """CPU seconds so far of the app (its unit's process), Redis (its unit's process), Nginx and PostgreSQL (every
-    process of that name) on one host."""
+    """CPU seconds so far of the app and of Redis (each its unit's main process and the processes it forked: the
+    app's workers with app_workers > 1, whose parent only supervises them), Nginx and PostgreSQL (every process of
+    that name) on one host. A proc line is "proc PID (COMM) TICKS [PPID]"."""
     tck, units, procs = 100.0, {}, []
     for line in output.splitlines():
         fields = line.split()
@@ -107,11 +109,11 @@ def parse_cpu(output: str) -> dict[str, float]:
             tck = float(fields[1])
         elif fields[:1] == ["unit"] and len(fields) == 3 and fields[2] != "0":
             units[fields[2]] = fields[1]
-        elif fields[:1] == ["proc"] and len(fields) == 4:
-            procs.append((fields[1], fields[2], float(fields[3])))
+        elif fields[:1] == ["proc"] and len(fields) in (4, 5):
+            procs.append((fields[1], fields[2], float(fields[3]), fields[4] if len(fields) == 5 else None))
     cpu = {"app": 0.0, "redis": 0.0, "nginx": 0.0, "postgresql": 0.0}
-    for pid, comm, ticks in procs:
-        unit = units.get(pid)
+    for pid, comm, ticks, ppid in procs:
+        unit = units.get(pid) or units.get(ppid)
         if unit == "session-kit-app":
             cpu["app"] += ticks / tck
         elif unit == "redis-server":
@@ -205,14 +207,20 @@ def load(target: Target, seconds: int, connections: int = 32, sessions: int = 20
             after = cpu_by_role(target)
             run["cpu_seconds"] = {part: round(after[part] - before[part], 2) for part in after}
         endpoints[key] = {"method": method, "path": path, **run}
-    cores = {}
+    cores, workers = {}, {}
     for role, part in (("app", "app"), ("lb", "lb"), (STORE_ROLE.get(target.strategy), "store")):
         nodes = target.role(role) if role else []
         if nodes:
             facts = parse_host_facts(target.ssh(nodes[0], "echo cores=$(nproc)", check=False))
             if "cores" in facts:
                 cores[part] = facts["cores"]
+    if target.role("app"):  # the app's processes per node, as the deploy wrote them (app_workers)
+        env = target.ssh(target.role("app")[0], f"cat {APP_ENV}", check=False)
+        match = re.search(r"^WORKERS=(\d+)\s*$", env, re.MULTILINE)
+        if match or "SESSION_STRATEGY=" in env:  # no WORKERS line: the app's default, one process
+            workers["app"] = int(match.group(1)) if match else 1
     return {"kind": "load", "strategy": target.strategy, "lb_url": url, "lb_method": target.deployment.lb_method,
             "when": now(), "tool": f"wrk -t1 -c{connections}", "seconds": seconds, "connections": connections,
-            "sessions": sessions, "app_nodes": len(target.role("app")), "cores": cores, "per_node": per_node,
+            "sessions": sessions, "app_nodes": len(target.role("app")), "cores": cores, "workers": workers,
+            "per_node": per_node,
             "endpoints": endpoints}

@@ -428,8 +428,10 @@ class Report:
     def capacity(self) -> None:
         self.heading("A capacity model")
         self.para("From this run's cost per request: the CPU seconds each part used during the `GET /session` load, "
-                  "divided by the requests served, and the footprint drill's bytes per session. The app runs one "
-                  "process per node (one core at most); Redis serves commands on one thread; Nginx and PostgreSQL "
+                  "divided by the requests served, and the footprint drill's bytes per session. The app runs "
+                  "`app_workers` processes per node (by default one per core; sticky and replication one), so a "
+                  "node carries its per-core rate times the cores its workers can use; Redis serves commands on "
+                  "one thread; Nginx and PostgreSQL "
                   "use every core of their host. The parts of the lab share one machine's cores, so each capacity is "
                   "what that part alone would carry on cores like these.")
         for st in self.strategies or list(STRATEGIES):
@@ -453,13 +455,22 @@ class Report:
         requests = s.ref(file, "endpoints", "read", "requests")
         app_cpu = s.ref(file, "endpoints", "read", "cpu_seconds", "app")
         nodes = s.ref(file, "app_nodes")
+        workers, app_cores = s.ref(file, "workers", "app"), s.ref(file, "cores", "app")
         capacities: list[tuple[str, float]] = []
         if requests and app_cpu and app_cpu.value:
-            per_node = s.derive("per_second", [requests, app_cpu], digits=0)[0]
+            per_core = s.derive("per_second", [requests, app_cpu], digits=0)[0]
             cost = s.derive("cpu_ms_per_request", [app_cpu, requests], digits=2)[0]
-            parts.append(f"one app node carries about {per_node} session reads/s ({cost} ms of app CPU each)")
+            parts.append(f"one app process carries about {per_core} session reads/s on one core ({cost} ms of app "
+                         f"CPU each)")
+            if workers and app_cores:
+                # a node's workers use at most its cores (sticky and replication: one process, one core)
+                per_node = s.derive("node_capacity", [requests, app_cpu, workers, app_cores], digits=0)[0]
+                parts.append(f"one app node ({s.show(workers)} worker(s), {s.show(app_cores)} cores) about "
+                             f"{per_node} req/s")
             if nodes:
-                total_text, total = s.derive("node_tier", [requests, app_cpu, nodes], digits=0)
+                total_text, total = (
+                    s.derive("tier_capacity", [requests, app_cpu, workers, app_cores, nodes], digits=0)
+                    if workers and app_cores else s.derive("node_tier", [requests, app_cpu, nodes], digits=0))
                 parts.append(f"its {s.show(nodes)} app nodes about {total_text} req/s")
                 capacities.append(("the app tier", total))
         else:

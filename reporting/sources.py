@@ -35,6 +35,10 @@ OPS: dict[str, Callable[..., float]] = {
     "times": lambda a, b: a * b,
     "smallest": lambda *items: float(min(items)),
     "node_tier": lambda requests, cpu_seconds, nodes: requests / cpu_seconds * nodes,  # one node's req/s x nodes
+    # one app node: req/s per CPU-second x the cores its workers can use (min of app_workers and the node's cores)
+    "node_capacity": lambda requests, cpu_seconds, workers, cores: requests / cpu_seconds * min(workers, cores),
+    "tier_capacity": lambda requests, cpu_seconds, workers, cores, nodes: (requests / cpu_seconds
+                                                                           * min(workers, cores) * nodes),
 }
 
 

@@ -53,7 +53,8 @@ def load(strategy: str, base: float, read: float, change: float) -> dict:
     store = 1.2 if strategy in ("redis", "token", "database") else 0.0
     return {"kind": "load", "strategy": strategy, "lb_url": "http://10.213.0.11", "when": "2026-11-25T08:00:00+00:00",
             "tool": "wrk", "seconds": 5, "connections": 32, "sessions": 200, "app_nodes": 3,
-            "cores": {"app": 2, "lb": 2, "store": 2}, "per_node": {"lab2": 100} if strategy == "sticky" else
+            "cores": {"app": 2, "lb": 2, "store": 2}, "workers": {"app": 1 if strategy in ("sticky", "replication") else 2},
+            "per_node": {"lab2": 100} if strategy == "sticky" else
             {"lab2": 34, "lab3": 33, "lab4": 33},
             "endpoints": {"baseline": endpoint("GET", "/ping", base, 9.5, {"app": 4.1, "lb": 1.1, "store": 0.0}),
                           "read": endpoint("GET", "/session", read, 21.25, {"app": 4.6, "lb": 0.9, "store": store}),
@@ -160,6 +161,14 @@ def test_the_report_has_its_sections_a_verdict_row_per_strategy_and_png_plots(tm
     assert "DrillError: lab1 did not come back" in md
     assert "7.0.15" in md and "1.22.1" in md and "15.14" in md, "the versions of Redis, Nginx, PostgreSQL"
     assert "saturates first" in md
+    # capacity: a node's workers use up to its cores (redis: 2 workers on 2 cores; sticky: 1 process)
+    capacity = md.split("## A capacity model", 1)[1]
+    redis_line = next(line for line in capacity.splitlines() if line.startswith("**redis**"))
+    sticky_line = next(line for line in capacity.splitlines() if line.startswith("**sticky**"))
+    assert "one app node (2 worker(s), 2 cores)" in redis_line and "one app node (1 worker(s), 2 cores)" in sticky_line
+    per_core, per_node = (int(n.replace(",", "")) for n in re.findall(
+        r"carries about ([\d,]+) session reads/s on one core.*?about ([\d,]+) req/s", redis_line)[0])
+    assert abs(per_node - 2 * per_core) <= 1, redis_line
 
 
 def test_the_check_finds_a_broken_report(tmp_path):
@@ -309,11 +318,15 @@ def test_host_facts_and_cpu_times_are_read_from_real_outputs():
                              "postgresql=postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\npython=Python 3.11.7\n")
     assert facts == {"cores": 2, "memory_bytes": 24684084 * 1024, "os": "Debian GNU/Linux 12 (bookworm)",
                      "nginx": "1.22.1", "redis": "7.0.15", "postgresql": "15.18", "python": "3.11.7"}
-    cpu = parse_cpu("tck 100\nunit session-kit-app 812\nunit redis-server 0\nproc 812 (python) 250\n"
-                    "proc 90 (nginx) 10\nproc 91 (nginx) 35\nproc 77 (postgres) 5\nproc 78 (postgres) 20\n"
-                    "proc 1 (systemd) 900\n")
+    cpu = parse_cpu("tck 100\nunit session-kit-app 812\nunit redis-server 0\nproc 812 (python) 250 1\n"
+                    "proc 90 (nginx) 10 1\nproc 91 (nginx) 35 90\nproc 77 (postgres) 5 1\nproc 78 (postgres) 20 77\n"
+                    "proc 1 (systemd) 900 0\n")
     assert {part: round(seconds, 6) for part, seconds in cpu.items()} == {"app": 2.5, "redis": 0.0, "nginx": 0.45,
                                                                          "postgresql": 0.25}
+    # app_workers > 1: the parent (812) supervises, its workers (813, 814) serve: all three are the app's CPU
+    workers = parse_cpu("tck 100\nunit session-kit-app 812\nproc 812 (python) 10 1\nproc 813 (python) 300 812\n"
+                        "proc 814 (python) 290 812\nproc 900 (python) 50 1\n")
+    assert round(workers["app"], 6) == 6.0
     run = parse_wrk("""Running 2s test @ http://127.0.0.1:41163
   1 threads and 16 connections
   Latency Distribution
