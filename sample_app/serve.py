@@ -85,9 +85,15 @@ class DrainingServer(uvicorn.Server):
 
     async def shutdown(self, sockets=None) -> None:
         self.draining = True
-        for server in self.servers:
-            server.close()  # refuse new connections from now on
         loop = asyncio.get_running_loop()
+        pending: list[socket.socket] = []
+        for server in self.servers:
+            listeners = [socket.socket(fileno=os.dup(s.fileno())) for s in server.sockets or ()]
+            server.close()  # refuse new connections from now on (the copies above still hold the listeners)
+            for listener in listeners:
+                pending += take_pending(listener)
+        for conn in pending:  # served like any other, answered with Connection: close as the drain does
+            await loop.connect_accepted_socket(self._protocol, conn)
         deadline = loop.time() + self.drain_seconds
         busy_at_start = len(self.server_state.connections)
         while self.server_state.connections and loop.time() < deadline and not self.force_exit:
@@ -96,6 +102,34 @@ class DrainingServer(uvicorn.Server):
         log.info("drained: %d connections at stop, %d left after %.1f s", busy_at_start, left,
                  self.drain_seconds - max(0.0, deadline - loop.time()))
         await super().shutdown(sockets)
+
+
+    def _protocol(self, _loop=None):
+        """uvicorn's protocol for one connection, as its startup() makes it for the listeners."""
+        return self.config.http_protocol_class(config=self.config, server_state=self.server_state,
+                                               app_state=self.lifespan.state, _loop=_loop)
+
+
+def take_pending(listener: socket.socket) -> list[socket.socket]:
+    """Accept every connection waiting in a listener's queue, then close it, with nothing in between that could
+    wait. Closing a listener resets the connections the kernel had queued but the loop had not accepted yet; the
+    balancer has already sent a request on each (a POST it must not send twice), so each would fail. Taken here,
+    they are served; only one arriving in the microseconds between the last accept and the close is reset."""
+    taken = []
+    listener.setblocking(False)
+    try:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # the listener is gone (another worker's close, a reset): nothing left to take
+                break
+            conn.setblocking(False)
+            taken.append(conn)
+    finally:
+        listener.close()
+    return taken
 
 
 class CloseWhileDraining:

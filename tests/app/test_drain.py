@@ -85,3 +85,35 @@ def test_killing_a_node_fails_at_most_its_requests_in_flight(redis_cluster):
     # An increment whose answer the kill cut off may have reached Redis all the same (the client cannot tell): at
     # most one such surplus per failed request, never an acknowledged increment missing.
     assert figures["counter_higher"] <= figures["failed"], figures
+
+
+def test_connections_queued_at_the_close_are_taken_not_reset():
+    """Closing a listener resets what the kernel had queued and the loop had not accepted: requests the balancer
+    already sent (a POST it must not send again). The drain takes them first (sample_app/serve.py: take_pending);
+    once it has, the port refuses, so the balancer sends new requests elsewhere."""
+    import socket
+
+    from sample_app.serve import take_pending
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=2) for _ in range(5)]
+    for client in clients:
+        client.sendall(b"POST /session/counter HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    taken = take_pending(listener)
+    try:
+        assert len(taken) == 5, f"{len(taken)} of 5 queued connections taken"
+        for conn in taken:
+            conn.setblocking(True)
+            conn.settimeout(2)
+            assert conn.recv(1024).startswith(b"POST /session/counter"), "the request sent before the close is there"
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        for client in clients:
+            assert client.recv(1024).startswith(b"HTTP/1.1 200 OK"), "the client got its answer, not a reset"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2)
+    finally:
+        for sock in [*taken, *clients]:
+            sock.close()
