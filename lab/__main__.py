@@ -1,4 +1,7 @@
-"""python -m lab up [--hosts N] | down [--purge] | status   (as root, on Debian 12)
+"""python -m lab up [--hosts N | --servers] | down [--purge] | status   (as root, on Debian 12)
+
+--servers makes the hosts as servers come (root login over SSH refused; a `deploy` user with sudo and the lab's key)
+and one per role, in the shape of inventories/example.py; inventories/lab.py then describes them that way.
 
 The lab's directories can be moved with LAB_DIR (state) and LAB_CACHE (image, package cache), its addresses with
 LAB_SUBNET (a free /24, default 10.213.0.0/24).
@@ -17,14 +20,16 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the lab (idempotent; grows or shrinks it to --hosts)")
-    up.add_argument("--hosts", type=int, default=config.DEFAULT_HOSTS)
+    up.add_argument("--hosts", type=int, default=None, help=f"how many (default {config.DEFAULT_HOSTS})")
+    up.add_argument("--servers", action="store_true",
+                    help="hosts as servers come (sudo user, no root login), a host per role as inventories/example.py")
     down = sub.add_parser("down", help="stop every host and remove everything the lab made")
     down.add_argument("--purge", action="store_true", help="also drop the cached image and package cache")
     sub.add_parser("status", help="list hosts, addresses, state and memory")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            control.up(args.hosts)
+            control.up(args.hosts, "servers" if args.servers else "lab")
         elif args.command == "down":
             control.down(args.purge)
         else:

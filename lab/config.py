@@ -14,6 +14,11 @@ SUITE = "bookworm"
 DEFAULT_HOSTS = 4  # lab1: load balancer + Redis + PostgreSQL; lab2-lab4: app nodes (see inventories/lab.py)
 MAX_HOSTS = 40
 PROXY_PORT = 3142 + 10_000  # apt-cacher-ng's port + 10000: not the packaged instance's
+# How the lab makes its hosts: "lab" (root logs in with the lab's key; lab1 holds the balancer and both stores) or
+# "servers" (as servers come: root login over SSH refused, a `deploy` user with sudo and the key; a host per role,
+# in the shape of inventories/example.py: lab/inventory.py).
+SHAPES = ("lab", "servers")
+SERVER_USER = "deploy"
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "ca-certificates", "python3",
                  "curl", "procps", "netbase", "sudo", "gnupg")
 

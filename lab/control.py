@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import config, image, network, proxy, ssh
 from .hosts import CGROUP_ROOTS, Host
+from .inventory import example_hosts
 from .mirror import machine_mirror
 from .sh import LabError, Progress, run
 
@@ -52,16 +53,36 @@ def recorded(state: config.Paths) -> list[Host]:
     return [Host(state, i) for i in sorted(indexes)]
 
 
+def recorded_shape(state: config.Paths) -> str | None:
+    """The shape the running lab's hosts were made in (hosts.json), None when there is no record."""
+    try:
+        return json.loads(state.inventory.read_text()).get("shape", "lab")
+    except (OSError, ValueError):
+        return None
+
+
 def healthy(state: config.Paths, host: Host) -> bool:
     if not host.booted_as_now() or not host.mounted() or not Path(f"/run/netns/{config.netns(host.name)}").exists():
         return False
     return ssh.ssh(state, host.name, "systemctl is-system-running", timeout=10).stdout.strip() == "running"
 
 
-def up(count: int) -> dict:
+def up(count: int | None = None, shape: str = "lab") -> dict:
+    """Hosts lab1..labN running, in `shape` (config.SHAPES); the servers shape makes as many hosts as
+    inventories/example.py names. Hosts already up in that shape are kept; any other shape is made again."""
+    if shape not in config.SHAPES:
+        raise LabError(f"shape: one of {', '.join(config.SHAPES)}, got {shape!r}")
+    if shape == "servers":
+        needed = len(example_hosts())
+        if count not in (None, needed):
+            raise LabError(f"--servers makes the {needed} hosts of inventories/example.py (a host per role), "
+                           f"not --hosts {count}")
+        count = needed
+    count = config.DEFAULT_HOSTS if count is None else count
     if not 1 <= count <= config.MAX_HOSTS:
         raise LabError(f"--hosts: must be between 1 and {config.MAX_HOSTS}, got {count}")
     preflight()
+    user = config.SERVER_USER if shape == "servers" else "root"
     state = config.paths()
     progress = Progress()
     made: list[Host] = []
@@ -81,7 +102,9 @@ def up(count: int) -> dict:
         wanted = [Host(state, i) for i in range(1, count + 1)]
         existing = {h.index: h for h in recorded(state)}
         with progress.step("check existing hosts"):
-            keep = {h.index for h in wanted if h.index in existing and state.ssh_config.exists() and healthy(state, h)}
+            same_shape = recorded_shape(state) == shape
+            keep = {h.index for h in wanted if same_shape and h.index in existing and state.ssh_config.exists()
+                    and healthy(state, h)}
             for index, host in existing.items():
                 if index not in keep:
                     host.destroy()  # beyond N, or a leftover of a run that was killed
@@ -91,17 +114,17 @@ def up(count: int) -> dict:
                 everyone = [(h.name, h.ip) for h in wanted]
                 for host in todo:
                     made.append(host)
-                    host.create(everyone, mirror, proxy.url(), public_key)
+                    host.create(everyone, mirror, proxy.url(), public_key, shape)
                 for host in todo:
                     host.boot()
-                ssh.write_config(state, wanted)
+                ssh.write_config(state, wanted, user)
                 with concurrent.futures.ThreadPoolExecutor(len(todo)) as pool:
                     list(pool.map(lambda h: ssh.wait_running(state, h), todo))
-        ssh.write_config(state, wanted)
+        ssh.write_config(state, wanted, user)
         if keep and not todo:
             for host in wanted:  # a second `up` re-checks the hosts it kept
                 ssh.wait_running(state, host)
-        data = describe(state, wanted)
+        data = describe(state, wanted, shape, user)
         state.inventory.write_text(json.dumps(data, indent=2) + "\n")
     except BaseException:
         # Nothing half made: what this call created goes away again.
@@ -114,14 +137,15 @@ def up(count: int) -> dict:
                 network.remove_bridge()
         raise
     total = sum(progress.times.values())
-    print(f"lab up: {count} host(s) running ({len(keep)} kept, {len(todo)} started) in {total:.1f}s; "
+    made_as = f" as servers (root login refused; {user} with sudo)" if shape == "servers" else ""
+    print(f"lab up: {count} host(s) running{made_as} ({len(keep)} kept, {len(todo)} started) in {total:.1f}s; "
           f"ssh -F {state.ssh_config} lab1", flush=True)
     return data
 
 
-def describe(state: config.Paths, hosts: list[Host]) -> dict:
+def describe(state: config.Paths, hosts: list[Host], shape: str = "lab", user: str = "root") -> dict:
     return {
-        "subnet": str(config.subnet()), "gateway": str(config.bridge_ip()), "apt_proxy": proxy.url(),
+        "shape": shape, "user": user, "subnet": str(config.subnet()), "gateway": str(config.bridge_ip()), "apt_proxy": proxy.url(),
         "ssh_key": str(state.key), "known_hosts": str(state.known_hosts), "ssh_config": str(state.ssh_config),
         "hosts": [{"name": h.name, "ip": str(h.ip)} for h in hosts],
     }

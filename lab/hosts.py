@@ -84,7 +84,7 @@ class Host:
     # -- making it -------------------------------------------------------------------------------------------------
 
     def create(self, all_hosts: list[tuple[str, ipaddress.IPv4Address]], mirror: Mirror, proxy_url: str,
-               public_key: str) -> None:
+               public_key: str, shape: str = "lab") -> None:
         self.destroy()
         for sub in ("upper", "work", "root"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
@@ -110,11 +110,26 @@ class Host:
             sources += f"deb {Mirror.http(mirror.security)} {config.SUITE}-security main\n"
         (etc / "apt/sources.list").write_text(sources)
         run(["ssh-keygen", "-A", "-f", str(self.root)])
-        ssh_dir = self.root / "root/.ssh"
-        ssh_dir.mkdir(mode=0o700, exist_ok=True)
-        (ssh_dir / "authorized_keys").write_text(public_key)
-        (ssh_dir / "authorized_keys").chmod(0o600)
+        if shape == "servers":
+            self._as_a_server(public_key)
+        else:
+            authorize(self.root / "root", public_key, 0, 0)
         network.add_host(self.name, self.ip)
+
+    def _as_a_server(self, public_key: str) -> None:
+        """As servers come from a provider: a login user with sudo (no password: key login only) and the key, root
+        refused over SSH, passwords refused."""
+        user = config.SERVER_USER
+        run(["chroot", str(self.root), "useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", user])
+        uid, gid = (int(run(["chroot", str(self.root), "id", flag, user]).stdout) for flag in ("-u", "-g"))
+        sudoers = self.root / f"etc/sudoers.d/90-{user}"
+        sudoers.write_text(f"{user} ALL=(ALL) NOPASSWD:ALL\n")
+        sudoers.chmod(0o440)
+        authorize(self.root / "home" / user, public_key, uid, gid)
+        sshd = self.root / "etc/ssh/sshd_config.d/50-session-kit-lab.conf"
+        sshd.write_text("# A lab host made as servers come (python -m lab up --servers)\n"
+                        "PermitRootLogin no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n")
+        (self.root / "root/.ssh/authorized_keys").unlink(missing_ok=True)
 
     def host_key(self) -> str:
         return (self.root / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
@@ -179,3 +194,13 @@ class Host:
             if self.mounted():
                 raise LabError(f"{self.root} is still mounted: not removing it")
             run(["rm", "-rf", "--one-file-system", str(self.dir)])
+
+
+def authorize(home: Path, public_key: str, uid: int, gid: int) -> None:
+    """The lab's key in HOME/.ssh/authorized_keys, owned by the user, as sshd requires."""
+    ssh_dir = home / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(public_key)
+    (ssh_dir / "authorized_keys").chmod(0o600)
+    for path in (ssh_dir, ssh_dir / "authorized_keys"):
+        os.chown(path, uid, gid)

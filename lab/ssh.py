@@ -17,13 +17,13 @@ def ensure_key(state: config.Paths) -> str:
     return state.key.with_suffix(".pub").read_text()
 
 
-def write_config(state: config.Paths, hosts: list) -> None:
+def write_config(state: config.Paths, hosts: list, user: str = "root") -> None:
     state.known_hosts.write_text("".join(f"{h.name},{h.ip} {' '.join(h.host_key())}\n" for h in hosts))
     entries = "".join(f"Host {h.name}\n    HostName {h.ip}\n" for h in hosts)
     state.ssh_config.write_text(
         f"# Written by `python -m lab up`: ssh -F {state.ssh_config} lab1\n{entries}"
         f"Host lab* {config.subnet().network_address.exploded.rsplit('.', 1)[0]}.*\n"
-        f"    User root\n    IdentityFile {state.key}\n    IdentitiesOnly yes\n"
+        f"    User {user}\n    IdentityFile {state.key}\n    IdentitiesOnly yes\n"
         f"    UserKnownHostsFile {state.known_hosts}\n    StrictHostKeyChecking yes\n"
         f"    ConnectTimeout 5\n    BatchMode yes\n    LogLevel ERROR\n")
 

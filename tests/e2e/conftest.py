@@ -16,3 +16,11 @@ def lab():
     yield
     down = run(sys.executable, "-m", "lab", "down")
     assert down.returncode == 0, down.stderr
+
+
+@pytest.fixture(scope="session")
+def outside_source(lab) -> str:
+    """An address of this machine in one of the lab's client networks: no firewall rule of the lab admits it."""
+    from lab.network import client_addresses
+
+    return client_addresses(1)[0]

@@ -56,16 +56,8 @@ def test_strategy_without_its_group_is_refused(lab, tmp_path):
     assert check.stderr.strip() == "session-kit: db: group is empty, but session_strategy=database needs it"
 
 
-@pytest.fixture(scope="session")
-def outside_source(lab) -> str:
-    """An address of this machine in one of the lab's client networks: no firewall rule of the lab admits it."""
-    from lab.network import client_addresses
-
-    return client_addresses(1)[0]
-
-
-@pytest.mark.parametrize("strategy", list(STRATEGIES))
-def test_deploy_verify_and_reapply(lab, outside_source, strategy):
+def deploy_verify_and_reapply(strategy: str, outside_source: str) -> None:
+    """Apply INVENTORY with the strategy, run the verification suite against it, apply again: zero changes."""
     first = apply(strategy)
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
     assert totals(first)["errors"] == 0
@@ -77,6 +69,11 @@ def test_deploy_verify_and_reapply(lab, outside_source, strategy):
     assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
     counts = totals(second)
     assert counts["changed"] == 0 and counts["errors"] == 0, f"second apply of {strategy} changed things: {counts}"
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_deploy_verify_and_reapply(lab, outside_source, strategy):
+    deploy_verify_and_reapply(strategy, outside_source)
 
 
 @pytest.mark.parametrize("strategy", ["sticky", "replication"])
