@@ -6,7 +6,6 @@ the inventory's certificate with lb_tls); app nodes straight, over the private n
 from __future__ import annotations
 
 import re
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -84,9 +83,7 @@ class Target:
         return self._ssh_config
 
     def ssh(self, node: Node, command: str, timeout: float = 120, check: bool = True) -> str:
-        # as root: through sudo with a sudo login (the whole command, a script of several lines too)
-        remote = f"sudo -n sh -c {shlex.quote(command)}" if node.ssh.get("_sudo") else command
-        result = subprocess.run(["ssh", "-F", str(self.ssh_config()), node.name, remote],
+        result = subprocess.run(["ssh", "-F", str(self.ssh_config()), node.name, node.as_root(command)],
                                 capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise DrillError(f"{node.name}: `{command}` failed (exit {result.returncode}): {result.stderr.strip()[-300:]}")

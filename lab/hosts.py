@@ -37,24 +37,23 @@ class Host:
     def cgroups(self) -> list[Path]:
         return [root / config.PREFIX / self.name for root in CGROUP_ROOTS if root.exists()]
 
-    def pid(self) -> int | None:
+    def _nspawn(self) -> tuple[int, bytes] | None:
+        """The pid and command line of this host's running nspawn, None when it does not run."""
         try:
             value = int((self.dir / "nspawn.pid").read_text())
             cmdline = Path(f"/proc/{value}/cmdline").read_bytes()
         except (OSError, ValueError):
             return None
-        return value if b"systemd-nspawn" in cmdline and str(self.root).encode() in cmdline else None
+        return (value, cmdline) if b"systemd-nspawn" in cmdline and str(self.root).encode() in cmdline else None
+
+    def pid(self) -> int | None:
+        running = self._nspawn()
+        return running[0] if running else None
 
     def booted_as_now(self) -> bool:
         """Its nspawn runs with this lab's NSPAWN_FLAGS (not an older lab's)."""
-        value = self.pid()
-        if value is None:
-            return False
-        try:
-            arguments = Path(f"/proc/{value}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            return False
-        return all(flag in arguments for flag in NSPAWN_FLAGS)
+        running = self._nspawn()
+        return running is not None and all(flag.encode() in running[1].split(b"\0") for flag in NSPAWN_FLAGS)
 
     def processes(self) -> list[int]:
         pids: set[int] = set()

@@ -431,8 +431,7 @@ class Report:
                   "divided by the requests served, and the footprint drill's bytes per session. The app runs "
                   "`app_workers` processes per node (by default one per core; sticky and replication one), so a "
                   "node carries its per-core rate times the cores its workers can use; Redis serves commands on "
-                  "one thread; Nginx and PostgreSQL "
-                  "use every core of their host. The parts of the lab share one machine's cores, so each capacity is "
+                  "one thread; Nginx and PostgreSQL use every core of their host. The parts of the lab share one machine's cores, so each capacity is "
                   "what that part alone would carry on cores like these.")
         for st in self.strategies or list(STRATEGIES):
             self.para(f"**{st}**: " + self.capacity_of(st))

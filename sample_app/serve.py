@@ -103,7 +103,6 @@ class DrainingServer(uvicorn.Server):
                  self.drain_seconds - max(0.0, deadline - loop.time()))
         await super().shutdown(sockets)
 
-
     def _protocol(self, _loop=None):
         """uvicorn's protocol for one connection, as its startup() makes it for the listeners."""
         return self.config.http_protocol_class(config=self.config, server_state=self.server_state,

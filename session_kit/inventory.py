@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,11 @@ class Node:
     ip: str  # private address
     ssh: dict[str, Any]
     roles: tuple[str, ...]
+
+    def as_root(self, command: str) -> str:
+        """A shell command to send over SSH that runs as root: whole (a script of several lines too) through
+        `sudo -n sh -c` when the inventory logs in as a sudo user (`_sudo`), as it is when it logs in as root."""
+        return f"sudo -n sh -c {shlex.quote(command)}" if self.ssh.get("_sudo") else command
 
 
 @dataclasses.dataclass(frozen=True)

@@ -51,11 +51,8 @@ class HostStatus:
 
 
 def _ssh(config: Path, node: Node, command: str) -> subprocess.CompletedProcess:
-    sudo = "sudo -n sh -c " if node.ssh.get("_sudo") else ""
-    if sudo:
-        import shlex
-        command = sudo + shlex.quote(command)
-    return subprocess.run(["ssh", "-F", str(config), node.name, command], capture_output=True, text=True, timeout=30)
+    return subprocess.run(["ssh", "-F", str(config), node.name, node.as_root(command)], capture_output=True,
+                          text=True, timeout=30)
 
 
 def _health(url: str, verify: str | bool = True) -> str:
