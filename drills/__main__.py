@@ -3,7 +3,9 @@
 Runs on the lab (inventories/lab.py, `python -m lab up` first) or any inventory (--inventory). For each strategy it
 deploys the kit (a no-op when already deployed), runs the drill while a pool of logged-in clients drives the load
 balancer, prints the figures and the goals, restores what it changed, and writes the result as JSON into
-report/drills/NAME--STRATEGY.json for the report. Exit status 1 when a goal was missed or a drill failed.
+report/drills/NAME--STRATEGY.json for the report
+(NAME--STRATEGY--VARIANT.json for a drill's second configuration: lag in async mode, scale-out of sticky with
+cookie routing). Exit status 1 when a goal was missed or a drill failed.
 """
 
 from __future__ import annotations
@@ -25,9 +27,20 @@ from .cluster import ROOT, DrillError, Target
 OUT = ROOT / "report" / "drills"
 
 
-def plan(names: list[str], strategies: list[str]) -> list[tuple[str, str]]:
-    """(drill, strategy) pairs, grouped by strategy so that each strategy is deployed once."""
-    return [(name, strategy) for strategy in strategies for name in names if DRILLS[name].applies(strategy)]
+def plan(names: list[str], strategies: list[str]) -> list[tuple[str, str, str]]:
+    """(drill, strategy, variant) runs, grouped by strategy and then by configuration, so that each configuration is
+    deployed once (the plain runs first, then each variant's: catalog.Drill.variants)."""
+    runs = []
+    for strategy in strategies:
+        plain = [(name, strategy, "") for name in names if DRILLS[name].applies(strategy)]
+        variants = [(name, strategy, variant) for name in names
+                    for variant in DRILLS[name].variants(strategy) if variant]
+        runs += plain + sorted(variants, key=lambda run: run[2])
+    return runs
+
+
+def file_name(name: str, strategy: str, variant: str) -> str:
+    return f"{name}--{strategy}" + (f"--{variant}" if variant else "") + ".json"
 
 
 def headline(result: dict) -> str:
@@ -39,28 +52,31 @@ def headline(result: dict) -> str:
     return ", ".join(f"{key} {figures[key]}" for key in keys if key in figures)
 
 
-def run(pairs: list[tuple[str, str]], inventory: str, data: dict, params: Params, out: Path) -> int:
+def run(pairs: list[tuple[str, str, str]], inventory: str, data: dict, params: Params, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started, missed, failed = time.monotonic(), 0, 0
-    deployed: str | None = None
+    deployed: dict | None = None
     target: Target | None = None
-    for index, (name, strategy) in enumerate(pairs):
+    for index, (name, strategy, variant) in enumerate(pairs):
         elapsed = time.monotonic() - started
         left = f", about {elapsed / index * (len(pairs) - index) / 60:.0f} min left" if index else ""
-        print(f"[{index + 1}/{len(pairs)}] {name} on {strategy} (at {elapsed / 60:.1f} min{left})", flush=True)
-        result = {"drill": name, "strategy": strategy, "doc": DRILLS[name].doc, "inventory": inventory,
-                  "params": dataclasses.asdict(params),
+        label = f"{name} on {strategy}" + (f" ({variant})" if variant else "")
+        print(f"[{index + 1}/{len(pairs)}] {label} (at {elapsed / 60:.1f} min{left})", flush=True)
+        overrides = DRILLS[name].variants(strategy)[variant]
+        result = {"drill": name, "strategy": strategy, "variant": variant, "overrides": overrides,
+                  "doc": DRILLS[name].doc, "inventory": inventory, "params": dataclasses.asdict(params),
                   "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         step_started = time.monotonic()
+        wanted = {**data, **overrides, "session_strategy": strategy}
         try:
-            if deployed != strategy:
+            if deployed != wanted:
                 if target is not None:
                     target.close()
-                target = Target(inventory, {**data, "session_strategy": strategy})
+                target = Target(inventory, wanted)
                 applied = target.apply()
-                print(f"      deployed {strategy} ({applied.get('changed', '?')} changes, {applied['seconds']} s)",
-                      flush=True)
-                deployed = strategy
+                print(f"      deployed {strategy}" + "".join(f", {k}={v}" for k, v in overrides.items())
+                      + f" ({applied.get('changed', '?')} changes, {applied['seconds']} s)", flush=True)
+                deployed = wanted
             result["lb_method"] = target.deployment.lb_method
             result.update(DRILLS[name].run(target, params))
             result["status"] = "ok"
@@ -71,7 +87,7 @@ def run(pairs: list[tuple[str, str]], inventory: str, data: dict, params: Params
             deployed = None  # redeploy before the next drill: the cluster may not be as the drill found it
             failed += 1
         result["seconds"] = round(time.monotonic() - step_started, 1)
-        (out / f"{name}--{strategy}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+        (out / file_name(name, strategy, variant)).write_text(json.dumps(result, indent=2, default=str) + "\n")
         if result["status"] == "ok":
             print(f"      {headline(result)} ({result['seconds']} s)", flush=True)
             for goal_name, goal in result["goals"].items():
@@ -86,6 +102,27 @@ def run(pairs: list[tuple[str, str]], inventory: str, data: dict, params: Params
     print(f"drills: {len(pairs)} run in {(time.monotonic() - started) / 60:.1f} min, {failed} failed, "
           f"{missed} goals missed; results in {out}", flush=True)
     return 1 if failed or missed else 0
+
+
+def restore_after_interrupt(inventory: str, data: dict) -> int:
+    """Ctrl-C: the drill in progress stopped (its own `finally` put back what it added); re-apply the inventory as it
+    is, so that the cluster is as the inventory describes (a stopped node started, a changed setting back)."""
+    print("drills: interrupted; re-applying the inventory as it is, so that the cluster is as it describes "
+          "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+    target = Target(inventory, data)
+    try:
+        applied = target.apply()
+        target.wait_settled()
+        print(f"drills: restored: the inventory applied ({applied.get('changed', '?')} changes, "
+              f"{applied['seconds']} s), every node healthy", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"drills: stopped; the cluster may be mid-drill: `./kit deploy {inventory}` puts it back",
+              file=sys.stderr)
+    except DrillError as error:
+        print(f"drills: restoring failed: {error}; `./kit deploy {inventory}` puts it back", file=sys.stderr)
+    finally:
+        target.close()
+    return 130
 
 
 def main(argv: list[str]) -> int:
@@ -115,9 +152,7 @@ def main(argv: list[str]) -> int:
     try:
         return run(pairs, args.inventory, data, Params(clients=args.clients, seconds=args.seconds), args.out)
     except KeyboardInterrupt:
-        print("drills: interrupted; the cluster may be mid-drill: `./kit deploy` puts it back as the inventory says",
-              file=sys.stderr)
-        return 130
+        return restore_after_interrupt(args.inventory, data)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,13 @@ class Drill:
     doc: str
     measure: Callable[[Target, Params], dict[str, Any]]
     applies: Callable[[str], bool] = lambda strategy: True
+    # Second runs in another configuration, per strategy: {variant: inventory overrides}. The plain run (variant "")
+    # uses the inventory as it is; a variant's result file is NAME--STRATEGY--VARIANT.json.
+    extra_variants: Callable[[str], dict[str, dict[str, Any]]] = lambda strategy: {}
+
+    def variants(self, strategy: str) -> dict[str, dict[str, Any]]:
+        """{"": {}, variant: overrides, ...}: every configuration this drill runs in on this strategy."""
+        return {"": {}, **self.extra_variants(strategy)} if self.applies(strategy) else {}
 
     def run(self, target: Target, params: Params, **options: Any) -> dict[str, Any]:
         """The drill, once the cluster has settled from whatever came before (every node and the balancer healthy)."""
@@ -373,7 +380,7 @@ def _store_bytes(target: Target) -> Callable[[], float]:
 def lag(target: Target, params: Params, writes: int = 200, rejoin_sessions: tuple[int, ...] = (1_000, 10_000)
         ) -> dict[str, Any]:
     """Write on one node, poll the others straight (not through the balancer) until they see it: the lag, in the mode
-    deployed. Then, for each pool size, the time a restarted node takes to pull its snapshot and serve again."""
+    deployed; and a write then a read through the balancer, as a client does them: the stale reads. Then, for each pool size, the time a restarted node takes to pull its snapshot and serve again."""
     apps = target.role("app")
     writer, readers = apps[0], apps[1:]
     mode = target.deployment.vars.get("replication_mode", "sync")
@@ -399,7 +406,32 @@ def lag(target: Target, params: Params, writes: int = 200, rejoin_sessions: tupl
                     lags.append((time.monotonic() - written_at) * 1000)
             return lags, stale
 
+    async def stale_through_balancer() -> dict[str, Any]:
+        """As a client sees it: a write through the balancer, then at once a read through it (round robin sends it
+        to another node, mostly): the reads that showed the value before the write."""
+        bearer = target.deployment.strategy.bearer
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
+                                         timeout=aiohttp.ClientTimeout(total=10),
+                                         connector=aiohttp.TCPConnector(ssl=target.ssl_context())) as http:
+            async with http.post(target.lb_url + "/login", json={"username": "lag-rr"}) as response:
+                body = await response.json()
+                headers = ({"Authorization": f"Bearer {body['token']}"} if bearer else
+                           {"Cookie": f"SESSION={response.cookies['SESSION'].value}"})
+            reads = cross = stale = 0
+            for _ in range(writes):
+                async with http.post(target.lb_url + "/session/counter", headers=headers) as response:
+                    counter, wrote_on = (await response.json())["counter"], response.headers.get("X-Served-By")
+                async with http.get(target.lb_url + "/session", headers=headers) as response:
+                    body = await response.json() if response.status == 200 else {}
+                    read_on = response.headers.get("X-Served-By")
+                reads += 1
+                cross += read_on != wrote_on
+                stale += body.get("counter") != counter
+            return {"lb_method": target.deployment.lb_method, "reads": reads, "read_on_another_node": cross,
+                    "stale": stale, "stale_share": round(stale / max(1, reads), 4)}
+
     lags, stale = asyncio.run(measure_lag())
+    through_balancer = asyncio.run(stale_through_balancer())
     lags.sort()
     pct = (lambda q: round(lags[min(len(lags) - 1, int(q * len(lags)))], 2))
     figures: dict[str, Any] = {
@@ -407,6 +439,7 @@ def lag(target: Target, params: Params, writes: int = 200, rejoin_sessions: tupl
         "lag_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": round(lags[-1], 2)},
         "lag_ms_samples": [round(x, 3) for x in lags],
         "stale_first_reads": stale, "stale_first_read_share": round(stale / max(1, len(lags)), 4),
+        "through_balancer": through_balancer,
     }
     rejoin = {}
     node = apps[-1]
@@ -422,6 +455,7 @@ def lag(target: Target, params: Params, writes: int = 200, rejoin_sessions: tupl
     goals = {}
     if mode == "sync":
         goals["no_stale_read_after_an_answered_write"] = goal(0, stale, stale == 0)
+        goals["no_stale_read_through_the_balancer"] = goal(0, through_balancer["stale"], through_balancer["stale"] == 0)
     return {"figures": figures, "goals": goals, "restored": f"{node.name} restarted and healthy"}
 
 
@@ -572,7 +606,11 @@ DRILLS: dict[str, Drill] = {d.name: d for d in (
     Drill("footprint", "bytes per session in the store, 10,000 sessions", footprint),
     Drill("ip-hash-spread", "sticky (ip_hash): each node's share of requests, clients in one /24 and in 16", ip_hash_spread,
           lambda s: s == "sticky"),
-    Drill("scale-out", "an app node added and applied under load: clients moved, sessions lost", scale_out),
+    Drill("scale-out", "an app node added and applied under load: clients moved, sessions lost", scale_out,
+          # sticky pins by the client's address (ip_hash, its default) or by a cookie naming the node
+          extra_variants=lambda s: {"hash_cookie": {"lb_method": "hash_cookie"}} if s == "sticky" else {}),
     Drill("lag", "replication: a write on one node seen by the others (ms); a rejoining node's snapshot (s)", lag,
-          lambda s: s == "replication"),
+          lambda s: s == "replication",
+          # the inventory's default mode is sync: async's lag distribution beside it
+          extra_variants=lambda s: {"async": {"replication_mode": "async"}}),
 )}

@@ -22,7 +22,7 @@ VERDICTS = {
 }
 
 # The drills that break the cluster under load: each counts failed requests and sessions lost.
-FAILURE_DRILLS = ("node-stop", "node-kill", "rolling", "store-restart")
+FAILURE_DRILLS = ("node-stop", "node-kill", "rolling", "store-restart", "scale-out")
 
 ONE_NODE_SHARE = 0.9  # sticky: the busiest node serving this share of one address's requests is "no balancing"
 SLOW_AGAINST_REDIS = 0.8  # database: reads below this fraction of redis's ratio to the baseline are "slow"
@@ -152,6 +152,12 @@ def sticky(s: Sources) -> Finding:
     for drill, failed, lost, _ in drill_counts(s, "sticky"):
         if lost.value:
             supports.append(f"{drill}: {s.show(lost)} sessions lost with their node")
+    moved = [(method, s.ref(s.drill("scale-out", "sticky", variant=variant), "figures", "clients_moved_share"))
+             for method, variant in (("ip_hash", ""), ("cookie routing", "hash_cookie"))]
+    for method, ref in moved:  # a client moved to another node has lost its session with the node it left
+        if ref is not None:
+            clause = f"a node added moved {s.show(ref, digits=0, scale=100)}% of the clients with {method}"
+            (supports if float(ref.value) else refutes).append(clause)
     return Finding(supports, refutes)
 
 
@@ -193,6 +199,11 @@ def replication(s: Sources) -> Finding:
         elif stale is not None:
             refutes.append(f"{mode}: no stale read after an answered write, the other nodes have it within "
                            f"p99 {s.show(p99)} ms")
+        balanced = s.ref(file, "figures", "through_balancer", "stale")
+        if balanced is not None:
+            reads = s.ref(file, "figures", "through_balancer", "reads")
+            clause = f"{mode}: {s.show(balanced)} of {s.show(reads)} reads right after a write through the balancer stale"
+            (supports if balanced.value else refutes).append(clause)
     contention = lost_updates(s, "replication")
     if contention and contention[0].value:
         supports.append(f"{s.show(contention[0])} of {s.show(contention[1])} concurrent increments of one session "

@@ -292,22 +292,21 @@ class Report:
             self.missing("failed requests and sessions lost per drill (no result of " + ", ".join(FAILURE_DRILLS) + ")")
         rows = []
         for st in STRATEGIES:
-            for drill in FAILURE_DRILLS:
-                file = s.drill_any(drill, st)
-                if file is None:
-                    continue
+            for drill, variant in ((d, v) for d in FAILURE_DRILLS for v in s.variants(d, st)):
+                file = s.drill_any(drill, st, variant)
+                label = drill + (f" ({variant})" if variant else "")
                 doc = s.documents[file]
                 if doc.get("status") != "ok":
-                    rows.append([drill, st, f"{doc.get('status', 'unknown')}: {self.show(s.ref(file, 'error'))}",
+                    rows.append([label, st, f"{doc.get('status', 'unknown')}: {self.show(s.ref(file, 'error'))}",
                                  "", "", "", "", "", ""])
                     continue
                 goals = doc.get("goals", {})
                 missed = [name for name, g in goals.items() if not g.get("met")]
                 verdict = ("missed: " + ", ".join(missed)) if missed else ("met" if goals else "none set")
                 f = lambda *keys, file=file: self.show(s.ref(file, "figures", *keys))
-                rows.append([drill, st, "ok", f("requests"), f("failed"), f("sessions_lost"),
+                rows.append([label, st, "ok", f("requests"), f("failed"), f("sessions_lost"),
                              f("latency_ms", "p99"), f("seconds_until_serving") if drill.startswith("node") else
-                             (f("deploy", "seconds") if drill == "rolling" else "-"), verdict])
+                             (f("deploy", "seconds") if drill in ("rolling", "scale-out") else "-"), verdict])
         if rows:
             self.table(["drill", "strategy", "status", "requests", "failed", "sessions lost", "p99 (ms)",
                         "node back (s) / deploy (s)", "goals"], rows)
@@ -356,8 +355,11 @@ class Report:
             rejoins = ", ".join(f"{self.show(s.ref(file, 'figures', 'rejoin', k, 'sessions_pulled'))} sessions in "
                                 f"{self.show(s.ref(file, 'figures', 'rejoin', k, 'seconds'))} s"
                                 for k in (rejoin.value if rejoin else {}))
+            balanced = s.ref(file, "figures", "through_balancer", "stale")
+            through = (f"{self.show(balanced)} of {f('through_balancer', 'reads')} "
+                       f"({f('through_balancer', 'read_on_another_node')} on another node)" if balanced else MISSING)
             rows.append([mode, f("reads"), f("lag_ms", "p50"), f("lag_ms", "p99"), f("lag_ms", "max"),
-                         f("stale_first_reads"), rejoins or MISSING])
+                         f("stale_first_reads"), through, rejoins or MISSING])
         if samples:
             self.image(plots.lag(self.out / "lag.png", samples), "replication lag distribution")
         for mode in ("sync", "async"):
@@ -365,7 +367,7 @@ class Report:
                 self.missing(f"the lag distribution in {mode} mode (no lag result of replication in {mode} mode)")
         if rows:
             self.table(["mode", "reads", "p50 (ms)", "p99 (ms)", "max (ms)", "stale first reads",
-                        "a restarted node's snapshot"], rows)
+                        "stale reads through the balancer (write, then read)", "a restarted node's snapshot"], rows)
 
     # -- footprint ---------------------------------------------------------------------------------------------------
 

@@ -101,10 +101,19 @@ def plan(strategies: list[str], quick: bool) -> list[Step]:
     for strategy in strategies:
         steps += [Step("deploy", strategy), Step("verify", strategy), Step("load", strategy)]
         steps += [Step(f"drill {name}", strategy) for name in drills if DRILLS[name].applies(strategy)]
-        if strategy == "replication" and not quick:
-            # the lag distribution in async mode beside sync's (the inventory's default mode is sync)
-            async_data = {"replication_mode": "async"}
-            steps += [Step("deploy", strategy, async_data, "async"), Step("drill lag", strategy, async_data, "async")]
+        if quick:
+            continue
+        # a drill's second configurations (catalog.Drill.variants: async lag, sticky's scale-out with cookie
+        # routing), each deployed once
+        variants: dict[str, list[str]] = {}
+        for name in drills:
+            for variant in DRILLS[name].variants(strategy):
+                if variant:
+                    variants.setdefault(variant, []).append(name)
+        for variant, names in sorted(variants.items()):
+            overrides = {k: v for name in names for k, v in DRILLS[name].variants(strategy)[variant].items()}
+            steps += [Step("deploy", strategy, overrides, variant)]
+            steps += [Step(f"drill {name}", strategy, overrides, variant) for name in names]
     return steps + [Step("restore")]
 
 
@@ -206,7 +215,8 @@ class Run:
                                                                   sessions=50 if self.quick else 200))
             return {}
         name = step.name.removeprefix("drill ")
-        result = {"drill": name, "strategy": step.strategy, "doc": DRILLS[name].doc, "inventory": self.inventory,
+        result = {"drill": name, "strategy": step.strategy, "variant": step.variant, "overrides": step.data,
+                  "doc": DRILLS[name].doc, "inventory": self.inventory,
                   "params": dataclasses.asdict(self.params), "when": measure.now(),
                   "lb_method": target.deployment.lb_method}
         started = time.monotonic()

@@ -140,20 +140,28 @@ class Sources:
                 return None
         return None if value is None else Ref(file, tuple(keys), value)
 
-    def drill(self, name: str, strategy: str, mode: str | None = None) -> str | None:
-        """The file of an ok result of a drill on a strategy (with `mode`: the one run in that replication mode)."""
+    def drill(self, name: str, strategy: str, mode: str | None = None, variant: str = "") -> str | None:
+        """The file of an ok result of a drill on a strategy: the plain run (the inventory as it is), or the one of a
+        `variant` (drills.catalog.Drill.variants); with `mode`, the one run in that replication mode, either way."""
         for file in self.drills.get((name, strategy), []):
             doc = self.documents[file]
             if doc.get("status") != "ok":
                 continue
-            if mode is None or doc.get("figures", {}).get("mode") == mode:
+            if mode is not None:
+                if doc.get("figures", {}).get("mode") == mode:
+                    return file
+            elif doc.get("variant", "") == variant:
                 return file
         return None
 
-    def drill_any(self, name: str, strategy: str) -> str | None:
+    def drill_any(self, name: str, strategy: str, variant: str = "") -> str | None:
         """The file of a drill's result whatever its status (failed ones included)."""
-        files = self.drills.get((name, strategy), [])
+        files = [f for f in self.drills.get((name, strategy), []) if self.documents[f].get("variant", "") == variant]
         return files[0] if files else None
+
+    def variants(self, name: str, strategy: str) -> list[str]:
+        """The variants of a drill on a strategy that have a result ("" first: the plain run)."""
+        return sorted({self.documents[f].get("variant", "") for f in self.drills.get((name, strategy), [])})
 
     def figure(self, name: str, strategy: str, *keys) -> Ref | None:
         return self.ref(self.drill(name, strategy), "figures", *keys)

@@ -116,6 +116,9 @@ def results() -> dict[str, dict]:
                                               "max": samples[-1]},
                                    "lag_ms_samples": samples, "stale_first_reads": stale,
                                    "stale_first_read_share": stale / 400,
+                                   "through_balancer": {"lb_method": "round_robin", "reads": 200,
+                                                        "read_on_another_node": 197, "stale": stale * 2,
+                                                        "stale_share": stale / 100},
                                    "rejoin": {"1000": {"seconds": 8.61, "sessions_pulled": 1000}}})
     return docs
 
@@ -257,6 +260,21 @@ def test_sticky_finding_follows_the_busiest_nodes_share():
                     "(the load's probe).", after
 
 
+def test_sticky_finding_and_drill_table_show_scale_out_with_ip_hash_and_with_cookie_routing(tmp_path):
+    docs = results()
+    for variant, moved in (("", 0.333), ("hash_cookie", 0.0)):
+        doc = drill("scale-out", "sticky", under_load(0, int(moved * 200), {"lab2": 4000, "lab3": 3000},
+                                                      clients_moved_share=moved))
+        doc["variant"] = variant
+        docs["drills/scale-out--sticky" + (f"--{variant}" if variant else "") + ".json"] = doc
+    text = finding(docs, "sticky")
+    assert "a node added moved 33% of the clients with ip_hash" in text, text
+    assert "but a node added moved 0% of the clients with cookie routing" in text, text
+    _, out = written(tmp_path, docs)
+    markdown = (out / "report.md").read_text()
+    assert "| scale-out | sticky | ok |" in markdown and "| scale-out (hash_cookie) | sticky | ok |" in markdown
+
+
 def test_database_finding_follows_its_throughput_beside_redis():
     docs = results()
     before = finding(docs, "database")
@@ -270,10 +288,12 @@ def test_replication_finding_follows_stale_reads():
     docs = results()
     before = finding(docs, "replication")
     docs["drills/lag--replication--async.json"]["figures"]["stale_first_reads"] = 0
+    docs["drills/lag--replication--async.json"]["figures"]["through_balancer"]["stale"] = 0
     docs["drills/contention--replication.json"]["figures"]["lost_updates"] = 0
     del docs["load/replication.json"]
     after = finding(docs, "replication")
     assert "async: 3 of 400 first reads after a write were stale" in before and "94 of 200" in before
+    assert "async: 6 of 200 reads right after a write through the balancer stale" in before, before
     assert after.startswith("Not borne out: sync: no stale read") and "async: no stale read" in after, after
 
 

@@ -1,0 +1,50 @@
+"""What `./kit drill` and `./kit report` run: every drill on every strategy it applies to, and a drill's second
+configurations (drills.catalog.Drill.variants) as runs of their own, each configuration deployed once."""
+
+from __future__ import annotations
+
+from drills.__main__ import file_name, plan
+from drills.catalog import DRILLS
+from reporting.run import FULL_DRILLS, QUICK_DRILLS
+from reporting.run import plan as report_plan
+from session_kit.strategies import STRATEGIES
+
+
+def test_all_runs_each_drill_where_it_applies_and_each_variant_once():
+    runs = plan(list(DRILLS), list(STRATEGIES))
+    assert len(runs) == len(set(runs))
+    for name, drill in DRILLS.items():
+        for strategy in STRATEGIES:
+            expected = set(drill.variants(strategy))
+            assert {v for n, s, v in runs if n == name and s == strategy} == expected, (name, strategy)
+    assert ("scale-out", "sticky", "hash_cookie") in runs  # sticky's cookie routing beside ip_hash
+    assert ("lag", "replication", "async") in runs  # async's lag beside sync's
+    assert ("scale-out", "redis", "hash_cookie") not in runs
+    assert not DRILLS["lag"].variants("redis")  # a drill that does not apply has no variant either
+
+
+def test_runs_are_grouped_so_that_each_configuration_is_deployed_once():
+    runs = plan(list(DRILLS), list(STRATEGIES))
+    configurations = [(s, v) for _, s, v in runs]
+    changes = sum(1 for a, b in zip(configurations, configurations[1:]) if a != b) + 1
+    assert changes == len(set(configurations))
+    assert list(dict.fromkeys(s for s, _ in configurations)) == list(STRATEGIES)
+
+
+def test_a_variant_has_its_own_result_file():
+    assert file_name("scale-out", "sticky", "") == "scale-out--sticky.json"
+    assert file_name("scale-out", "sticky", "hash_cookie") == "scale-out--sticky--hash_cookie.json"
+
+
+def test_the_full_report_deploys_each_variant_and_the_quick_one_none():
+    full = report_plan(list(STRATEGIES), quick=False)
+    deploys = [(s.strategy, s.variant, s.data) for s in full if s.name == "deploy"]
+    assert ("sticky", "hash_cookie", {"lb_method": "hash_cookie"}) in deploys
+    assert ("replication", "async", {"replication_mode": "async"}) in deploys
+    assert len(deploys) == len(set((st, v) for st, v, _ in deploys))
+    drills = {(s.name, s.strategy, s.variant) for s in full if s.name.startswith("drill ")}
+    assert ("drill scale-out", "sticky", "hash_cookie") in drills
+    assert {(f"drill {n}", st, v) for n, st, v in plan(list(FULL_DRILLS), list(STRATEGIES))} == drills
+    quick = report_plan(list(STRATEGIES), quick=True)
+    assert not any(s.variant for s in quick)
+    assert {s.name.removeprefix("drill ") for s in quick if s.name.startswith("drill ")} <= set(QUICK_DRILLS)
