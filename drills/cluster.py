@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,44 @@ def grand_total(output: str) -> dict[str, int]:
     if not match:
         return {}
     return dict(zip(("hosts", "changed", "errors", "unchanged"), (0 if v == "-" else int(v) for v in match.groups())))
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def run_marked(command: list[str], timeout: float) -> tuple[int, str, list[tuple[str, float]]]:
+    """Run a command (output and errors merged), noting when each line starting `--> ` came (seconds from the
+    start): pyinfra's stage headers. Killed past `timeout` (DrillError)."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    timer = threading.Timer(timeout, process.kill)
+    timer.start()
+    lines, marks = [], []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            clean = ANSI.sub("", line).strip()
+            if clean.startswith("--> "):
+                marks.append((clean[4:].rstrip(".: "), round(time.monotonic() - started, 2)))
+        returncode = process.wait()
+    finally:
+        timer.cancel()
+        process.stdout.close()
+    if time.monotonic() - started >= timeout:
+        raise DrillError(f"`{' '.join(command[:4])} ...` took more than {timeout} s and was stopped")
+    marks.append(("done", round(time.monotonic() - started, 2)))
+    return returncode, "".join(lines), marks
+
+
+def phases(marks: list[tuple[str, float]]) -> dict[str, float]:
+    """Seconds spent in each stage: from the start to the first mark ("start": Python, pyinfra, the inventory),
+    then from each mark to the next."""
+    spent: dict[str, float] = {}
+    previous_name, previous_at = "start", 0.0
+    for name, at in marks:
+        spent[previous_name] = round(spent.get(previous_name, 0.0) + at - previous_at, 2)
+        previous_name, previous_at = name, at
+    return spent
 
 
 class Target:
@@ -62,16 +101,16 @@ class Target:
         return self.deployment.role(role)
 
     def apply(self, extra: dict[str, Any] | None = None, timeout: float = 900) -> dict[str, Any]:
-        """pyinfra -y INVENTORY deploys/site.py with this target's data (and `extra`): its totals and duration."""
+        """pyinfra -y INVENTORY deploys/site.py with this target's data (and `extra`): its totals, its duration, and
+        where the time went (phases: seconds from the start until each of pyinfra's `--> ` stages began)."""
         command = [PYINFRA, "-y", self.inventory, "deploys/site.py"]
         for key, value in {**self.data, **(extra or {})}.items():
             command += ["--data", f"{key}={value}"]
         started = time.monotonic()
-        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-        output = result.stdout + result.stderr
-        if result.returncode != 0:
-            raise DrillError(f"pyinfra apply failed (exit {result.returncode}): {output.strip().splitlines()[-1:]}")
-        return {**grand_total(output), "seconds": round(time.monotonic() - started, 2)}
+        returncode, output, marks = run_marked(command, timeout)
+        if returncode != 0:
+            raise DrillError(f"pyinfra apply failed (exit {returncode}): {output.strip().splitlines()[-1:]}")
+        return {**grand_total(output), "seconds": round(time.monotonic() - started, 2), "phases": phases(marks)}
 
     # -- SSH ------------------------------------------------------------------------------------------------------
 

@@ -246,6 +246,8 @@ def summarize(outcomes: list[Outcome], events: dict[str, float] | None = None) -
     }
     for name, instant in (events or {}).items():
         result[f"failed_in_flight_at_{name}"] = sum(1 for o in failed if o.start <= instant <= o.end)
+    # when the failures ended, on the clock of `events` (the first 100): to set beside an apply's stages
+    result["failed_at_seconds"] = sorted(round(o.end, 3) for o in failed)[:100]
     if outcomes:
         duration = max(o.end for o in outcomes) - min(o.start for o in outcomes)
         result["seconds"] = round(duration, 2)

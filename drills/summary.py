@@ -14,11 +14,12 @@ from session_kit.strategies import STRATEGIES
 from .__main__ import OUT
 
 
-def load(directory: Path) -> dict[tuple[str, str], dict]:
+def load(directory: Path) -> dict[tuple[str, str, str], dict]:
+    """(drill, strategy, variant) -> result ("" for the plain run: catalog.Drill.variants)."""
     results = {}
     for path in sorted(directory.glob("*--*.json")):
         result = json.loads(path.read_text())
-        results[result["drill"], result["strategy"]] = result
+        results[result["drill"], result["strategy"], result.get("variant", "")] = result
     return results
 
 
@@ -53,26 +54,34 @@ COLUMNS = {
 }
 
 
-def table(results: dict[tuple[str, str], dict]) -> str:
+def table(results: dict[tuple[str, str, str], dict]) -> str:
     drills = [name for name in COLUMNS if any(key[0] == name for key in results)]
     lines = ["| strategy | " + " | ".join(COLUMNS[name][0] for name in drills) + " |",
              "|---|" + "---|" * len(drills)]
     for strategy in STRATEGIES:
-        if not any(key[1] == strategy for key in results):
-            continue
-        cells = [cell(results.get((name, strategy)), COLUMNS[name][1]) for name in drills]
-        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+        # the plain run's row, then a row per variant with the drills run in it (sticky's scale-out, hash_cookie)
+        for variant in sorted({key[2] for key in results if key[1] == strategy and key[0] in COLUMNS}):
+            label = strategy + (f" ({', '.join(f'{k}={v}' for k, v in _overrides(results, strategy, variant))})"
+                                if variant else "")
+            cells = [cell(results.get((name, strategy, variant)), COLUMNS[name][1]) for name in drills]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     extra = []
-    for (name, strategy), result in sorted(results.items()):
+    for (name, strategy, _), result in sorted(results.items()):
         if result.get("status") != "ok":
             continue
         f = result["figures"]
         if name == "lag":
             rejoin = ", ".join(f"{n} sessions {r['seconds']} s" for n, r in f.get("rejoin", {}).items())
+            balanced = f.get("through_balancer")
+            through = (f"; through the balancer ({balanced['lb_method']}), {balanced['stale']} of {balanced['reads']} "
+                       f"reads right after a write stale ({balanced['read_on_another_node']} read on another node)"
+                       + (f", {balanced['writes_refused']} of {balanced['writes']} writes refused (401: the node had "
+                          f"not seen the session yet)" if balanced.get("writes_refused") else "")
+                       if balanced else "")
             extra.append(f"- lag ({strategy}, {f['mode']}): a write seen on the other nodes after p50 "
                          f"{f['lag_ms']['p50']} ms, p99 {f['lag_ms']['p99']} ms, max {f['lag_ms']['max']} ms; "
-                         f"{f['stale_first_reads']} of {f['reads']} first reads stale; a restarted node serves again "
-                         f"after: {rejoin}")
+                         f"{f['stale_first_reads']} of {f['reads']} first reads stale{through}; a restarted node "
+                         f"serves again after: {rejoin}")
         elif name == "ip-hash-spread":
             one, many = f["one_24"], f["many_24"]
             extra.append(f"- ip-hash-spread ({strategy}, {f['lb_method']}): clients in one /24: the busiest node "
@@ -85,6 +94,13 @@ def table(results: dict[tuple[str, str], dict]) -> str:
                          f"is {'still accepted' if f['replay_after_logout_accepted'] else 'refused'} after it "
                          f"({f['replay_after_logout_status']})")
     return "\n".join(lines + ([""] + extra if extra else []))
+
+
+def _overrides(results: dict, strategy: str, variant: str) -> list[tuple[str, str]]:
+    for (_, st, v), result in results.items():
+        if st == strategy and v == variant:
+            return list(result.get("overrides", {}).items()) or [("variant", variant)]
+    return []
 
 
 def main(argv: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""python -m reporting [--strategies S,...] [--quick] [--out report/] [--from-results DIR]
+"""python -m reporting [--strategies S,...] [--quick] [--deploy-scale 2,4,8] [--out report/] [--from-results DIR]
 
 For each strategy: deploy it with the kit, verify it, measure throughput and latency through the balancer beside a
 no-session baseline, run the drills; then write report/index.html, report/report.md and the plots. With
@@ -26,6 +26,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--inventory", default="inventories/lab.py")
     parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
                         help="other inventory overrides, as pyinfra's --data")
+    parser.add_argument("--deploy-scale", metavar="COUNTS", default="",
+                        help="also time the first and the no-op apply on a fresh lab of each of these app node "
+                             "counts (comma separated, e.g. 2,4,8; benchmarks/deploy.py; the lab only)")
     args = parser.parse_args(argv)
     strategies = [s for s in args.strategies.split(",") if s]
     unknown = [s for s in strategies if s not in STRATEGIES]
@@ -43,7 +46,14 @@ def main(argv: list[str]) -> int:
     from .run import run
 
     data = dict(pair.split("=", 1) for pair in args.data)
-    return run(strategies, quick=args.quick, out=args.out, inventory=args.inventory, data=data)
+    try:
+        deploy_scale = sorted({int(n) for n in args.deploy_scale.split(",") if n})
+    except ValueError:
+        parser.error(f"--deploy-scale: comma-separated app node counts, got {args.deploy_scale!r}")
+    if deploy_scale and (deploy_scale[0] < 1 or not args.inventory.endswith("inventories/lab.py")):
+        parser.error("--deploy-scale: counts of at least 1, on the lab (inventories/lab.py): it remakes the hosts")
+    return run(strategies, quick=args.quick, out=args.out, inventory=args.inventory, data=data,
+               deploy_scale=deploy_scale)
 
 
 if __name__ == "__main__":

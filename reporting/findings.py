@@ -203,7 +203,12 @@ def replication(s: Sources) -> Finding:
         if balanced is not None:
             reads = s.ref(file, "figures", "through_balancer", "reads")
             clause = f"{mode}: {s.show(balanced)} of {s.show(reads)} reads right after a write through the balancer stale"
-            (supports if balanced.value else refutes).append(clause)
+            refused = s.ref(file, "figures", "through_balancer", "writes_refused")
+            if refused is not None and refused.value:
+                writes = s.ref(file, "figures", "through_balancer", "writes")
+                clause += (f", and {s.show(refused)} of {s.show(writes)} writes refused by a node that had not yet "
+                           "seen the session")
+            (supports if balanced.value or (refused is not None and refused.value) else refutes).append(clause)
     contention = lost_updates(s, "replication")
     if contention and contention[0].value:
         supports.append(f"{s.show(contention[0])} of {s.show(contention[1])} concurrent increments of one session "

@@ -310,8 +310,38 @@ class Report:
         if rows:
             self.table(["drill", "strategy", "status", "requests", "failed", "sessions lost", "p99 (ms)",
                         "node back (s) / deploy (s)", "goals"], rows)
-        self.missing("deploy time against the number of app nodes (the results hold deploys of one cluster size "
-                     "only: the drills run on the lab as it is)")
+        self.deploy_scale()
+
+    def deploy_scale(self) -> None:
+        s = self.s
+        file = s.deploy_scale
+        runs = s.ref(file, "runs")
+        if runs is None or not runs.value:
+            self.missing("deploy time against the number of app nodes (measured by `./kit report --deploy-scale "
+                         "COUNTS` or `python -m benchmarks.deploy`: a fresh lab per size)")
+            return
+        self.heading("Deploy time against the number of app nodes", 3)
+        indexes = range(len(runs.value))
+        nodes = [int(s.ref(file, "runs", i, "app_nodes").value) for i in indexes]
+        first = [float(s.ref(file, "runs", i, "first_apply", "seconds").value) for i in indexes]
+        noop = [float(s.ref(file, "runs", i, "noop_apply", "seconds").value) for i in indexes]
+        self.para(f"A fresh lab per size (the app nodes and one host for the balancer and the stores), "
+                  f"{self.show(s.ref(file, 'strategy'))} applied twice: the first "
+                  "apply (packages, the app's wheels, configs, services) and a second one with nothing to change. "
+                  "By stage: seconds from pyinfra's start until it connects (start), connecting, gathering facts and "
+                  "preparing the operations, running them.")
+        self.image(plots.deploy_scale(self.out / "deploy-scale.png", nodes,
+                                      {"first apply": first, "no-op re-apply": noop}), "deploy time against app nodes")
+        rows = []
+        for i in indexes:
+            f = lambda *keys, i=i: self.show(s.ref(file, "runs", i, *keys))
+            stages = s.ref(file, "runs", i, "noop_apply", "phases")
+            by_stage = ", ".join(f"{stage} {self.show(s.ref(file, 'runs', i, 'noop_apply', 'phases', stage))}"
+                                 for stage in (stages.value if stages else {}))
+            rows.append([f("app_nodes"), f("first_apply", "seconds"), f("first_apply", "changed"),
+                         f("noop_apply", "seconds"), f("noop_apply", "changed"), by_stage or MISSING])
+        self.table(["app nodes", "first apply (s)", "changes", "no-op re-apply (s)", "changes",
+                    "no-op re-apply by stage (s)"], rows)
 
     def contention(self) -> None:
         s = self.s

@@ -101,7 +101,7 @@ def shares(path: Path, labels: list[str], per_node: list[dict[str, float]]) -> P
     ax.set_ylabel("share of requests (%)")
     ax.set_xlabel("measurement on strategy")
     ax.set_ylim(0, 100)
-    ax.set_title("requests per app node, from one client address")
+    ax.set_title("requests per app node")
     ax.legend(fontsize=8, title="node", bbox_to_anchor=(1.01, 1), loc="upper left")
     return _save(fig, path)
 
@@ -123,4 +123,22 @@ def latency(path: Path, strategies: list[str], percentiles: list[str],
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("latency through the balancer (ms)")
     axes[0][-1].legend(fontsize=8, title="percentile", loc="upper left", bbox_to_anchor=(1.01, 1))
+    return _save(fig, path)
+
+
+def deploy_scale(path: Path, nodes: list[int], series: dict[str, list[float]]) -> Path:
+    """Seconds of an apply against the number of app nodes, one line per kind of apply (first, no-op)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, (name, values) in enumerate(series.items()):
+        ax.plot(nodes, values, marker="o", label=name, color=COLOURS[i])
+        for x, y in zip(nodes, values):
+            ax.annotate(_label(y), (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+    ax.set_xticks(nodes)
+    ax.set_xlabel("app nodes (plus one host for the balancer and the stores)")
+    ax.set_ylabel("pyinfra apply, wall time (s)")
+    ax.set_ylim(bottom=0)
+    ax.margins(y=0.15)
+    ax.set_title("deploy time against the number of app nodes")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(fig, path)

@@ -35,7 +35,7 @@ QUICK_DRILLS = ("node-stop", "contention", "footprint", "lag")
 # estimate scales them by how long the steps done so far took against theirs.
 ESTIMATE = {"environment": 15, "deploy": 30, "verify": 30, "load": 25, "restore": 45, "node-stop": 20,
             "node-kill": 20, "rolling": 75, "store-restart": 20, "contention": 5, "cookie-limits": 40,
-            "footprint": 45, "ip-hash-spread": 30, "scale-out": 75, "lag": 60}
+            "footprint": 45, "ip-hash-spread": 30, "scale-out": 75, "lag": 60, "deploy-scale": 600}
 QUICK_ESTIMATE = {**ESTIMATE, "verify": 12, "load": 15, "node-stop": 12, "footprint": 10, "lag": 25}
 # --quick verifies the sessions through the balancer only (the checks over SSH of services and sockets are the slow
 # half of tests/verify; the deploy has just checked that every node answers /healthz)
@@ -95,7 +95,7 @@ class Step:
         return self.name.removeprefix("drill ").split(" ")[0]
 
 
-def plan(strategies: list[str], quick: bool) -> list[Step]:
+def plan(strategies: list[str], quick: bool, deploy_scale: list[int] | None = None) -> list[Step]:
     drills = QUICK_DRILLS if quick else FULL_DRILLS
     steps = [Step("environment", strategies[0])]
     for strategy in strategies:
@@ -114,6 +114,10 @@ def plan(strategies: list[str], quick: bool) -> list[Step]:
             overrides = {k: v for name in names for k, v in DRILLS[name].variants(strategy)[variant].items()}
             steps += [Step("deploy", strategy, overrides, variant)]
             steps += [Step(f"drill {name}", strategy, overrides, variant) for name in names]
+    if deploy_scale:
+        # a fresh lab per size (benchmarks/deploy.py), once the strategies are measured: it remakes every host
+        steps.append(Step("deploy-scale", "redis" if "redis" in strategies else strategies[0],
+                          {"app_nodes": tuple(deploy_scale)}))
     return steps + [Step("restore")]
 
 
@@ -142,12 +146,14 @@ def verify(inventory: str, strategy: str, data: dict[str, Any], tests: str = "te
 
 
 class Run:
-    def __init__(self, strategies: list[str], quick: bool, out: Path, inventory: str, data: dict[str, Any]):
+    def __init__(self, strategies: list[str], quick: bool, out: Path, inventory: str, data: dict[str, Any],
+                 deploy_scale: list[int] | None = None):
         self.strategies, self.quick, self.out, self.inventory, self.data = strategies, quick, out, inventory, data
+        self.deploy_scale = deploy_scale or []
         self.results = out / "results"
         self.params = Params(seconds=4.0) if quick else Params(seconds=9.0)
         self.load_seconds = 3 if quick else 8
-        self.steps = plan(strategies, quick)
+        self.steps = plan(strategies, quick, self.deploy_scale)
         self.records: list[dict[str, Any]] = []
         self.target: Target | None = None
         self.deployed: tuple | None = None  # (strategy, overrides) the cluster is in, as far as we know
@@ -157,7 +163,7 @@ class Run:
     def run_params(self) -> dict[str, Any]:
         return {"quick": self.quick, "clients": self.params.clients, "seconds": self.params.seconds,
                 "think": self.params.think, "load_seconds": self.load_seconds, "inventory": self.inventory,
-                "overrides": dict(self.data), "strategies": self.strategies}
+                "overrides": dict(self.data), "strategies": self.strategies, "deploy_scale": self.deploy_scale}
 
     def save(self, name: str, document: dict[str, Any]) -> None:
         path = self.results / name
@@ -189,6 +195,17 @@ class Run:
             environment["hosts"] = measure.hosts(self.target_for(Step("", step.strategy)))
             self.save("environment.json", environment)
             return {}
+        if step.name == "deploy-scale":
+            from benchmarks import deploy
+
+            if self.target is not None:
+                self.target.close()
+            self.target, self.deployed = None, None  # every host is made again: nothing is as it was
+            result = deploy.run(step.data["app_nodes"], step.strategy, say=lambda line: print("      " + line,
+                                                                                          flush=True))
+            self.save("deploy-scale.json", result)
+            missed = [goal for goal, value in result["goals"].items() if not value["met"]]
+            return {"goals_missed": missed} if missed else {}
         if step.name == "restore":
             if self.target is not None:
                 self.target.close()
@@ -301,7 +318,8 @@ class SkipStep(Exception):
     """A step that cannot run for a reason recorded with it."""
 
 
-def run(strategies: list[str], quick: bool, out: Path, inventory: str, data: dict[str, Any]) -> int:
+def run(strategies: list[str], quick: bool, out: Path, inventory: str, data: dict[str, Any],
+        deploy_scale: list[int] | None = None) -> int:
     print(f"report: {len(strategies)} strategies ({', '.join(strategies)}), {'quick' if quick else 'full'}; "
           f"results into {out / 'results'}, started {datetime.datetime.now():%H:%M}", flush=True)
-    return Run(strategies, quick, out, inventory, data)()
+    return Run(strategies, quick, out, inventory, data, deploy_scale)()

@@ -99,6 +99,7 @@ class Sources:
         self.verify: dict[str, str] = {}
         self.environment: str | None = None
         self.steps: str | None = None
+        self.deploy_scale: str | None = None
         for name in sorted(documents):
             doc = documents[name]
             if not isinstance(doc, dict):
@@ -113,6 +114,8 @@ class Sources:
                 self.environment = name
             elif doc.get("kind") == "steps":
                 self.steps = name
+            elif doc.get("kind") == "deploy-scale":
+                self.deploy_scale = name
 
     @classmethod
     def load(cls, root: Path) -> Sources:

@@ -24,6 +24,8 @@ import collections
 import contextlib
 import json
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Sequence
 
 import psycopg
@@ -95,6 +97,15 @@ PURGE = f"""SELECT pg_try_advisory_xact_lock({_LOCK_PURGE}) AS mine"""
 PURGE_ROWS = "DELETE FROM sessions WHERE expires_at <= now()"
 
 _UNAVAILABLE = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.errors.AdminShutdown)
+
+
+def _before_command_complete(error: psycopg.Error) -> bool:
+    """The error came with no result before it: the server never completed the statement (so never committed it)."""
+    return getattr(error, "results_before", None) == 0
+
+
+class _ServerRestarted(StoreUnavailable):
+    """A pooled connection of the server's previous run: its goodbye (AdminShutdown) came before anything else."""
 _ROLLBACK_RETRIES = 2
 
 
@@ -120,12 +131,20 @@ class _Lane:
             raise
         return conn
 
+    async def _drop(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            with contextlib.suppress(Exception):
+                await conn.close()
+
     @staticmethod
     def _check(results: list, conn: psycopg.AsyncConnection, status: pq.ExecStatus) -> Any:
         result = results[-1] if results else None
         if result is None or result.status != status:
             if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
-                raise psycopg.errors.error_from_result(result, encoding=conn.pgconn._encoding)
+                error = psycopg.errors.error_from_result(result, encoding=conn.pgconn._encoding)
+                error.results_before = len(results) - 1  # results (a CommandComplete) that came before the error
+                raise error
             raise psycopg.OperationalError(f"unexpected result: {result and result.status}")
         return result
 
@@ -140,6 +159,13 @@ class _Lane:
                 conn.pgconn.send_query_prepared(self.name, params)
                 result = self._check(await conn.wait(_execute_generator(conn.pgconn)), conn, pq.ExecStatus.TUPLES_OK)
                 break
+            except psycopg.errors.AdminShutdown as error:
+                # The server's goodbye was waiting on a connection of its previous run (a restart): if it came before
+                # the statement's CommandComplete, which PostgreSQL sends before it commits, nothing was applied and
+                # even a change may go again, once, on a new connection.
+                await self._drop()
+                if attempt or not _before_command_complete(error):
+                    raise StoreUnavailable(f"postgresql: {str(error).strip()}") from None
             except psycopg.errors.TransactionRollback as error:
                 # A deadlock or serialization failure rolled the whole statement back: nothing was applied, so even a
                 # change may go again. (Increment batches of several nodes that share sessions can deadlock; one
@@ -149,10 +175,7 @@ class _Lane:
             except BaseException as error:
                 # Whatever else happened (a dead server, a cancelled task halfway through a round trip), the
                 # connection's state is unknown: the next batch starts from a new one.
-                if self.conn is not None:
-                    conn, self.conn = self.conn, None
-                    with contextlib.suppress(Exception):
-                        await conn.close()
+                await self._drop()
                 if isinstance(error, _UNAVAILABLE):
                     raise StoreUnavailable(f"postgresql: {str(error).strip() or type(error).__name__}") from None
                 raise
@@ -173,6 +196,8 @@ class PostgresStore(SessionStore):
             url, min_size=pool_size, max_size=pool_size, open=False, timeout=2.0,
             kwargs={"autocommit": True, "connect_timeout": 2})
         self._schema_ready = False
+        self._pool_check = asyncio.Lock()
+        self.pool_checked_after: float | None = None  # monotonic time of the last test of the idle connections
         self._purger: asyncio.Task | None = None
         self._load_lane = _Lane(self, b"session_kit_load_many", LOAD_MANY)
         self._increment_lane = _Lane(self, b"session_kit_increment_many", INCREMENT_MANY)
@@ -201,8 +226,26 @@ class PostgresStore(SessionStore):
                 async with (conn.transaction() if transaction else contextlib.nullcontext()):
                     async with conn.cursor() as cur:
                         yield cur
+        except psycopg.errors.AdminShutdown as error:
+            raise _ServerRestarted(f"postgresql: {str(error).strip()}") from None
         except _UNAVAILABLE as error:
             raise StoreUnavailable(f"postgresql: {str(error).strip() or type(error).__name__}") from None
+
+    async def _pooled(self, work: Callable[[psycopg.AsyncCursor], Awaitable[Any]], transaction: bool = False) -> Any:
+        """work(cursor) on a pooled connection. Every idle connection of the pool dies with a server restart and
+        would fail one request each: at the first such failure, the pool tests its idle connections and replaces
+        the dead ones (one test at a time), and the work goes again once. The pool's statements may go twice: each
+        sets or deletes what it names, or inserts a new random id (at worst an orphan row the purge removes)."""
+        try:
+            async with self._cursor(transaction) as cur:
+                return await work(cur)
+        except _ServerRestarted:
+            async with self._pool_check:
+                if self.pool_checked_after is None or self.pool_checked_after < time.monotonic() - 1:
+                    await self.pool.check()
+                    self.pool_checked_after = time.monotonic()
+            async with self._cursor(transaction) as cur:
+                return await work(cur)
 
     async def _ensure_schema(self, conn: psycopg.AsyncConnection) -> None:
         if not self._schema_ready:
@@ -215,18 +258,24 @@ class PostgresStore(SessionStore):
         return {"id": handle, "ttl": self.limits.ttl, **extra}
 
     async def _execute(self, query: str, args: dict[str, Any]) -> None:
-        async with self._cursor() as cur:
+        async def work(cur):
             await cur.execute(query, args)
 
+        await self._pooled(work)
+
     async def _one(self, query: str, args: dict[str, Any]) -> tuple | None:
-        async with self._cursor() as cur:
+        async def work(cur):
             await cur.execute(query, args)
             return await cur.fetchone()
 
+        return await self._pooled(work)
+
     async def _all(self, query: str, args: dict[str, Any]) -> list[tuple]:
-        async with self._cursor() as cur:
+        async def work(cur):
             await cur.execute(query, args)
             return await cur.fetchall()
+
+        return await self._pooled(work)
 
     async def ping(self) -> None:
         await self._one("SELECT 1", {})
@@ -299,7 +348,8 @@ class PostgresStore(SessionStore):
     async def rotate(self, handle: str, user: str) -> str | None:
         if not is_valid_id(handle):
             return None
-        async with self._cursor(transaction=True) as cur:
+
+        async def work(cur):  # one transaction: a restart halfway through rolls it back, and it may go again
             await cur.execute(TAKE, self._args(handle))
             row = await cur.fetchone()
             if row is None or row[0] != user:
@@ -307,6 +357,8 @@ class PostgresStore(SessionStore):
             new = new_id()
             await cur.execute(INSERT, self._row(new, Session(user=row[0], counter=row[1], data=row[2], created=row[3])))
             return new
+
+        return await self._pooled(work, transaction=True)
 
     async def purge_expired(self) -> int:
         async with self._cursor(transaction=True) as cur:

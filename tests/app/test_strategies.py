@@ -250,18 +250,32 @@ def test_postgres_outage_is_503_and_loses_nothing(backends):
         cluster.destroy()
 
 
-def test_reads_recover_at_once_after_a_postgres_restart(backends):
-    """Every pooled connection dies with the server; the first read afterwards still succeeds."""
-    cluster = Cluster("database", backends, size=1).start()
+def test_every_request_succeeds_at_once_after_a_postgres_restart(backends):
+    """Every connection of the app (the pool's and the batched statements' own) dies with the server, but no request
+    after the restart fails: not the reads, not the first increment, and not the first logins, which a pool of dead
+    idle connections would fail one per connection."""
+    cluster = Cluster("database", backends, size=1, extra_env={"DATABASE_POOL_SIZE": "4"}).start()
     try:
-        client = SessionClient()
         url = cluster.urls[0]
+        client = SessionClient()
         client.login(url, "restarted")
-        for _ in range(8):  # use every pooled connection
+        for _ in range(8):  # use every pooled connection (logins go through the pool; reads and increments not)
+            assert SessionClient().login(url, "warm").status_code == 200
             assert client.get(url + "/session").status_code == 200
+            assert client.post(url + "/session/counter").status_code == 200
         backends.postgres.stop()
         backends.postgres.start()
         response = client.get(url + "/session")
         assert response.status_code == 200, f"first read after the restart: {response.status_code} {response.text}"
+        response = client.post(url + "/session/counter")
+        assert response.status_code == 200 and response.json()["counter"] == 9, \
+            f"first increment after the restart: {response.status_code} {response.text}"
+        for i in range(6):  # more logins than the pool has connections
+            response = SessionClient().login(url, f"after{i}")
+            assert response.status_code == 200, f"login {i + 1} after the restart: {response.status_code} {response.text}"
+        response = client.request("PUT", url + "/session/data/k", json=[1])
+        assert response.status_code == 200, response.text
+        body = client.get(url + "/session").json()
+        assert body["counter"] == 9 and body["data"] == {"k": [1]}, body
     finally:
         cluster.destroy()

@@ -120,6 +120,15 @@ def results() -> dict[str, dict]:
                                                         "read_on_another_node": 197, "stale": stale * 2,
                                                         "stale_share": stale / 100},
                                    "rejoin": {"1000": {"seconds": 8.61, "sessions_pulled": 1000}}})
+    phases = {"start": 1.1, "Loading config": 0.2, "Connecting to hosts": 0.9, "Preparing operations": 2.4,
+              "Beginning operation run": 0.8}
+    docs["deploy-scale.json"] = {"kind": "deploy-scale", "strategy": "redis", "inventory": "inventories/lab.py",
+                                 "when": "2026-11-25T08:10:00+00:00", "runs": [
+        {"app_nodes": n, "hosts": n + 1, "lab_up_seconds": 9.5,
+         "first_apply": {"hosts": n + 1, "changed": 40 + 20 * n, "errors": 0, "unchanged": 30, "seconds": 50.0 + 9 * n},
+         "noop_apply": {"hosts": n + 1, "changed": 0, "errors": 0, "unchanged": 80, "seconds": 4.5 + 0.6 * n,
+                        "phases": phases}} for n in (2, 4, 8)],
+        "goals": {"noop_apply_seconds": {"expected": "<= 3.0", "measured": 9.3, "met": False}}}
     return docs
 
 
@@ -151,7 +160,10 @@ def test_the_report_has_its_sections_a_verdict_row_per_strategy_and_png_plots(tm
     findings_list = md.split("### Findings", 1)[1].split("##", 1)[0]
     assert len(re.findall(r"^- \*\*", findings_list, re.MULTILINE)) == len(STRATEGIES)
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
-    assert set(images) == {"throughput.png", "latency.png", "drills.png", "lag.png", "footprint.png", "per-node.png"}
+    assert set(images) == {"throughput.png", "latency.png", "drills.png", "lag.png", "footprint.png", "per-node.png",
+                           "deploy-scale.png"}
+    scale = md.split("### Deploy time against the number of app nodes", 1)[1].split("##", 1)[0]
+    assert "| 8 | 122 | 200 | 9.3 | 0 | start 1.1, Loading config 0.2," in scale, scale
     for image in images:
         assert (out / image).read_bytes()[:8] == PNG, image
         assert f'src="{image}"' in page, f"the page shows {image} by a relative path"
@@ -215,7 +227,8 @@ def test_the_check_fails_on_a_number_that_is_not_in_the_results(tmp_path):
 
 def test_a_plot_whose_measurement_is_missing_is_left_out_and_said(tmp_path):
     docs = {name: doc for name, doc in results().items()
-            if not name.startswith("load/") and "footprint" not in name and "async" not in name}
+            if not name.startswith("load/") and "footprint" not in name and "async" not in name
+            and name != "deploy-scale.json"}
     _, out = written(tmp_path, docs)
     md = (out / "report.md").read_text()
     assert not (out / "throughput.png").exists() and not (out / "footprint.png").exists()
@@ -223,6 +236,8 @@ def test_a_plot_whose_measurement_is_missing_is_left_out_and_said(tmp_path):
     assert "_Not shown: bytes per session (no footprint result)._" in md
     assert "_Not shown: the lag distribution in async mode" in md
     assert (out / "lag.png").exists(), "sync's lag is still drawn"
+    assert not (out / "deploy-scale.png").exists()
+    assert "_Not shown: deploy time against the number of app nodes" in md
 
 
 @pytest.mark.skipif(not any(REAL_RESULTS.glob("*.json")), reason="no drill results in report/drills (./kit drill)")

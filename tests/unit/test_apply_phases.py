@@ -1,0 +1,40 @@
+"""Where an apply's time goes: drills.cluster.run_marked notes when each of pyinfra's `--> ` stage lines came (a real
+child process, here a small Python script standing in for pyinfra's output), phases() turns the marks into seconds
+per stage, and a command past its time is stopped with an error that says so."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from drills.cluster import DrillError, phases, run_marked
+
+SCRIPT = """
+import sys, time
+print("--> Loading config...", flush=True)
+time.sleep(0.3)
+print("\\x1b[1m--> Connecting to hosts...\\x1b[0m", flush=True)
+print("    [lab1] Connected", flush=True)
+time.sleep(0.6)
+print("--> Beginning operation run:", flush=True)
+print("oops", file=sys.stderr, flush=True)
+"""
+
+
+def test_each_stage_line_is_marked_and_timed():
+    returncode, output, marks = run_marked([sys.executable, "-c", SCRIPT], timeout=30)
+    assert returncode == 0 and "oops" in output and "[lab1] Connected" in output
+    assert [name for name, _ in marks] == ["Loading config", "Connecting to hosts", "Beginning operation run", "done"]
+    spent = phases(marks)
+    assert list(spent) == ["start", "Loading config", "Connecting to hosts", "Beginning operation run"]
+    assert 0.25 <= spent["Loading config"] < 3 and 0.5 <= spent["Connecting to hosts"] < 3
+    assert abs(sum(spent.values()) - marks[-1][1]) < 0.05
+
+
+def test_a_command_past_its_time_is_stopped():
+    started = time.monotonic()
+    with pytest.raises(DrillError, match="took more than 1"):
+        run_marked([sys.executable, "-c", "import time; time.sleep(30)"], timeout=1)
+    assert time.monotonic() - started < 10
