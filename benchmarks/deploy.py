@@ -107,6 +107,12 @@ def table(result: dict[str, Any]) -> str:
         by_stage = ", ".join(f"{stage} {seconds}" for stage, seconds in noop.get("phases", {}).items())
         lines.append(f"{r['app_nodes']:>9} {r['hosts']:>5} {first['seconds']:>15} {first.get('changed', '?'):>7} "
                      f"{noop['seconds']:>9} {noop.get('changed', '?'):>7}   {by_stage}")
+    for r in result["runs"]:
+        for kind in ("first_apply", "noop_apply"):
+            steps = r[kind].get("slowest_steps") or []
+            if steps:
+                lines.append(f"{r['app_nodes']} app nodes, {kind.replace('_', ' ')}'s slowest steps: " + "; ".join(
+                    f"{s['step']} {s['seconds']} s ({s['host']})" for s in steps[:5]))
     for name, goal in result.get("goals", {}).items():
         lines.append(f"{'ok  ' if goal['met'] else 'MISS'} {name}: {goal['measured']} (goal {goal['expected']})")
     return "\n".join(lines)

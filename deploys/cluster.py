@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import functools
 import io
+import json
+import os
 import time
 from pathlib import Path
 
@@ -111,10 +113,35 @@ def _bound(arguments) -> tuple[int | None, bool]:
     return arguments.get("_timeout") or None, False
 
 
+class StepTimes(BaseStateCallback):
+    """With SESSION_KIT_STEP_TIMES=FILE in the environment, each step's seconds on each host go into FILE as JSON
+    lines ({"host", "step", "seconds", "ok"}): where an apply's time goes (benchmarks/deploy.py reads them)."""
+
+    def __init__(self, path: str):
+        self.path, self.started = path, {}
+
+    def operation_host_start(self, state, host, op_hash):
+        self.started[host.name, op_hash] = time.monotonic()
+
+    def _write(self, state, host, op_hash, ok: bool) -> None:
+        seconds = time.monotonic() - self.started.pop((host.name, op_hash), time.monotonic())
+        step = ", ".join(state.get_op_meta(op_hash).names) or "operation"
+        with open(self.path, "a") as out:
+            out.write(json.dumps({"host": host.name, "step": step, "seconds": round(seconds, 3), "ok": ok}) + "\n")
+
+    def operation_host_success(self, state, host, op_hash, retry_count=0):
+        self._write(state, host, op_hash, True)
+
+    def operation_host_error(self, state, host, op_hash, retry_attempt=0, max_retries=0):
+        self._write(state, host, op_hash, False)
+
+
 def report_bounds(pyinfra_state) -> None:
-    """Register StepBounds once per pyinfra run."""
+    """Register StepBounds once per pyinfra run (and StepTimes, when SESSION_KIT_STEP_TIMES asks for it)."""
     if not any(isinstance(handler, StepBounds) for handler in pyinfra_state.callback_handlers):
         pyinfra_state.add_callback_handler(StepBounds())
+        if os.environ.get("SESSION_KIT_STEP_TIMES"):
+            pyinfra_state.add_callback_handler(StepTimes(os.environ["SESSION_KIT_STEP_TIMES"]))
 
 
 def template(path: str) -> str:

@@ -5,6 +5,8 @@ the inventory's certificate with lb_tls); app nodes straight, over the private n
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -36,11 +38,13 @@ def grand_total(output: str) -> dict[str, int]:
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def run_marked(command: list[str], timeout: float) -> tuple[int, str, list[tuple[str, float]]]:
+def run_marked(command: list[str], timeout: float, env: dict[str, str] | None = None
+               ) -> tuple[int, str, list[tuple[str, float]]]:
     """Run a command (output and errors merged), noting when each line starting `--> ` came (seconds from the
     start): pyinfra's stage headers. Killed past `timeout` (DrillError)."""
     started = time.monotonic()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=None if env is None else {**os.environ, **env})
     timer = threading.Timer(timeout, process.kill)
     timer.start()
     lines, marks = [], []
@@ -69,6 +73,20 @@ def phases(marks: list[tuple[str, float]]) -> dict[str, float]:
         spent[previous_name] = round(spent.get(previous_name, 0.0) + at - previous_at, 2)
         previous_name, previous_at = name, at
     return spent
+
+
+def slowest_steps(lines: str, count: int = 8) -> list[dict[str, Any]]:
+    """The steps that took longest (deploys/cluster.py: StepTimes), each with its slowest host: pyinfra runs a step
+    on every host at once, so its slowest host is what the step adds to the apply's time."""
+    slowest: dict[str, dict[str, Any]] = {}
+    for line in lines.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry["step"] not in slowest or entry["seconds"] > slowest[entry["step"]]["seconds"]:
+            slowest[entry["step"]] = entry
+    return sorted(slowest.values(), key=lambda e: -e["seconds"])[:count]
 
 
 class Target:
@@ -107,10 +125,16 @@ class Target:
         for key, value in {**self.data, **(extra or {})}.items():
             command += ["--data", f"{key}={value}"]
         started = time.monotonic()
-        returncode, output, marks = run_marked(command, timeout)
+        times = Path(tempfile.mkstemp(prefix="apply-steps-", suffix=".jsonl")[1])
+        try:
+            returncode, output, marks = run_marked(command, timeout, {"SESSION_KIT_STEP_TIMES": str(times)})
+            steps = slowest_steps(times.read_text())
+        finally:
+            times.unlink(missing_ok=True)
         if returncode != 0:
             raise DrillError(f"pyinfra apply failed (exit {returncode}): {output.strip().splitlines()[-1:]}")
-        return {**grand_total(output), "seconds": round(time.monotonic() - started, 2), "phases": phases(marks)}
+        return {**grand_total(output), "seconds": round(time.monotonic() - started, 2), "phases": phases(marks),
+                "slowest_steps": steps}
 
     # -- SSH ------------------------------------------------------------------------------------------------------
 

@@ -99,6 +99,8 @@ def up(count: int | None = None, shape: str = "lab") -> dict:
             bridge_made = network.ensure_bridge()
             proxy_made = proxy.ensure(state)
             public_key = ssh.ensure_key(state)
+            for problem in proxy.warm(mirror, config.SUITE):
+                print(f"         apt proxy: could not fetch {problem} (the hosts' apt will try again)", flush=True)
         wanted = [Host(state, i) for i in range(1, count + 1)]
         existing = {h.index: h for h in recorded(state)}
         with progress.step("check existing hosts"):
