@@ -99,8 +99,6 @@ def up(count: int | None = None, shape: str = "lab") -> dict:
             bridge_made = network.ensure_bridge()
             proxy_made = proxy.ensure(state)
             public_key = ssh.ensure_key(state)
-            for problem in proxy.warm(mirror, config.SUITE):
-                print(f"         apt proxy: could not fetch {problem} (the hosts' apt will try again)", flush=True)
         wanted = [Host(state, i) for i in range(1, count + 1)]
         existing = {h.index: h for h in recorded(state)}
         with progress.step("check existing hosts"):
@@ -122,6 +120,9 @@ def up(count: int | None = None, shape: str = "lab") -> dict:
                 ssh.write_config(state, wanted, user)
                 with concurrent.futures.ThreadPoolExecutor(len(todo)) as pool:
                     list(pool.map(lambda h: ssh.wait_running(state, h), todo))
+            with progress.step(f"apt lists of {len(todo)} new host(s), one at a time"):
+                for host in todo:
+                    ssh.update_apt_lists(state, host, sudo=shape == "servers")
         ssh.write_config(state, wanted, user)
         if keep and not todo:
             for host in wanted:  # a second `up` re-checks the hosts it kept

@@ -58,39 +58,10 @@ def ensure(state: config.Paths) -> bool:
     raise LabError(f"apt-cacher-ng did not listen on {url()} within 10 s")
 
 
-# How long the proxy serves an index file (InRelease) it fetched without asking the mirror again. Several hosts'
-# `apt-get update` at one instant each make apt-cacher-ng refresh the same file; a refresh racing another fails
-# ("Failure to move file ... out of the way") and that host's apt gets an error and waits out its timeouts and
-# retries: with 5 fresh hosts the first apply took 358 s instead of 53 s. The lab fetches each index file once, alone,
-# when it brings hosts up (warm), and the proxy then serves it for this long.
+# How long the proxy serves an index file (InRelease) it fetched without asking the mirror again (the default, 27 s,
+# makes nearly every host's `apt-get update` a refresh). Refreshes of one file at one instant race in apt-cacher-ng
+# ("Failure to move file ... out of the way"): lab/control.py updates new hosts one at a time for that reason.
 FRESH_INDEX_SECONDS = 1800
-
-
-def index_urls(mirror, suite: str) -> list[str]:
-    """The InRelease files the hosts' sources.list makes apt fetch (lab/hosts.py writes those sources)."""
-    from .mirror import Mirror
-
-    urls = [f"{Mirror.http(mirror.debian)}/dists/{suite}/InRelease",
-            f"{Mirror.http(mirror.debian)}/dists/{suite}-updates/InRelease"]
-    if mirror.security:
-        urls.append(f"{Mirror.http(mirror.security)}/dists/{suite}-security/InRelease")
-    return urls
-
-
-def warm(mirror, suite: str) -> list[str]:
-    """Fetch each index file through the proxy, one at a time, before any host asks for it: the hosts then get the
-    proxy's fresh copy and no two refreshes race. Returns what could not be fetched (the hosts' apt retries it)."""
-    import urllib.request
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": url()}))
-    failed = []
-    for index in index_urls(mirror, suite):
-        try:
-            with opener.open(index, timeout=30) as response:
-                response.read()
-        except OSError as error:
-            failed.append(f"{index}: {error}")
-    return failed
 
 
 def _acng_owner() -> tuple[int, int]:
