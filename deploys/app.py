@@ -47,13 +47,10 @@ def install_app(cluster: Cluster) -> None:
     server.user(name="App user", user=user, system=True, home="/nonexistent", shell="/usr/sbin/nologin",
                 create_home=False)
     files.directory(name="App directory", path=app_dir, user="root", group="root", mode="755")
+    files.sync(name="Upload the wheelhouse", src=str(local_wheels), dest=f"{app_dir}/wheelhouse", delete=True,
+               exclude=[".complete"], user="root", group="root", mode="644")
     marker = f"{app_dir}/venv/.session-kit-wheels"
     installed = host.get_fact(Command, f"cat {marker} 2>/dev/null || true")
-    if (installed or "").strip() != wheels_hash:
-        # Only when the venv does not hold these wheels yet: comparing every file of the wheelhouse with the host's
-        # copy was the slowest step of a no-op apply (2.8-3.3 s of 7.8-11.3 s, python -m benchmarks.deploy).
-        files.sync(name="Upload the wheelhouse", src=str(local_wheels), dest=f"{app_dir}/wheelhouse", delete=True,
-                   exclude=[".complete"], user="root", group="root", mode="644")
     install = server.shell(
         name="Install the app into its venv (pip --no-index)",
         commands=[f"test -x {app_dir}/venv/bin/python || python3 -m venv {app_dir}/venv",
