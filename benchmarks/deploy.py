@@ -94,11 +94,6 @@ def goals(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    stages = []
-    for r in result["runs"]:
-        for stage in r["noop_apply"].get("phases", {}):
-            if stage not in stages:
-                stages.append(stage)
     lines = [f"# deploy time against app nodes ({result['strategy']}, {result['when']}; python -m benchmarks.deploy)",
              f"{'app nodes':>9} {'hosts':>5} {'first apply (s)':>15} {'changes':>7} {'no-op (s)':>9} {'changes':>7}"
              "   no-op re-apply by stage (s)"]

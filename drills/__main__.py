@@ -21,7 +21,7 @@ from pathlib import Path
 
 from session_kit.strategies import STRATEGIES
 
-from .catalog import DRILLS, Params
+from .catalog import DRILLS, Params, configurations
 from .cluster import ROOT, DrillError, Target
 
 OUT = ROOT / "report" / "drills"
@@ -30,13 +30,8 @@ OUT = ROOT / "report" / "drills"
 def plan(names: list[str], strategies: list[str]) -> list[tuple[str, str, str]]:
     """(drill, strategy, variant) runs, grouped by strategy and then by configuration, so that each configuration is
     deployed once (the plain runs first, then each variant's: catalog.Drill.variants)."""
-    runs = []
-    for strategy in strategies:
-        plain = [(name, strategy, "") for name in names if DRILLS[name].applies(strategy)]
-        variants = [(name, strategy, variant) for name in names
-                    for variant in DRILLS[name].variants(strategy) if variant]
-        runs += plain + sorted(variants, key=lambda run: run[2])
-    return runs
+    return [(name, strategy, variant) for strategy in strategies
+            for variant, _, covered in configurations(names, strategy) for name in covered]
 
 
 def file_name(name: str, strategy: str, variant: str) -> str:

@@ -52,6 +52,19 @@ class Drill:
         return self.measure(target, params, **options)
 
 
+def configurations(names: list[str], strategy: str) -> list[tuple[str, dict[str, Any], list[str]]]:
+    """(variant, inventory overrides, drills) for each configuration these drills run in on a strategy: the plain
+    one ("", the inventory as it is) first, then each variant (Drill.variants) once, with every drill it covers.
+    `./kit drill` and `./kit report` both plan from this, so that each configuration is deployed once."""
+    found: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for name in names:
+        for variant, overrides in DRILLS[name].variants(strategy).items():
+            merged, covered = found.setdefault(variant, ({}, []))
+            merged.update(overrides)
+            covered.append(name)
+    return [(variant, *found[variant]) for variant in sorted(found)]
+
+
 def goal(expected: Any, measured: Any, met: bool) -> dict[str, Any]:
     return {"expected": expected, "measured": measured, "met": bool(met)}
 
@@ -380,7 +393,8 @@ def _store_bytes(target: Target) -> Callable[[], float]:
 def lag(target: Target, params: Params, writes: int = 200, rejoin_sessions: tuple[int, ...] = (1_000, 10_000)
         ) -> dict[str, Any]:
     """Write on one node, poll the others straight (not through the balancer) until they see it: the lag, in the mode
-    deployed; and a write then a read through the balancer, as a client does them: the stale reads. Then, for each pool size, the time a restarted node takes to pull its snapshot and serve again."""
+    deployed; and a write then a read through the balancer, as a client does them: the stale reads. Then, for each
+    pool size, the time a restarted node takes to pull its snapshot and serve again."""
     apps = target.role("app")
     writer, readers = apps[0], apps[1:]
     mode = target.deployment.vars.get("replication_mode", "sync")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from drills.catalog import DRILLS, Params
+from drills.catalog import DRILLS, Params, configurations
 from drills.cluster import ROOT, Target
 
 from . import measure, write
@@ -100,24 +100,18 @@ def plan(strategies: list[str], quick: bool, deploy_scale: list[int] | None = No
     steps = [Step("environment", strategies[0])]
     for strategy in strategies:
         steps += [Step("deploy", strategy), Step("verify", strategy), Step("load", strategy)]
-        steps += [Step(f"drill {name}", strategy) for name in drills if DRILLS[name].applies(strategy)]
-        if quick:
-            continue
-        # a drill's second configurations (catalog.Drill.variants: async lag, sticky's scale-out with cookie
-        # routing), each deployed once
-        variants: dict[str, list[str]] = {}
-        for name in drills:
-            for variant in DRILLS[name].variants(strategy):
-                if variant:
-                    variants.setdefault(variant, []).append(name)
-        for variant, names in sorted(variants.items()):
-            overrides = {k: v for name in names for k, v in DRILLS[name].variants(strategy)[variant].items()}
-            steps += [Step("deploy", strategy, overrides, variant)]
+        # the plain configuration (already deployed), then, in a full run, each drill's second configuration
+        # (catalog.Drill.variants: async lag, sticky's scale-out with cookie routing), each deployed once
+        for variant, overrides, names in configurations(list(drills), strategy):
+            if variant and quick:
+                continue
+            if variant:
+                steps.append(Step("deploy", strategy, overrides, variant))
             steps += [Step(f"drill {name}", strategy, overrides, variant) for name in names]
     if deploy_scale:
-        # a fresh lab per size (benchmarks/deploy.py), once the strategies are measured: it remakes every host
-        steps.append(Step("deploy-scale", "redis" if "redis" in strategies else strategies[0],
-                          {"app_nodes": tuple(deploy_scale)}))
+        # a fresh lab per size (benchmarks/deploy.py, the counts of Run.deploy_scale), once the strategies are
+        # measured: it remakes every host
+        steps.append(Step("deploy-scale", "redis" if "redis" in strategies else strategies[0]))
     return steps + [Step("restore")]
 
 
@@ -201,7 +195,7 @@ class Run:
             if self.target is not None:
                 self.target.close()
             self.target, self.deployed = None, None  # every host is made again: nothing is as it was
-            result = deploy.run(step.data["app_nodes"], step.strategy, say=lambda line: print("      " + line,
+            result = deploy.run(self.deploy_scale, step.strategy, say=lambda line: print("      " + line,
                                                                                           flush=True))
             self.save("deploy-scale.json", result)
             missed = [goal for goal, value in result["goals"].items() if not value["met"]]
