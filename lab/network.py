@@ -70,10 +70,19 @@ def add_host(name: str, ip: ipaddress.IPv4Address) -> None:
     run(["ip", "netns", "add", ns])
     run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
     run(["ip", "link", "set", veth, "master", config.BRIDGE, "up"])
+    # The same MAC address for the same IP, whenever a host is made again: the machine and the other hosts keep a
+    # host's address in their neighbour caches, and with a new MAC each time, a remade host (grow, scale-out) was
+    # unreachable until those entries went stale (30-45 s of SSH connect timeouts in `lab up`).
+    run(["ip", "-n", ns, "link", "set", "eth0", "address", host_mac(ip)])
     run(["ip", "-n", ns, "addr", "add", f"{ip}/{config.subnet().prefixlen}", "dev", "eth0"])
     run(["ip", "-n", ns, "link", "set", "eth0", "up"])
     run(["ip", "-n", ns, "link", "set", "lo", "up"])
     # No default route: the hosts reach each other, the machine and the apt proxy on the bridge, nothing else.
+
+
+def host_mac(ip: ipaddress.IPv4Address) -> str:
+    """A locally administered unicast MAC address made of the host's IPv4 address: 02:00:a:b:c:d."""
+    return ":".join(f"{byte:02x}" for byte in (0x02, 0x00, *ipaddress.IPv4Address(ip).packed))
 
 
 def remove_host(name: str) -> None:
