@@ -47,13 +47,15 @@ def install_app(cluster: Cluster) -> None:
     server.user(name="App user", user=user, system=True, home="/nonexistent", shell="/usr/sbin/nologin",
                 create_home=False)
     files.directory(name="App directory", path=app_dir, user="root", group="root", mode="755")
-    files.sync(name="Upload the wheelhouse", src=str(local_wheels), dest=f"{app_dir}/wheelhouse", delete=True,
-               exclude=[".complete"], user="root", group="root", mode="644")
+    files.put(name="Upload the wheelhouse", src=str(local_wheels / wheelhouse.ARCHIVE),
+              dest=f"{app_dir}/{wheelhouse.ARCHIVE}", user="root", group="root", mode="644")
     marker = f"{app_dir}/venv/.session-kit-wheels"
     installed = host.get_fact(Command, f"cat {marker} 2>/dev/null || true")
     install = server.shell(
         name="Install the app into its venv (pip --no-index)",
         commands=[f"test -x {app_dir}/venv/bin/python || python3 -m venv {app_dir}/venv",
+                  f"rm -rf {app_dir}/wheelhouse && mkdir -m 755 {app_dir}/wheelhouse && "
+                  f"tar -xf {app_dir}/{wheelhouse.ARCHIVE} --no-same-owner -C {app_dir}/wheelhouse",
                   f"{app_dir}/venv/bin/pip install -q --no-index --find-links {app_dir}/wheelhouse "
                   f"--force-reinstall session-kit",
                   f"echo {wheels_hash} > {marker}"],

@@ -2,7 +2,9 @@
 Python (3.11 on Debian 12) and CPU. The hosts install it with `pip --no-index` and never reach PyPI.
 
 Built once per version of the app's sources (pyproject.toml and sample_app/) into build/wheelhouse-HASH, and reused:
-the same files each apply, so uploading them again changes nothing on the hosts.
+the same files each apply, so uploading them again changes nothing on the hosts. The hosts get the wheels as one
+tar (ARCHIVE, the same bytes for the same wheels): one file to upload, and one checksum to compare on a re-apply,
+where a file per wheel took 5.7-7 s to upload on a first apply and 2.8-3.3 s to compare on a no-op one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from .cluster import ROOT
@@ -20,6 +23,7 @@ HOST_PYTHON = "3.11.2"  # Debian 12's python3
 # pip download evaluates python_full_version markers against the controller's own interpreter, not --python-version:
 # what the hosts' 3.11.2 needs beyond that is named here (redis-py: async-timeout on Python < 3.11.3).
 MARKER_EXTRAS = ("async-timeout>=4.0.3",)
+ARCHIVE = "wheels.tar"
 
 
 def source_hash() -> str:
@@ -52,9 +56,23 @@ def build() -> Path:
             "--platform", f"manylinux_2_28_{machine}", "--platform", "any", str(app_wheel), *MARKER_EXTRAS],
            "downloading the app's dependencies for the hosts")
     shutil.rmtree(app_dir)
+    write_archive(tmp)
     (tmp / ".complete").write_text("ok\n")
     tmp.rename(target)
     return target
+
+
+def write_archive(wheelhouse: Path) -> Path:
+    """The wheels as one uncompressed tar (wheels are zip files already): sorted, with no times, owners or modes of
+    the controller's, so that the same wheels make the same bytes and a re-apply uploads nothing."""
+    path = wheelhouse / ARCHIVE
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for wheel in sorted(wheelhouse.glob("*.whl")):
+            info = tarfile.TarInfo(wheel.name)
+            info.size, info.mode, info.mtime = wheel.stat().st_size, 0o644, 0
+            with wheel.open("rb") as data:
+                tar.addfile(info, data)
+    return path
 
 
 def _quiet(command: list[str], what: str) -> None:

@@ -68,7 +68,7 @@ def run(pairs: list[tuple[str, str, str]], inventory: str, data: dict, params: P
                 if target is not None:
                     target.close()
                 target = Target(inventory, wanted)
-                applied = target.apply()
+                applied = target.apply_unloaded()  # no load yet: nodes that must restart do so at once
                 print(f"      deployed {strategy}" + "".join(f", {k}={v}" for k, v in overrides.items())
                       + f" ({applied.get('changed', '?')} changes, {applied['seconds']} s)", flush=True)
                 deployed = wanted

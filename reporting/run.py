@@ -174,7 +174,7 @@ class Run:
 
     def deploy(self, step: Step) -> dict[str, Any]:
         target = self.target_for(step)
-        applied = target.apply()
+        applied = target.apply_unloaded()  # no load runs during a deploy step: nodes that must restart do so at once
         if applied.get("errors"):
             raise RuntimeError(f"pyinfra reported {applied['errors']} errors")
         self.deployed = (step.strategy, tuple(sorted(step.data.items())))
