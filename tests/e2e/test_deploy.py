@@ -96,3 +96,29 @@ def test_dry_run_shows_the_diff_and_changes_nothing(lab):
     assert "ip_hash" in dry.stdout + dry.stderr, "the dry run should show the upstream's change to ip_hash"
     again = apply("redis")
     assert totals(again)["changed"] == 0, "--dry changed something on the hosts"
+
+
+def test_limit_changes_only_the_named_hosts(lab):
+    """pyinfra's --limit as its users expect it: only the named host changes, while the deploy still sees the whole
+    inventory (the node's settings name Redis on lab1 and its peers, which are outside the limit); then an apply
+    without it brings the rest of the cluster along, and a third changes nothing."""
+    ssh = ["ssh", "-F", "/var/lib/session-kit-lab/ssh/config"]
+
+    def ttls() -> dict[str, str]:
+        return {node: run(*ssh, node, "sed -n 's/^SESSION_TTL=//p' /etc/session-kit/app.env").stdout.strip()
+                for node in ("lab2", "lab3", "lab4")}
+
+    assert apply("redis").returncode == 0
+    before = ttls()
+    changed = str(int(before["lab3"]) + 1)
+    limited = apply("redis", "--limit", "lab3", "--data", f"app_session_ttl={changed}")
+    assert limited.returncode == 0 and totals(limited)["errors"] == 0, (limited.stdout + limited.stderr)[-3000:]
+    assert totals(limited)["hosts"] == 1 and totals(limited)["changed"] > 0
+    assert ttls() == {**before, "lab3": changed}
+    assert "REDIS_URL" in run(*ssh, "lab3", "cat /etc/session-kit/app.env").stdout
+    whole = apply("redis", "--data", f"app_session_ttl={changed}")
+    assert whole.returncode == 0 and totals(whole)["errors"] == 0
+    assert set(ttls().values()) == {changed}
+    back = apply("redis")  # the inventory as it is, for the modules after this one
+    assert back.returncode == 0 and set(ttls().values()) == set(before.values())
+    assert totals(apply("redis"))["changed"] == 0
