@@ -80,9 +80,8 @@ def install_packages(name: str, packages: list[str]):
     return apt.packages(name=name, packages=packages, update=True, cache_time=3600, **APT_BOUND)
 
 
-class StepBounds(BaseStateCallback):
-    """Says in one line which step on which host ran past its bound (pyinfra itself only logs "Command timed out"
-    or the command's exit status, under a header printed long before)."""
+class _StepClock(BaseStateCallback):
+    """When each step began on each host, and its name: what StepBounds and StepTimes both need."""
 
     def __init__(self):
         self.started: dict[tuple[str, str], float] = {}
@@ -90,17 +89,28 @@ class StepBounds(BaseStateCallback):
     def operation_host_start(self, state, host, op_hash):
         self.started[host.name, op_hash] = time.monotonic()
 
+    def elapsed(self, host, op_hash) -> float:
+        return time.monotonic() - self.started.pop((host.name, op_hash), time.monotonic())
+
+    @staticmethod
+    def step_name(state, op_hash) -> str:
+        return ", ".join(state.get_op_meta(op_hash).names) or "operation"
+
+
+class StepBounds(_StepClock):
+    """Says in one line which step on which host ran past its bound (pyinfra itself only logs "Command timed out"
+    or the command's exit status, under a header printed long before)."""
+
     def operation_host_retry(self, state, host, op_hash, retry_num, max_retries):
-        self.started[host.name, op_hash] = time.monotonic()
+        self.started[host.name, op_hash] = time.monotonic()  # the bound is per try
 
     def operation_host_error(self, state, host, op_hash, retry_attempt=0, max_retries=0):
         arguments = state.get_op_data_for_host(host, op_hash).global_arguments
         bound, on_host = _bound(arguments)
-        elapsed = time.monotonic() - self.started.pop((host.name, op_hash), time.monotonic())
+        elapsed = self.elapsed(host, op_hash)
         if bound and elapsed >= bound - 1:
-            step = ", ".join(state.get_op_meta(op_hash).names) or "operation"
-            logger.error(f"session-kit: {host.name}: step '{step}' ran past its bound of {bound} s and "
-                         + ("was stopped" if on_host else "pyinfra stopped waiting for it")
+            logger.error(f"session-kit: {host.name}: step '{self.step_name(state, op_hash)}' ran past its bound of "
+                         f"{bound} s and " + ("was stopped" if on_host else "pyinfra stopped waiting for it")
                          + (f" (tried {retry_attempt + 1} times)" if retry_attempt else ""))
 
 
@@ -113,21 +123,20 @@ def _bound(arguments) -> tuple[int | None, bool]:
     return arguments.get("_timeout") or None, False
 
 
-class StepTimes(BaseStateCallback):
-    """With SESSION_KIT_STEP_TIMES=FILE in the environment, each step's seconds on each host go into FILE as JSON
-    lines ({"host", "step", "seconds", "ok"}): where an apply's time goes (benchmarks/deploy.py reads them)."""
+class StepTimes(_StepClock):
+    """With SESSION_KIT_STEP_TIMES=FILE in the environment, each step's seconds on each host (its retries included)
+    go into FILE as JSON lines ({"host", "step", "seconds", "ok"}): where an apply's time goes (benchmarks/deploy.py
+    reads them)."""
 
     def __init__(self, path: str):
-        self.path, self.started = path, {}
-
-    def operation_host_start(self, state, host, op_hash):
-        self.started[host.name, op_hash] = time.monotonic()
+        super().__init__()
+        self.path = path
 
     def _write(self, state, host, op_hash, ok: bool) -> None:
-        seconds = time.monotonic() - self.started.pop((host.name, op_hash), time.monotonic())
-        step = ", ".join(state.get_op_meta(op_hash).names) or "operation"
+        entry = {"host": host.name, "step": self.step_name(state, op_hash),
+                 "seconds": round(self.elapsed(host, op_hash), 3), "ok": ok}
         with open(self.path, "a") as out:
-            out.write(json.dumps({"host": host.name, "step": step, "seconds": round(seconds, 3), "ok": ok}) + "\n")
+            out.write(json.dumps(entry) + "\n")
 
     def operation_host_success(self, state, host, op_hash, retry_count=0):
         self._write(state, host, op_hash, True)

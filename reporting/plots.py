@@ -23,13 +23,16 @@ def _save(fig, path: Path) -> Path:
 
 
 def _label(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    """Short enough for neighbouring bars not to run into each other (the tables give every figure in full)."""
+    if abs(value) >= 1000:
+        return f"{value / 1000:.1f}k"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def grouped_bars(path: Path, groups: list[str], series: dict[str, list[float | None]], ylabel: str, title: str,
                  xlabel: str = "strategy", log: bool = False) -> Path:
     """Bars per group, one colour per series; a missing value (None) leaves a gap."""
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(groups) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, (0.5 + 0.4 * len(series)) * len(groups) + 2), 4.2))
     width = 0.8 / max(1, len(series))
     for i, (name, values) in enumerate(series.items()):
         xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
