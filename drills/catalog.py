@@ -361,9 +361,13 @@ def _compact_store(target: Target) -> None:
     instead of filling the room that earlier drills' deleted rows left (a full report once measured 4.9 bytes per
     session that way). No load runs during the footprint drill; the table is locked for the moment it takes."""
     if target.strategy == "database":
-        node = target.role("db")[0]
-        target.ssh(node, f"cd / && sudo -u postgres psql -qtAc 'VACUUM FULL sessions' "
-                         f"{target.deployment.vars['postgres_database']}")
+        _psql(target, "VACUUM FULL sessions")
+
+
+def _psql(target: Target, sql: str) -> str:
+    """One SQL statement as postgres in the sessions database, on the first db host; its output, unaligned."""
+    database = target.deployment.vars["postgres_database"]
+    return target.ssh(target.role("db")[0], f"cd / && sudo -u postgres psql -qtAc {shlex.quote(sql)} {database}")
 
 
 def _store_bytes(target: Target) -> Callable[[], float]:
@@ -379,13 +383,8 @@ def _store_bytes(target: Target) -> Callable[[], float]:
 
         return redis_bytes
     if strategy == "database":
-        node = target.role("db")[0]
-        database = target.deployment.vars["postgres_database"]
-
         def table_bytes() -> float:
-            out = target.ssh(node, f"cd / && sudo -u postgres psql -tAc "
-                                   f"\"SELECT coalesce(pg_total_relation_size('sessions'), 0)\" {database}")
-            return float(out.strip() or 0)
+            return float(_psql(target, "SELECT coalesce(pg_total_relation_size('sessions'), 0)").strip() or 0)
 
         return table_bytes
     if strategy in ("sticky", "replication"):

@@ -102,7 +102,9 @@ def test_limit_changes_only_the_named_hosts(lab):
     """pyinfra's --limit as its users expect it: only the named host changes, while the deploy still sees the whole
     inventory (the node's settings name Redis on lab1 and its peers, which are outside the limit); then an apply
     without it brings the rest of the cluster along, and a third changes nothing."""
-    ssh = ["ssh", "-F", "/var/lib/session-kit-lab/ssh/config"]
+    from lab.config import paths
+
+    ssh = ["ssh", "-F", str(paths().ssh_config)]
 
     def ttls() -> dict[str, str]:
         return {node: run(*ssh, node, "sed -n 's/^SESSION_TTL=//p' /etc/session-kit/app.env").stdout.strip()

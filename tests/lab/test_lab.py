@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import config, control
+from lab import config, control, network
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.lab  # needs root: tests/conftest.py stops the run with one line when it is missing
@@ -136,7 +136,7 @@ def test_grow_and_shrink(three_hosts):
         assert row[2] == "running" and 1 < float(row[3]) < 500  # MiB
 
 
-def host_mac(name: str) -> str:
+def mac_of(name: str) -> str:
     """A host's MAC, read from the machine (inside an nspawn host, sysfs shows another interface's address)."""
     link = json.loads(subprocess.run(["ip", "-j", "-n", config.netns(name), "link", "show", "eth0"],
                                      capture_output=True, text=True, check=True).stdout)
@@ -149,12 +149,12 @@ def test_a_host_made_again_is_reachable_at_once(three_hosts):
     answered no SSH connection for 30-45 s (a scale-out drill's new node, a grown lab)."""
     assert lab("up", "--hosts", "3").returncode == 0
     on("lab2", "timeout 5 bash -c 'echo > /dev/tcp/lab3/22'")  # lab2 and the machine now cache lab3's address
-    mac = host_mac("lab3")
-    assert mac == "02:00:" + ":".join(f"{b:02x}" for b in config.host_ip(3).packed)
+    mac = mac_of("lab3")
+    assert mac == network.host_mac(config.host_ip(3))
     assert lab("up", "--hosts", "2").returncode == 0
     result = lab("up", "--hosts", "3")
     assert result.returncode == 0, result.stderr
-    assert host_mac("lab3") == mac
+    assert mac_of("lab3") == mac
     neighbour = subprocess.run(["ip", "neigh", "show", str(config.host_ip(3))], capture_output=True, text=True)
     assert mac in neighbour.stdout or "lladdr" not in neighbour.stdout, neighbour.stdout
     # straight from a peer, with a connect timeout far below the 30 s a stale neighbour entry took
