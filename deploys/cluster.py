@@ -19,7 +19,7 @@ from pyinfra.operations import apt, files
 
 from session_kit import secrets as kit_secrets
 from session_kit.inventory import check, private_ip
-from session_kit.strategies import STRATEGIES, Strategy, lb_method
+from session_kit.strategies import STRATEGIES, Strategy, lb_method, sentinel_hosts
 from session_kit.validate import KitError
 
 __all__ = ["APT_BOUND", "STEP_BOUND", "Cluster", "ROOT", "bounded", "bounded_deploy", "install_packages", "private_ip",
@@ -181,6 +181,16 @@ class Cluster:
 
     def nodes(self, role: str) -> list[dict[str, str]]:
         return [{"name": h.name, "ip": private_ip(h)} for h in self.groups[role]]
+
+    def sentinel_nodes(self) -> list[dict[str, str]]:
+        """Where Redis Sentinels run (redis_mode=sentinel with a strategy that uses Redis; else nowhere)."""
+        if self.vars["redis_mode"] != "sentinel" or "redis" not in self.strategy.needs:
+            return []
+        hosts = sentinel_hosts(self.groups["redis"], self.groups["app"])
+        return [{"name": h.name, "ip": private_ip(h)} for h in hosts]
+
+    def runs_sentinel(self) -> bool:
+        return any(node["name"] == self.host.name for node in self.sentinel_nodes())
 
     def first_ip(self, role: str) -> str | None:
         nodes = self.nodes(role)

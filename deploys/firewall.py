@@ -1,6 +1,7 @@
 """A host firewall (nftables): each service port the kit opens answers only the hosts that need it.
 
-Redis and PostgreSQL: the app nodes. The app's port: the load balancers and the other app nodes (replication's peers).
+Redis and PostgreSQL: the app nodes (with Sentinel, Redis also the other Redis and the Sentinels; Sentinel the app
+nodes and the other Sentinels). The app's port: the load balancers and the other app nodes (replication's peers).
 Each host also reaches itself, and `firewall_allow_from` (a monitor, the machine that deploys and drills) reaches
 everything. The rules live in one table of the kit's own (inet session_kit), replaced whole on each change, so other
 tables on the host are left alone; SSH and every other port stay as they are, so a deploy can never lock itself out.
@@ -25,17 +26,31 @@ def rules(cluster: Cluster) -> list[dict]:
     app = [node["ip"] for node in cluster.nodes("app")]
     lb = [node["ip"] for node in cluster.nodes("lb")]
     result = []
+    sentinels = [node["ip"] for node in cluster.sentinel_nodes()]
     if cluster.has_role("redis"):
-        result.append({"name": "redis_clients", "port": cluster.vars["redis_port"], "sources": app,
-                       "why": "Redis: the app nodes"})
+        if sentinels:
+            redis = [node["ip"] for node in cluster.nodes("redis")]
+            result.append({"name": "redis_clients", "port": cluster.vars["redis_port"],
+                           "sources": _sorted(set(app + redis + sentinels)),
+                           "why": "Redis: the app nodes, the other Redis (replication) and the Sentinels"})
+        else:
+            result.append({"name": "redis_clients", "port": cluster.vars["redis_port"], "sources": app,
+                           "why": "Redis: the app nodes"})
+    if cluster.runs_sentinel():
+        result.append({"name": "sentinel_clients", "port": cluster.vars["redis_sentinel_port"],
+                       "sources": _sorted(set(app + sentinels)), "why": "Redis Sentinel: the app nodes and the other Sentinels"})
     if cluster.has_role("db"):
         result.append({"name": "postgres_clients", "port": cluster.vars["postgres_port"], "sources": app,
                        "why": "PostgreSQL: the app nodes"})
     if cluster.has_role("app"):
         result.append({"name": "app_clients", "port": cluster.vars["app_port"],
-                       "sources": sorted(set(lb + app), key=lambda ip: tuple(int(p) for p in ip.split("."))),
+                       "sources": _sorted(set(lb + app)),
                        "why": "the app: the load balancers, and the other app nodes (replication's peers)"})
     return result
+
+
+def _sorted(addresses) -> list[str]:
+    return sorted(addresses, key=lambda ip: tuple(int(p) for p in ip.split(".")))
 
 
 @bounded_deploy("Host firewall", data_defaults=FIREWALL_DEFAULTS)

@@ -1,39 +1,116 @@
 """Redis for the redis and token strategies: bound to the private address, protected mode on, no login without an
-ACL user: the app's user limited to the session keys and the commands the app sends, and an admin user."""
+ACL user: the app's user limited to the session keys and the commands the app sends, and an admin user.
+
+With redis_mode=sentinel: the first redis host starts as the primary, the others as its replicas, and Redis Sentinel
+watches them (install_sentinel) and promotes a replica when the primary fails. Who is primary is then run-time state,
+Sentinel's, not the kit's:
+- redis.conf stays the kit's file, the same on every redis host, and Redis may not rewrite it (a systemd drop-in
+  makes it read-only to redis-server; the CONFIG REWRITE that Sentinel sends with each role change fails, the change
+  itself holds in memory, and an instance that restarts as a primary is made a replica again by the Sentinels). So a
+  failover changes no file, and an apply after one reports zero changes.
+- A replica is made one at run time (REPLICAOF), only when it is not one yet, of the primary the Sentinels name.
+- sentinel.conf is written once; from then on Sentinel rewrites it (its view of the replicas, the other Sentinels,
+  the epochs) and the kit leaves it alone.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import shlex
 
 from pyinfra import host
-from pyinfra.operations import files, systemd
+from pyinfra.api import MaskString, StringCommand
+from pyinfra.facts.server import Command
+from pyinfra.operations import files, server, systemd
+from pyinfra.operations.util import any_changed
 
 from session_kit.defaults import REDIS_DEFAULTS
+from session_kit.strategies import sentinel_quorum
+from session_kit.validate import Duration
 
 from .cluster import Cluster, bounded_deploy, install_packages, private_ip, template
 
 CONF = "/etc/redis/redis.conf"
+READ_ONLY = "/etc/systemd/system/redis-server.service.d/session-kit.conf"
+SENTINEL_CONF = "/etc/redis/sentinel.conf"
+# sentinel.conf's first line: the kit wrote it (Sentinel keeps comments when it rewrites the file).
+SENTINEL_MARK = "# Managed by session-kit"
 
 
 @bounded_deploy("Redis session store", data_defaults=REDIS_DEFAULTS)
 def install_redis(cluster: Cluster) -> None:
+    values = cluster.values(REDIS_DEFAULTS)
+    sentinel = values["redis_mode"] == "sentinel"
+    me = private_ip(host)
     install_packages("Install redis-server", ["redis-server"])
+    read_only = files.template(name="redis-server may not rewrite redis.conf", src=template(READ_ONLY),
+                               dest=READ_ONLY, mode="644", create_remote_dir=True, conf=CONF)
+    systemd.daemon_reload(name="Reload systemd units (redis-server)", _if=read_only.did_change)
     conf = files.template(
-        name="Render redis.conf", src=template(CONF), dest=CONF, user="redis", group="redis", mode="640",
-        private_ip=private_ip(host), **acl(cluster.secrets["redis_password"], cluster.secrets["redis_admin_password"]),
-        **cluster.values(REDIS_DEFAULTS))
+        name="Render redis.conf", src=template(CONF), dest=CONF, user="root", group="redis", mode="640",
+        private_ip=me, sentinel=sentinel, **acl(cluster.secrets), **values)
     # Redis cannot reload its configuration: a changed file means a restart.
-    systemd.service(name="Restart redis", service="redis-server", restarted=True, _if=conf.did_change)
+    systemd.service(name="Restart redis", service="redis-server", restarted=True,
+                    _if=any_changed(conf, read_only))
     systemd.service(name="Keep redis running and enabled", service="redis-server", running=True, enabled=True)
+    if sentinel:
+        primary = current_primary(cluster)
+        role = host.get_fact(Command, redis_cli(cluster, me, "ROLE", "| head -n 1 || true")) or ""
+        server.shell(name=f"Replicate the primary ({primary})",
+                     commands=[redis_cli(cluster, me, f"REPLICAOF {primary} {values['redis_port']}")],
+                     _if=lambda: me != primary and role.strip() != "slave")
 
 
-def acl(password: str, admin_password: str) -> dict:
-    """redis.conf's ACL values: the passwords' SHA-256 digests (what `user ... #DIGEST` takes), and what the app's
-    user may touch, from the app itself."""
+@bounded_deploy("Redis Sentinel", data_defaults=REDIS_DEFAULTS)
+def install_sentinel(cluster: Cluster) -> None:
+    values = cluster.values(REDIS_DEFAULTS)
+    install_packages("Install redis-sentinel", ["redis-sentinel"])
+    written = (host.get_fact(Command, f"head -n 1 {SENTINEL_CONF} 2>/dev/null || true") or "").startswith(SENTINEL_MARK)
+    sentinels = cluster.sentinel_nodes()
+    conf = files.template(
+        name="Render sentinel.conf (once: then it is Sentinel's)", src=template(SENTINEL_CONF), dest=SENTINEL_CONF,
+        user="redis", group="redis", mode="640", mark=SENTINEL_MARK, private_ip=private_ip(host),
+        primary=current_primary(cluster), quorum=sentinel_quorum(len(sentinels)),
+        down_after_ms=int(Duration(high=3600).seconds(values["redis_sentinel_down_after"]) * 1000),
+        replication_password=redis_quote(cluster.secrets["redis_replication_password"]), **values,
+        _if=lambda: not written)
+    systemd.service(name="Restart redis-sentinel", service="redis-sentinel", restarted=True, _if=conf.did_change)
+    systemd.service(name="Keep redis-sentinel running and enabled", service="redis-sentinel", running=True,
+                    enabled=True)
+
+
+def current_primary(cluster: Cluster) -> str:
+    """The primary's address: what this host's Sentinel says, or (no Sentinel answering yet: the first apply) the
+    first redis host."""
+    said = host.get_fact(Command, f"redis-cli -h {private_ip(host)} -p {cluster.vars['redis_sentinel_port']} "
+                                  f"SENTINEL get-master-addr-by-name {cluster.vars['redis_sentinel_master']} "
+                                  "2>/dev/null | head -n 1 || true") or ""
+    said = said.strip()
+    redis_ips = [node["ip"] for node in cluster.nodes("redis")]
+    return said if said in redis_ips else redis_ips[0]
+
+
+def redis_cli(cluster: Cluster, address: str, command: str, tail: str = "") -> StringCommand:
+    """redis-cli as admin against one Redis, the password masked in pyinfra's output."""
+    return StringCommand(MaskString("REDISCLI_AUTH=" + shlex.quote(cluster.secrets["redis_admin_password"])),
+                         f"redis-cli --no-auth-warning --user admin -h {address} -p {cluster.vars['redis_port']}",
+                         command, *([tail] if tail else []))
+
+
+def redis_quote(value: str) -> str:
+    """A string as redis.conf and sentinel.conf read it: in double quotes, \\ and " escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def acl(secrets: dict[str, str]) -> dict:
+    """redis.conf's ACL values: the passwords' SHA-256 digests (what `user ... #DIGEST` takes), what the app's
+    user may touch (from the app itself), and the replication user's password, which a replica sends."""
     from sample_app.stores.redis import ACL_COMMANDS, KEY_PATTERNS
 
     def digest(secret: str) -> str:
         return hashlib.sha256(secret.encode()).hexdigest()
 
-    return {"app_digest": digest(password), "admin_digest": digest(admin_password), "key_patterns": KEY_PATTERNS,
-            "commands": ACL_COMMANDS}
+    return {"app_digest": digest(secrets["redis_password"]), "admin_digest": digest(secrets["redis_admin_password"]),
+            "replication_digest": digest(secrets["redis_replication_password"]),
+            "replication_password": redis_quote(secrets["redis_replication_password"]),
+            "key_patterns": KEY_PATTERNS, "commands": ACL_COMMANDS}

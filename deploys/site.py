@@ -1,7 +1,7 @@
 """Apply everything by group:  pyinfra -y INVENTORY deploys/site.py [--data session_strategy=X]
 
 The inventory is checked first (session_kit/validate.py): a mistake stops the run, with one line naming it, before
-any operation exists. Only what the chosen strategy needs is deployed: Redis for redis and token, PostgreSQL for
+any operation exists. Only what the chosen strategy needs is deployed: Redis for redis and token (and its Sentinels with redis_mode=sentinel), PostgreSQL for
 database; the load balancer and the app nodes always; a host firewall on every host first (deploys/firewall.py). App nodes that must restart do so one batch at a time, each
 drained, restarted and healthy before the next (deploys/rolling.py): a deploy under load fails no request.
 """
@@ -13,7 +13,7 @@ from deploys.cluster import Cluster
 from deploys.firewall import install_firewall
 from deploys.nginx import install_nginx
 from deploys.postgres import install_postgres
-from deploys.redis import install_redis
+from deploys.redis import install_redis, install_sentinel
 from deploys.rolling import restart_app_nodes
 
 cluster = Cluster(host, inventory)
@@ -22,6 +22,8 @@ if cluster.vars["firewall"]:
     install_firewall(cluster)
 if cluster.has_role("redis") and "redis" in cluster.strategy.needs:
     install_redis(cluster)
+if cluster.runs_sentinel():
+    install_sentinel(cluster)
 if cluster.has_role("db") and "db" in cluster.strategy.needs:
     install_postgres(cluster)
 if cluster.has_role("app"):

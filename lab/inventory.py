@@ -29,11 +29,12 @@ def lab_hosts() -> list[dict]:
     return json.loads(path.read_text())["hosts"]
 
 
-def roles(names: list[str]) -> dict[str, list[str]]:
+def roles(names: list[str], redis_hosts: int = 1) -> dict[str, list[str]]:
     """lab1 is the load balancer and holds Redis and PostgreSQL; the others are app nodes. With fewer than three
-    hosts every host is an app node too."""
+    hosts every host is an app node too. redis_hosts > 1: Redis on that many hosts from lab1 on (the others app
+    nodes as well), for redis_mode=sentinel."""
     app = names[1:] if len(names) >= 3 else names
-    return {"lb": names[:1], "app": app, "redis": names[:1], "db": names[:1]}
+    return {"lb": names[:1], "app": app, "redis": names[:max(1, redis_hosts)], "db": names[:1]}
 
 
 def example_groups(path: Path = EXAMPLE) -> dict[str, list[tuple[str, dict]]]:
@@ -64,13 +65,14 @@ def lab_data(described: dict, host: dict, inventory_name: str) -> dict:
     }
 
 
-def groups(inventory_name: str = "lab") -> dict[str, list[tuple[str, dict]]]:
+def groups(inventory_name: str = "lab", redis_hosts: int = 1) -> dict[str, list[tuple[str, dict]]]:
     hosts = lab_hosts()
     described = json.loads(config.paths().inventory.read_text())
     if described.get("shape", "lab") == "servers":
         return servers_groups(described, hosts, inventory_name)
     by_name = {host["name"]: (host["name"], lab_data(described, host, inventory_name)) for host in hosts}
-    return {role: [by_name[name] for name in names] for role, names in roles([h["name"] for h in hosts]).items()}
+    return {role: [by_name[name] for name in names]
+            for role, names in roles([h["name"] for h in hosts], redis_hosts).items()}
 
 
 def servers_groups(described: dict, hosts: list[dict], inventory_name: str,

@@ -80,7 +80,9 @@ FIREWALL = {
 REDIS = {
     "redis_port": Var(6379, Port(), same=True),
     # The ACL user the app logs in as (password: secrets, redis_password), limited to the session keys and the
-    # commands the app sends; operators and the kit's drills log in as `admin` (redis_admin_password).
+    # commands the app sends; operators and the kit's drills log in as `admin` (redis_admin_password); with
+    # redis_mode=sentinel, replicas and Sentinels log in as `replication` (redis_replication_password), limited to
+    # what replication and failover take.
     "redis_user": Var("session-kit", Name(dash=True), same=True),
     # Memory cap (bytes, or 512mb, 1gb, ...; 0: none) and eviction: sessions must not be evicted silently, so the
     # default policy refuses writes when full.
@@ -90,6 +92,25 @@ REDIS = {
         "volatile-random", "volatile-ttl")),
     # Snapshots to disk, as pairs of "SECONDS CHANGES": "" disables; the default keeps sessions across a restart.
     "redis_save": Var("300 10 60 10000", RedisSave()),
+    # standalone: one Redis, the first host of the `redis` group (any others get a Redis that is not used).
+    # sentinel: a primary (at first the group's first host) and replicas (the group's other hosts, two or more hosts
+    # in all), watched by Redis Sentinel on every redis host and, up to three Sentinels, on the first app nodes
+    # (session_kit/strategies.py: sentinel_hosts); when the primary fails, the Sentinels promote a replica and the app
+    # follows it (it finds the primary through the Sentinels).
+    "redis_mode": Var("standalone", Choice("standalone", "sentinel"), same=True),
+    "redis_sentinel_port": Var(26379, Port(), same=True),
+    # The primary's name in Sentinel (the app's REDIS_SENTINEL_MASTER).
+    "redis_sentinel_master": Var("sessions", Name(dash=True), same=True),
+    # How long a primary must be unreachable before the Sentinels agree it is down and fail over (Redis' own default
+    # is 30s). Shorter: a quicker failover, and more of them for a pause that was not a failure.
+    "redis_sentinel_down_after": Var("5s", Duration(high=3600), same=True),
+    # sentinel: the primary refuses writes unless this many replicas are connected, with a lag of at most
+    # redis_min_replicas_max_lag seconds. 0 (the default, Redis' own): writes never wait for replicas, and a primary cut
+    # off from the others keeps accepting writes that are lost when a replica is promoted in its place. 1 or more:
+    # such a primary stops accepting writes after the lag (each is a 503 to the client), so at most those seconds of
+    # writes can be lost, but losing the replicas stops all writes too. Replication itself stays asynchronous.
+    "redis_min_replicas_to_write": Var(0, Int(0, 100), same=True),
+    "redis_min_replicas_max_lag": Var(10, Int(1, 3600), same=True),
 }
 
 POSTGRES = {

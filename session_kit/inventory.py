@@ -16,7 +16,7 @@ from typing import Any
 from . import secrets as kit_secrets
 from . import tls as kit_tls
 from .defaults import ALL_DEFAULTS
-from .strategies import STRATEGIES, Strategy, lb_method
+from .strategies import STRATEGIES, Strategy, lb_method, sentinel_hosts
 from .validate import KitError, check_data, check_groups, check_same, controller_path
 
 ROLES = ("lb", "app", "redis", "db")
@@ -49,7 +49,8 @@ def check(host, inventory) -> tuple[dict[str, Any], dict[str, list]]:
     groups = {role: members(inventory, role) for role in ROLES}
     check_data(values, host.name)
     check_same({other.name: variables(other) for other in inventory})
-    check_groups(values["session_strategy"], {role: [h.name for h in hosts] for role, hosts in groups.items()})
+    check_groups(values["session_strategy"], {role: [h.name for h in hosts] for role, hosts in groups.items()},
+                 values["redis_mode"])
     return values, groups
 
 
@@ -75,6 +76,12 @@ class Deployment:
 
     def role(self, role: str) -> list[Node]:
         return [node for node in self.nodes if role in node.roles]
+
+    def sentinels(self) -> list[Node]:
+        """Where Redis Sentinels run: redis_mode=sentinel with a strategy that uses Redis; else none."""
+        if self.vars.get("redis_mode") != "sentinel" or "redis" not in self.strategy.needs:
+            return []
+        return sentinel_hosts(self.role("redis"), self.role("app"))
 
     def ssh_config_text(self) -> str:
         """An ssh config (one Host per inventory host) from the inventory's SSH variables, strict host key checking

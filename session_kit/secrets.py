@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .validate import KitError
 
-NAMES = ("cookie_secret_key", "redis_password", "redis_admin_password", "postgres_password", "replication_key")
+NAMES = ("cookie_secret_key", "redis_password", "redis_admin_password", "redis_replication_password", "postgres_password",
+         "replication_key")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

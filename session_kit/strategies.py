@@ -13,6 +13,9 @@ from urllib.parse import quote
 LB_METHODS = ("round_robin", "ip_hash", "hash_cookie")
 
 
+REDIS_SECRETS = ("redis_password", "redis_admin_password", "redis_replication_password")
+
+
 @dataclasses.dataclass(frozen=True)
 class Strategy:
     name: str
@@ -28,10 +31,23 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("sticky", ("lb", "app"), "ip_hash", shared=False),
     Strategy("database", ("lb", "app", "db"), "round_robin", shared=True, secrets=("postgres_password",)),
     Strategy("replication", ("lb", "app"), "round_robin", shared=True, secrets=("replication_key",)),
-    Strategy("redis", ("lb", "app", "redis"), "round_robin", shared=True, secrets=("redis_password", "redis_admin_password")),
-    Strategy("token", ("lb", "app", "redis"), "round_robin", shared=True, bearer=True,
-             secrets=("redis_password", "redis_admin_password")),
+    Strategy("redis", ("lb", "app", "redis"), "round_robin", shared=True, secrets=REDIS_SECRETS),
+    Strategy("token", ("lb", "app", "redis"), "round_robin", shared=True, bearer=True, secrets=REDIS_SECRETS),
 )}
+
+SENTINELS = 3  # at least this many Sentinels (a majority of them must agree that the primary is down)
+
+
+def sentinel_hosts(redis: list, app: list) -> list:
+    """With redis_mode=sentinel, where Sentinels run: on every redis host, and on the first app nodes until there are
+    SENTINELS of them (so that one lost host leaves a majority)."""
+    extra = [node for node in app if node not in redis]
+    return list(redis) + extra[:max(0, SENTINELS - len(redis))]
+
+
+def sentinel_quorum(count: int) -> int:
+    """How many Sentinels must agree that the primary is down: a majority."""
+    return count // 2 + 1
 
 
 def lb_method(data) -> str:
@@ -44,7 +60,8 @@ def route_of(node: str) -> str:
 
 
 def app_environment(strategy: Strategy, data, secrets: dict[str, str], node: str, private_ip: str,
-                    peers: list[str], redis_ip: str | None, db_ip: str | None) -> dict[str, str]:
+                    peers: list[str], redis_ip: str | None, db_ip: str | None,
+                    sentinels: list[str] = ()) -> dict[str, str]:
     """The sample app's environment (its settings, see sample_app/settings.py) on one app node."""
     env = {
         "SESSION_STRATEGY": strategy.name, "NODE_NAME": node, "APP_HOST": private_ip,
@@ -61,6 +78,9 @@ def app_environment(strategy: Strategy, data, secrets: dict[str, str], node: str
         password = quote(secrets["redis_password"], safe="")  # percent-encoded: any character round-trips
         user = quote(str(data.get("redis_user")), safe="")
         env["REDIS_URL"] = f"redis://{user}:{password}@{redis_ip}:{data.get('redis_port')}/0"
+        if data.get("redis_mode") == "sentinel":  # the primary comes from the Sentinels (REDIS_URL: user, password)
+            env["REDIS_SENTINELS"] = ",".join(f"{ip}:{data.get('redis_sentinel_port')}" for ip in sentinels)
+            env["REDIS_SENTINEL_MASTER"] = str(data.get("redis_sentinel_master"))
     if strategy.name == "database":
         password = quote(secrets["postgres_password"], safe="")
         env["DATABASE_URL"] = (f"postgresql://{data.get('postgres_user')}:{password}@{db_ip}:"

@@ -381,11 +381,15 @@ def check_same(values: Mapping[str, Mapping[str, Any]]) -> None:
                                f"{b!r}")
 
 
-def check_groups(strategy: str, groups: Mapping[str, list[str]]) -> None:
-    """The groups the strategy needs hold hosts; there are at least two app nodes."""
+def check_groups(strategy: str, groups: Mapping[str, list[str]], redis_mode: str = "standalone") -> None:
+    """The groups the strategy needs hold hosts; there are at least two app nodes; Sentinel has a replica to
+    promote."""
     for group in STRATEGIES[strategy].needs:
         if not groups.get(group):
             raise KitError(f"{group}: group is empty, but session_strategy={strategy} needs it")
+    if redis_mode == "sentinel" and "redis" in STRATEGIES[strategy].needs and len(groups["redis"]) < 2:
+        raise KitError(f"redis: redis_mode=sentinel needs two or more hosts (a primary and a replica to promote), "
+                       f"has {len(groups['redis'])}")
     if len(groups.get("app", [])) < 2:
         raise KitError(f"app: needs two or more hosts to share sessions across, has {len(groups.get('app', []))}")
     if len(groups.get("lb", [])) != 1:

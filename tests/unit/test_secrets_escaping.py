@@ -73,10 +73,12 @@ def test_the_app_reads_the_password_back_from_the_env_file(strategy):
         assert (parts["password"], parts["host"], parts["port"]) == (HOSTILE, "10.0.0.9", 6379)
 
 
-def test_redis_conf_acl_users_round_trip_through_a_real_redis(tmp_path):
+@pytest.mark.parametrize("sentinel", [False, True], ids=["standalone", "sentinel"])
+def test_redis_conf_acl_users_round_trip_through_a_real_redis(tmp_path, sentinel):
     """redis-server reads the rendered redis.conf; the app's URL (its ACL user, the password percent-encoded)
     authenticates against it, and that user can do what the app does and nothing else; no one logs in without a
-    user; admin can do everything."""
+    user; admin can do everything. With Sentinel, the replication user (the password also written in clear, as
+    masterauth) logs in and may replicate and fail over, not read sessions."""
     import redis
 
     from deploys.redis import acl
@@ -85,7 +87,9 @@ def test_redis_conf_acl_users_round_trip_through_a_real_redis(tmp_path):
         pytest.skip("redis-server is not installed (./kit setup installs it)")
     port = free_port()
     conf = tmp_path / "redis.conf"
-    conf.write_text(render("etc/redis/redis.conf", private_ip="127.0.0.1", **acl(HOSTILE, HOSTILE + "!"),
+    secrets = {"redis_password": HOSTILE, "redis_admin_password": HOSTILE + "!",
+               "redis_replication_password": HOSTILE + "?"}
+    conf.write_text(render("etc/redis/redis.conf", private_ip="127.0.0.1", sentinel=sentinel, **acl(secrets),
                            **{**{k: v for k, v in ALL_DEFAULTS.items() if k.startswith("redis_")},
                               "redis_port": port}))
     # Only what a test process cannot use is overridden: systemd supervision and the Debian paths.
@@ -114,6 +118,12 @@ def test_redis_conf_acl_users_round_trip_through_a_real_redis(tmp_path):
             nobody.ping()
         admin = redis.Redis(host="127.0.0.1", port=port, username="admin", password=HOSTILE + "!")
         assert admin.dbsize() == 1 and admin.config_get("maxmemory-policy")
+        if sentinel:
+            assert admin.config_get("masterauth")["masterauth"] == HOSTILE + "?"
+            replication = redis.Redis(host="127.0.0.1", port=port, username="replication", password=HOSTILE + "?")
+            assert replication.ping() is True and replication.execute_command("ROLE")[0] == b"master"
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                replication.hgetall("session:x")
     finally:
         proc.terminate()
         proc.wait(10)

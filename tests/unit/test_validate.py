@@ -275,3 +275,34 @@ def test_inventory_refuses_several_workers_for_sticky(tmp_path):
         load(path)
     assert load(path, {"app_workers": "auto"}).vars["app_workers"] == "auto"
     assert load(path, {"session_strategy": "redis"}).vars["app_workers"] == 2
+
+
+def test_sentinel_needs_a_replica_to_promote():
+    with pytest.raises(KitError, match=r"^redis: redis_mode=sentinel needs two or more hosts \(a primary and a "
+                                       r"replica to promote\), has 1$"):
+        check_groups("redis", GROUPS, "sentinel")
+    check_groups("redis", {**GROUPS, "redis": ["r1", "r2"]}, "sentinel")
+    check_groups("database", GROUPS, "sentinel")  # no Redis used: the mode does not matter
+
+
+@pytest.mark.parametrize("redis, app, expected", [
+    (["r1", "r2"], ["a1", "a2"], ["r1", "r2", "a1"]),  # a third Sentinel on the first app node
+    (["r1", "a1"], ["a1", "a2"], ["r1", "a1", "a2"]),  # a host in both groups counts once
+    (["r1", "r2", "r3", "r4"], ["a1", "a2"], ["r1", "r2", "r3", "r4"]),  # every redis host runs one
+])
+def test_sentinels_on_every_redis_host_and_three_at_least(redis, app, expected):
+    from session_kit.strategies import sentinel_hosts, sentinel_quorum
+
+    assert sentinel_hosts(redis, app) == expected
+    assert sentinel_quorum(3) == 2 and sentinel_quorum(4) == 3 and sentinel_quorum(5) == 3
+
+
+def test_the_app_finds_the_primary_through_the_sentinels():
+    keys = {"redis_password": "p", "redis_admin_password": "a", "redis_replication_password": "r"}
+    data = {**GOOD, "redis_mode": "sentinel"}
+    env = app_environment(STRATEGIES["token"], data, keys, node="a1", private_ip="10.0.0.2", peers=[],
+                          redis_ip="10.0.0.9", db_ip=None, sentinels=["10.0.0.9", "10.0.0.10", "10.0.0.2"])
+    assert env["REDIS_SENTINELS"] == "10.0.0.9:26379,10.0.0.10:26379,10.0.0.2:26379"
+    assert env["REDIS_SENTINEL_MASTER"] == "sessions"
+    assert "REDIS_SENTINELS" not in app_environment(STRATEGIES["token"], GOOD, keys, node="a1",
+                                                    private_ip="10.0.0.2", peers=[], redis_ip="10.0.0.9", db_ip=None)
