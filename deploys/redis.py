@@ -21,6 +21,7 @@ import shlex
 from pyinfra import host
 from pyinfra.api import MaskString, StringCommand
 from pyinfra.facts.server import Command
+from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -53,12 +54,17 @@ def install_redis(cluster: Cluster) -> None:
     systemd.service(name="Restart redis", service="redis-server", restarted=True,
                     _if=any_changed(conf, read_only))
     systemd.service(name="Keep redis running and enabled", service="redis-server", running=True, enabled=True)
+    role = (host.get_fact(Command, redis_cli(cluster, me, "ROLE", "| head -n 1 || true")) or "").strip()
     if sentinel:
         primary = current_primary(cluster)
-        role = host.get_fact(Command, redis_cli(cluster, me, "ROLE", "| head -n 1 || true")) or ""
         server.shell(name=f"Replicate the primary ({primary})",
                      commands=[redis_cli(cluster, me, f"REPLICAOF {primary} {values['redis_port']}")],
-                     _if=lambda: me != primary and role.strip() != "slave")
+                     _if=lambda: me != primary and role != "slave")
+    else:
+        # Left a replica by redis_mode=sentinel (whose Sentinels retire_sentinel stopped first): the app's Redis is a
+        # primary again, with the sessions it replicated.
+        server.shell(name="Be the primary (REPLICAOF NO ONE)", commands=[redis_cli(cluster, me, "REPLICAOF NO ONE")],
+                     _if=lambda: me == cluster.first_ip("redis") and role == "slave")
 
 
 @bounded_deploy("Redis Sentinel", data_defaults=REDIS_DEFAULTS)
@@ -77,6 +83,15 @@ def install_sentinel(cluster: Cluster) -> None:
     systemd.service(name="Restart redis-sentinel", service="redis-sentinel", restarted=True, _if=conf.did_change)
     systemd.service(name="Keep redis-sentinel running and enabled", service="redis-sentinel", running=True,
                     enabled=True)
+
+
+@bounded_deploy("Redis Sentinel retired", data_defaults=REDIS_DEFAULTS)
+def retire_sentinel(cluster: Cluster) -> None:
+    """A Sentinel left running on a host that should run none (redis_mode back to standalone, another strategy):
+    stopped and disabled, so that it no longer moves the primary. Its package and file stay."""
+    running = host.get_fact(SystemdStatus, services=["redis-sentinel"]).get("redis-sentinel.service")
+    systemd.service(name="Stop the Sentinel left from redis_mode=sentinel", service="redis-sentinel", running=False,
+                    enabled=False, _if=lambda: bool(running))
 
 
 def current_primary(cluster: Cluster) -> str:

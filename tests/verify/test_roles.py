@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
 
@@ -107,6 +108,50 @@ def test_stores(deployment, remote, role):
             hosts = {line.split()[3] for line in hba.splitlines() if line.startswith("host")}
             assert hosts == {f"{app.ip}/32" for app in deployment.role("app")}, \
                 f"{node.name}: pg_hba.conf must admit the app nodes and nothing else, admits {sorted(hosts)}"
+
+
+def test_sentinel_watches_one_primary_and_its_replicas(deployment, remote, proven):
+    """redis_mode=sentinel: a Sentinel runs on each of its hosts, all name the same primary and agree they can fail it
+    over (SENTINEL CKQUORUM); the primary has every other redis host as a connected replica; Redis may not rewrite
+    the kit's redis.conf; the replication user reads no session."""
+    sentinels = deployment.sentinels()
+    if not sentinels:
+        pytest.skip("redis_mode is not sentinel (or the strategy uses no Redis)")
+    port, name = deployment.vars["redis_sentinel_port"], deployment.vars["redis_sentinel_master"]
+    named = {}
+    for node in sentinels:
+        host = remote(node)
+        service = host.service("redis-sentinel")
+        assert service.is_running and service.is_enabled, f"{node.name}: redis-sentinel not running and enabled"
+        assert_listening_privately(host, node, port)
+        named[node.name] = host.run(f"redis-cli -h {node.ip} -p {port} SENTINEL get-master-addr-by-name {name}"
+                                    ).stdout.split()[:1]
+        quorum = host.run(f"redis-cli -h {node.ip} -p {port} SENTINEL ckquorum {name}").stdout
+        assert quorum.startswith("OK"), f"{node.name}: SENTINEL CKQUORUM: {quorum.strip()}"
+    primaries = {tuple(ip) for ip in named.values()}
+    assert len(primaries) == 1, f"the Sentinels name different primaries: {named}"
+    primary_ip = primaries.pop()[0]
+    redis_nodes = deployment.role("redis")
+    primary = next((node for node in redis_nodes if node.ip == primary_ip), None)
+    assert primary, f"the Sentinels' primary {primary_ip} is not a redis host"
+    secrets = deployment.secrets()
+
+    def as_user(node, user: str, password: str, command: str) -> str:
+        result = remote(node).run(f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --no-auth-warning --user {user} "
+                                  f"-h {node.ip} -p {deployment.vars['redis_port']} {command}")
+        return result.stdout + result.stderr
+
+    role = as_user(primary, "admin", secrets["redis_admin_password"], "ROLE").split()
+    replicas = {line for line in role if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", line)}
+    assert role[0] == "master" and replicas == {n.ip for n in redis_nodes if n is not primary}, \
+        f"{primary.name}: ROLE says {role}, expected master with replicas {[n.ip for n in redis_nodes if n is not primary]}"
+    for node in redis_nodes:
+        rewrite = as_user(node, "admin", secrets["redis_admin_password"], "CONFIG REWRITE")
+        assert "ERR" in rewrite, f"{node.name}: Redis could rewrite the kit's redis.conf: {rewrite.strip()}"
+    refused = as_user(primary, "replication", secrets["redis_replication_password"], "HGETALL session:x")
+    assert "NOPERM" in refused, f"{primary.name}: the replication user may read sessions: {refused.strip()}"
+    proven(f"Sentinel: {len(sentinels)} Sentinels agree on the primary {primary.name} with "
+           f"{len(replicas)} connected replica(s), and that they can fail it over")
 
 
 def run_probe(deployment, host, node, code: str) -> dict:
@@ -219,6 +264,9 @@ def test_firewall_admits_only_the_hosts_that_need_each_port(deployment, remote, 
     app = nodes_of(deployment, "app")
     services = [(role, node) for role in ("redis", "db") if role in deployment.strategy.needs
                 for node in deployment.role(role)] + [("app", node) for node in app]
+    if deployment.sentinels():
+        ports["sentinel"] = deployment.vars["redis_sentinel_port"]
+        services += [("sentinel", node) for node in deployment.sentinels()]
     for role, node in services:
         admitted = remote(app[0] if node.name != app[0].name else app[-1]).run(
             f"timeout 5 bash -c 'exec 3<>/dev/tcp/{node.ip}/{ports[role]}'")
