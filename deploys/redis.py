@@ -21,7 +21,6 @@ import shlex
 from pyinfra import host
 from pyinfra.api import MaskString, StringCommand
 from pyinfra.facts.server import Command
-from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -71,15 +70,26 @@ def install_redis(cluster: Cluster) -> None:
 def install_sentinel(cluster: Cluster) -> None:
     values = cluster.values(REDIS_DEFAULTS)
     install_packages("Install redis-sentinel", ["redis-sentinel"])
-    written = (host.get_fact(Command, f"head -n 1 {SENTINEL_CONF} 2>/dev/null || true") or "").startswith(SENTINEL_MARK)
+    written = _sentinel_conf_is_ours()
     sentinels = cluster.sentinel_nodes()
+    down_after_ms = int(Duration(high=3600).seconds(values["redis_sentinel_down_after"]) * 1000)
     conf = files.template(
         name="Render sentinel.conf (once: then it is Sentinel's)", src=template(SENTINEL_CONF), dest=SENTINEL_CONF,
         user="redis", group="redis", mode="640", mark=SENTINEL_MARK, private_ip=private_ip(host),
         primary=current_primary(cluster), quorum=sentinel_quorum(len(sentinels)),
-        down_after_ms=int(Duration(high=3600).seconds(values["redis_sentinel_down_after"]) * 1000),
+        down_after_ms=down_after_ms,
         replication_password=redis_quote(cluster.secrets["redis_replication_password"]), **values,
         _if=lambda: not written)
+    # Written once, so a changed redis_sentinel_down_after reaches a running Sentinel as SENTINEL SET (which Sentinel
+    # then writes into its file itself).
+    running = host.get_fact(Command, f"redis-cli -h {private_ip(host)} -p {values['redis_sentinel_port']} "
+                                     f"SENTINEL master {values['redis_sentinel_master']} 2>/dev/null || true") or ""
+    fields = running.split()
+    current = dict(zip(fields[::2], fields[1::2])).get("down-after-milliseconds")
+    server.shell(name="Set the Sentinel's down-after-milliseconds",
+                 commands=[f"redis-cli -h {private_ip(host)} -p {values['redis_sentinel_port']} SENTINEL SET "
+                           f"{values['redis_sentinel_master']} down-after-milliseconds {down_after_ms}"],
+                 _if=lambda: written and current is not None and current != str(down_after_ms))
     systemd.service(name="Restart redis-sentinel", service="redis-sentinel", restarted=True, _if=conf.did_change)
     systemd.service(name="Keep redis-sentinel running and enabled", service="redis-sentinel", running=True,
                     enabled=True)
@@ -87,11 +97,18 @@ def install_sentinel(cluster: Cluster) -> None:
 
 @bounded_deploy("Redis Sentinel retired", data_defaults=REDIS_DEFAULTS)
 def retire_sentinel(cluster: Cluster) -> None:
-    """A Sentinel left running on a host that should run none (redis_mode back to standalone, another strategy):
-    stopped and disabled, so that it no longer moves the primary. Its package and file stay."""
-    running = host.get_fact(SystemdStatus, services=["redis-sentinel"]).get("redis-sentinel.service")
+    """A Sentinel the kit set up (sentinel.conf carries its mark) on a host that should run none now (redis_mode back
+    to standalone, another strategy): stopped and disabled, so that it no longer moves the primary, and its file
+    removed, so that a later redis_mode=sentinel starts from the primary the kit names, not from this Sentinel's
+    memory of the cluster. The package stays."""
+    ours = _sentinel_conf_is_ours()
     systemd.service(name="Stop the Sentinel left from redis_mode=sentinel", service="redis-sentinel", running=False,
-                    enabled=False, _if=lambda: bool(running))
+                    enabled=False, _if=lambda: ours)
+    files.file(name="Remove its sentinel.conf", path=SENTINEL_CONF, present=False, _if=lambda: ours)
+
+
+def _sentinel_conf_is_ours() -> bool:
+    return (host.get_fact(Command, f"head -n 1 {SENTINEL_CONF} 2>/dev/null || true") or "").startswith(SENTINEL_MARK)
 
 
 def current_primary(cluster: Cluster) -> str:

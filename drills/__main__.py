@@ -43,7 +43,8 @@ def headline(result: dict) -> str:
     keys = ("requests", "failed", "failed_on_killed_node", "sessions_lost", "counter_mismatch", "lost_updates",
             "seconds_until_serving", "failure_window_seconds", "bytes_per_session", "data_bytes_at_limit",
             "replay_after_logout_accepted", "mode", "lag_ms", "stale_first_reads", "rejoin",
-            "one_24", "many_24", "clients_moved_share", "sessions_lost_share")
+            "one_24", "many_24", "clients_moved_share", "sessions_lost_share", "seconds_until_promoted",
+            "seconds_until_writes")
     return ", ".join(f"{key} {figures[key]}" for key in keys if key in figures)
 
 
@@ -58,16 +59,17 @@ def run(pairs: list[tuple[str, str, str]], inventory: str, data: dict, params: P
         label = f"{name} on {strategy}" + (f" ({variant})" if variant else "")
         print(f"[{index + 1}/{len(pairs)}] {label} (at {elapsed / 60:.1f} min{left})", flush=True)
         overrides = DRILLS[name].variants(strategy)[variant]
+        where = DRILLS[name].inventory(inventory)
         result = {"drill": name, "strategy": strategy, "variant": variant, "overrides": overrides,
-                  "doc": DRILLS[name].doc, "inventory": inventory, "params": dataclasses.asdict(params),
+                  "doc": DRILLS[name].doc, "inventory": where, "params": dataclasses.asdict(params),
                   "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         step_started = time.monotonic()
-        wanted = {**data, **overrides, "session_strategy": strategy}
+        wanted = {**data, **overrides, "session_strategy": strategy, "inventory": where}
         try:
             if deployed != wanted:
                 if target is not None:
                     target.close()
-                target = Target(inventory, wanted)
+                target = Target(where, {k: v for k, v in wanted.items() if k != "inventory"})
                 applied = target.apply_unloaded()  # no load yet: nodes that must restart do so at once
                 print(f"      deployed {strategy}" + "".join(f", {k}={v}" for k, v in overrides.items())
                       + f" ({applied.get('changed', '?')} changes, {applied['seconds']} s)", flush=True)

@@ -18,9 +18,12 @@ from typing import Any, Callable
 
 import aiohttp
 
+from session_kit.validate import Duration
+
 from .cluster import DrillError, Target
 from .load import Load, failure_window, summarize, upstreams_of_failures
 
+LAB_INVENTORY = "inventories/lab.py"
 SHARED = ("cookie", "database", "replication", "redis", "token")
 ATOMIC = ("database", "redis", "token")
 
@@ -41,10 +44,19 @@ class Drill:
     # Second runs in another configuration, per strategy: {variant: inventory overrides}. The plain run (variant "")
     # uses the inventory as it is; a variant's result file is NAME--STRATEGY--VARIANT.json.
     extra_variants: Callable[[str], dict[str, dict[str, Any]]] = lambda strategy: {}
+    plain: bool = True  # False: the drill runs only in its variants (its subject exists only there)
+    # On the lab, the inventory the drill runs on instead of inventories/lab.py (its hosts, other groups).
+    lab_inventory: str | None = None
 
     def variants(self, strategy: str) -> dict[str, dict[str, Any]]:
         """{"": {}, variant: overrides, ...}: every configuration this drill runs in on this strategy."""
-        return {"": {}, **self.extra_variants(strategy)} if self.applies(strategy) else {}
+        if not self.applies(strategy):
+            return {}
+        return {**({"": {}} if self.plain else {}), **self.extra_variants(strategy)}
+
+    def inventory(self, given: str) -> str:
+        """The inventory to run on: the given one, or on the lab (given is the lab's own) lab_inventory."""
+        return self.lab_inventory if self.lab_inventory and given == LAB_INVENTORY else given
 
     def run(self, target: Target, params: Params, **options: Any) -> dict[str, Any]:
         """The drill, once the cluster has settled from whatever came before (every node and the balancer healthy)."""
@@ -224,6 +236,92 @@ def store_restart(target: Target, params: Params) -> dict[str, Any]:
     return {"figures": _strip(figures), "goals": goals, "restored": f"{service} running again"}
 
 
+# -- failover (Redis Sentinel) ---------------------------------------------------------------------------------------
+
+def _redis_cli(target: Target, node, command: str, sentinel: bool = False, check: bool = True) -> str:
+    """One redis-cli command on a redis host as admin, or (sentinel) to its Sentinel, which takes no login."""
+    vars_ = target.deployment.vars
+    if sentinel:
+        return target.ssh(node, f"redis-cli -h {node.ip} -p {vars_['redis_sentinel_port']} {command}", timeout=30)
+    password = target.deployment.secrets()["redis_admin_password"]
+    return target.ssh(node, f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --no-auth-warning --user admin "
+                            f"-h {node.ip} -p {vars_['redis_port']} {command}", timeout=30, check=check)
+
+
+def _sentinel_primary(target: Target, sentinel) -> str:
+    out = _redis_cli(target, sentinel, "SENTINEL get-master-addr-by-name "
+                                       f"{target.deployment.vars['redis_sentinel_master']}", sentinel=True)
+    return (out.split() or [""])[0]
+
+
+# While the drill's primary is down, systemd must not bring it back (redis-server's unit says Restart=always): a
+# runtime drop-in, gone at the next boot and removed by the restore.
+NO_RESTART = "/run/systemd/system/redis-server.service.d/drill-no-restart.conf"
+
+
+def failover(target: Target, params: Params, within: float = 60) -> dict[str, Any]:
+    """redis_mode=sentinel: the primary's Redis killed (SIGKILL, kept down) under load. The Sentinels must agree it is
+    down (redis_sentinel_down_after), promote a replica, and the app nodes follow it: how long until writes
+    succeed again, what failed meanwhile, what was lost. Then the old primary is started again and must rejoin as a
+    replica of the new one."""
+    sentinels = target.deployment.sentinels()
+    if not sentinels:
+        raise DrillError("failover needs redis_mode=sentinel (python -m drills failover --data redis_mode=sentinel)")
+    by_ip = {node.ip: node for node in target.role("redis")}
+    old = by_ip.get(_sentinel_primary(target, sentinels[0]))
+    if old is None:
+        raise DrillError(f"{sentinels[0].name}: its Sentinel names no redis host as the primary")
+    watcher = next(node for node in sentinels if node.name != old.name)
+
+    def action(mark):
+        target.ssh(old, f"mkdir -p {NO_RESTART.rsplit('/', 1)[0]} && printf '[Service]\nRestart=no\n' > {NO_RESTART}"
+                        " && systemctl daemon-reload")
+        mark("kill")
+        target.ssh(old, "systemctl kill --signal=SIGKILL redis-server")
+        started = time.monotonic()
+        while time.monotonic() - started < within:
+            promoted = _sentinel_primary(target, watcher)
+            if promoted and promoted != old.ip:
+                mark("promoted")
+                return {"killed": old.name, "promoted": by_ip[promoted].name if promoted in by_ip else promoted,
+                        "seconds_until_promoted": round(time.monotonic() - started, 2)}
+            time.sleep(0.1)
+        raise DrillError(f"no replica promoted within {within} s of killing the primary on {old.name}")
+
+    try:
+        figures = under_load(target, params, action)
+    finally:
+        target.ssh(old, f"rm -f {NO_RESTART} && systemctl daemon-reload && systemctl start redis-server")
+    started = time.monotonic()
+    while _redis_cli(target, old, "ROLE", check=False).split()[:1] != ["slave"]:
+        if time.monotonic() - started > within:
+            raise DrillError(f"{old.name}: the old primary did not rejoin as a replica within {within} s")
+        time.sleep(0.2)
+    load: Load = figures["_load"]
+    kill = figures["events"]["kill"]
+    # Writes are out from the first increment that failed after the kill until the first one that succeeded after
+    # that (an increment sent in the instant between the mark and the SIGKILL still succeeds).
+    increments = [o for o in load.outcomes if o.op == "increment" and o.start >= kill]
+    first_failed = min((o.start for o in increments if o.failed), default=None)
+    back = min((o.end for o in increments if not o.failed and first_failed is not None and o.start > first_failed),
+               default=None)
+    figures["seconds_until_writes"] = round(back - kill, 2) if back is not None else None
+    figures["write_outage_seconds"] = round(back - first_failed, 2) if back is not None else None
+    failed_not_503 = sum(count for error, count in figures["errors"].items() if not error.startswith("503"))
+    figures["failed_not_503"] = failed_not_503
+    down_after = Duration(high=3600).seconds(target.deployment.vars["redis_sentinel_down_after"])
+    bound = down_after + 10
+    goals = {"writes_back_within": goal(f"<= {bound:g} s (down-after + 10 s)", figures["seconds_until_writes"],
+                                        figures["seconds_until_writes"] is not None
+                                        and figures["seconds_until_writes"] <= bound),
+             "errors_are_json_503": goal(0, failed_not_503 + figures["failed_not_json"],
+                                         failed_not_503 == 0 and figures["failed_not_json"] == 0),
+             "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0)}
+    return {"figures": _strip(figures), "goals": goals,
+            "restored": f"{old.name}'s Redis started again, a replica of {figures['promoted']} "
+                        f"({time.monotonic() - started:.1f} s)"}
+
+
 # -- contention -----------------------------------------------------------------------------------------------------
 
 def contention(target: Target, params: Params, parallel: int = 200) -> dict[str, Any]:
@@ -376,9 +474,7 @@ def _store_bytes(target: Target) -> Callable[[], float]:
         node = target.role("redis")[0]
 
         def redis_bytes() -> float:
-            password = target.deployment.secrets()["redis_admin_password"]
-            out = target.ssh(node, f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --user admin -h {node.ip} -p "
-                                   f"{target.deployment.vars['redis_port']} INFO memory")
+            out = _redis_cli(target, node, "INFO memory")
             return float(next(line.split(":")[1] for line in out.splitlines() if line.startswith("used_memory:")))
 
         return redis_bytes
@@ -647,6 +743,9 @@ DRILLS: dict[str, Drill] = {d.name: d for d in (
     Drill("rolling", "a deploy that restarts every app node, under load", rolling),
     Drill("store-restart", "Redis (redis, token) or PostgreSQL (database) restarted under load", store_restart,
           lambda s: s in STORE_SERVICE),
+    Drill("failover", "redis_mode=sentinel: the Redis primary killed under load; a replica promoted", failover,
+          lambda s: s in ("redis", "token"), plain=False,
+          extra_variants=lambda s: {"sentinel": {"redis_mode": "sentinel"}}, lab_inventory="inventories/lab_ha.py"),
     Drill("contention", "200 parallel increments of one session through the balancer", contention),
     Drill("cookie-limits", "the session size at the 4 KB cookie limit; replay of a cookie after logout",
           cookie_limits, lambda s: s == "cookie"),
