@@ -1,0 +1,72 @@
+"""redis_mode=sentinel on the lab (inventories/lab_ha.py: Redis on three hosts): deployed, verified and applied
+again with zero changes; the primary killed under load fails over within the goal and loses nothing, and an apply
+after the failover still changes nothing (who is primary is Sentinel's, not the kit's files). Then back to
+standalone on inventories/lab.py: the Sentinels retired and the app's Redis a primary again, verified."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import pytest
+
+from drills.catalog import DRILLS, Params
+from drills.cluster import Target
+from tests.e2e.test_deploy import PYINFRA, run, totals
+
+pytestmark = pytest.mark.lab
+HA = "inventories/lab_ha.py"
+SENTINEL = {"session_strategy": "token", "redis_mode": "sentinel", "redis_sentinel_down_after": "2s"}
+
+
+def verify(inventory: str, data: dict, outside_source: str) -> None:
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify",
+               "--inventory", inventory, "--outside-source", outside_source]
+    for key, value in data.items():
+        command += ["--data", f"{key}={value}"]
+    result = run(*command)
+    assert result.returncode == 0, f"verification of {inventory} {data} failed:\n{result.stdout[-6000:]}"
+    assert re.search(r"\d+ passed", result.stdout)
+
+
+@pytest.fixture(scope="module")
+def sentinel(lab):
+    target = Target(HA, SENTINEL)
+    yield target
+    target.close()
+
+
+def test_sentinel_deploys_verifies_and_reapplies(sentinel, outside_source):
+    first = sentinel.apply_unloaded()
+    assert first.get("errors") == 0, first
+    verify(HA, SENTINEL, outside_source)
+    again = sentinel.apply()
+    assert again.get("changed") == 0 and again.get("errors") == 0, f"second apply changed things: {again}"
+
+
+def test_failover_under_load_and_an_apply_after_it_changes_nothing(sentinel, outside_source):
+    result = DRILLS["failover"].run(sentinel, Params(clients=200, seconds=6))
+    figures, goals = result["figures"], result["goals"]
+    missed = {name: goal for name, goal in goals.items() if not goal["met"]}
+    assert not missed, f"failover: {missed}; figures {figures}"
+    assert figures["promoted"] != figures["killed"]
+    print(f"failover: {figures['killed']} -> {figures['promoted']}, writes back after "
+          f"{figures['seconds_until_writes']} s, {figures['failed']} of {figures['requests']} failed")
+    after = sentinel.apply()
+    assert after.get("changed") == 0 and after.get("errors") == 0, f"an apply after the failover changed: {after}"
+    verify(HA, SENTINEL, outside_source)  # the new primary, its replicas (the old one among them), one view
+
+
+def test_back_to_standalone(lab, outside_source):
+    target = Target("inventories/lab.py", {"session_strategy": "token"})
+    try:
+        applied = target.apply_unloaded()
+        assert applied.get("errors") == 0, applied
+        for node in target.deployment.nodes:
+            assert target.ssh(node, "systemctl is-active redis-sentinel || true").strip() != "active", \
+                f"{node.name}: a Sentinel still runs after the switch back to standalone"
+    finally:
+        target.close()
+    verify("inventories/lab.py", {"session_strategy": "token"}, outside_source)
+    again = run(PYINFRA, "-y", "inventories/lab.py", "deploys/site.py", "--data", "session_strategy=token")
+    assert totals(again)["changed"] == 0
