@@ -66,6 +66,8 @@ def _health(url: str, verify: str | bool = True) -> str:
 def host_status(deployment: Deployment, config: Path, node: Node) -> HostStatus:
     # a store the strategy does not use is left as it was (the deploys leave it in place, unused): not a problem
     services = [service for role in node.roles if role in deployment.strategy.needs for service in SERVICES[role]]
+    if node in deployment.sentinels():  # redis_mode=sentinel
+        services.append("redis-sentinel")
     script = FACTS + "".join(f'echo "service:{s}=$(systemctl is-active {s} 2>/dev/null)"\n' for s in services)
     try:
         result = _ssh(config, node, script)
