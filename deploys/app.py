@@ -65,7 +65,8 @@ def install_app(cluster: Cluster) -> None:
         cluster.strategy, cluster.vars, cluster.secrets, node=host.name, private_ip=me,
         peers=[node["ip"] for node in cluster.nodes("app") if node["ip"] != me],
         redis_ip=cluster.first_ip("redis"), db_ip=cluster.first_ip("db"),
-        sentinels=[node["ip"] for node in cluster.sentinel_nodes()])
+        sentinels=[node["ip"] for node in cluster.sentinel_nodes()],
+        cluster_nodes=[(node["ip"], node["port"]) for node in cluster.cluster_instances()])
     env["FORWARDED_ALLOW_IPS"] = ",".join(node["ip"] for node in cluster.nodes("lb"))
     # app_workers "auto": the host's cores. A changed value changes the env file, which restarts the node in its turn.
     cores = host.get_fact(Command, "nproc") if values["app_workers"] == "auto" else None

@@ -19,7 +19,7 @@ from pyinfra.operations import apt, files
 
 from session_kit import secrets as kit_secrets
 from session_kit.inventory import check, private_ip
-from session_kit.strategies import STRATEGIES, Strategy, lb_method, sentinel_hosts
+from session_kit.strategies import STRATEGIES, Strategy, cluster_layout, lb_method, sentinel_hosts
 from session_kit.validate import KitError
 
 __all__ = ["APT_BOUND", "STEP_BOUND", "Cluster", "ROOT", "bounded", "bounded_deploy", "install_packages", "private_ip",
@@ -188,6 +188,13 @@ class Cluster:
             return []
         hosts = sentinel_hosts(self.groups["redis"], self.groups["app"])
         return [{"name": h.name, "ip": private_ip(h)} for h in hosts]
+
+    def cluster_instances(self) -> list[dict]:
+        """Redis Cluster's instances (redis_mode=cluster with a strategy that uses Redis; else none): name, ip, port."""
+        if self.vars["redis_mode"] != "cluster" or "redis" not in self.strategy.needs:
+            return []
+        return [{"name": h.name, "ip": private_ip(h), "port": port}
+                for h, port in cluster_layout(self.groups["redis"], self.vars["redis_cluster_port"])]
 
     def runs_sentinel(self) -> bool:
         return any(node["name"] == self.host.name for node in self.sentinel_nodes())

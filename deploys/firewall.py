@@ -36,6 +36,15 @@ def rules(cluster: Cluster) -> list[dict]:
         else:
             result.append({"name": "redis_clients", "port": cluster.vars["redis_port"], "sources": app,
                            "why": "Redis: the app nodes"})
+    here = [node["port"] for node in cluster.cluster_instances() if node["name"] == cluster.host.name]
+    if here:
+        redis = [node["ip"] for node in cluster.nodes("redis")]
+        ports = f"{min(here)}-{max(here)}" if len(here) > 1 else str(here[0])
+        bus = f"{min(here) + 10000}-{max(here) + 10000}" if len(here) > 1 else str(here[0] + 10000)
+        result.append({"name": "cluster_clients", "port": ports, "sources": _sorted(set(app + redis)),
+                       "why": "Redis Cluster's instances: the app nodes and the other instances (replication)"})
+        result.append({"name": "cluster_bus", "port": bus, "sources": _sorted(set(redis)),
+                       "why": "Redis Cluster's bus (port + 10000): the other instances"})
     if cluster.runs_sentinel():
         result.append({"name": "sentinel_clients", "port": cluster.vars["redis_sentinel_port"],
                        "sources": _sorted(set(app + sentinels)), "why": "Redis Sentinel: the app nodes and the other Sentinels"})

@@ -25,13 +25,14 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from session_kit.defaults import REDIS_DEFAULTS
-from session_kit.strategies import sentinel_quorum
+from session_kit.strategies import CLUSTER_REPLICAS, sentinel_quorum
 from session_kit.validate import Duration
 
 from .cluster import Cluster, bounded_deploy, install_packages, private_ip, template
 
 CONF = "/etc/redis/redis.conf"
 READ_ONLY = "/etc/systemd/system/redis-server.service.d/session-kit.conf"
+INSTANCE_READ_ONLY = "/etc/systemd/system/redis-server@.service.d/session-kit.conf"
 SENTINEL_CONF = "/etc/redis/sentinel.conf"
 # sentinel.conf's first line: the kit wrote it (Sentinel keeps comments when it rewrites the file).
 SENTINEL_MARK = "# Managed by session-kit"
@@ -40,30 +41,75 @@ SENTINEL_MARK = "# Managed by session-kit"
 @bounded_deploy("Redis session store", data_defaults=REDIS_DEFAULTS)
 def install_redis(cluster: Cluster) -> None:
     values = cluster.values(REDIS_DEFAULTS)
-    sentinel = values["redis_mode"] == "sentinel"
+    mode = values["redis_mode"]
     me = private_ip(host)
     install_packages("Install redis-server", ["redis-server"])
     read_only = files.template(name="redis-server may not rewrite redis.conf", src=template(READ_ONLY),
                                dest=READ_ONLY, mode="644", create_remote_dir=True, conf=CONF)
-    systemd.daemon_reload(name="Reload systemd units (redis-server)", _if=read_only.did_change)
+    instance_read_only = files.template(
+        name="Nor its instances (redis-server@PORT) theirs", src=template(READ_ONLY),
+        dest=INSTANCE_READ_ONLY, mode="644", create_remote_dir=True, conf=instance_conf("%i"))
+    systemd.daemon_reload(name="Reload systemd units (redis-server)", _if=any_changed(read_only, instance_read_only))
+    settings = {**values, **acl(cluster.secrets), "private_ip": me, "sentinel": mode == "sentinel",
+                "replication": mode != "standalone", "cluster": False,
+                "node_timeout_ms": milliseconds(values["redis_cluster_node_timeout"])}
     conf = files.template(
         name="Render redis.conf", src=template(CONF), dest=CONF, user="root", group="redis", mode="640",
-        private_ip=me, sentinel=sentinel, **acl(cluster.secrets), **values)
-    # Redis cannot reload its configuration: a changed file means a restart.
+        port=values["redis_port"], pidfile="/run/redis/redis-server.pid", dbfilename="dump.rdb", **settings)
+    # Redis cannot reload its configuration: a changed file means a restart. With redis_mode=cluster the instances
+    # below serve, and this one is stopped.
+    standalone_or_sentinel = mode != "cluster"
     systemd.service(name="Restart redis", service="redis-server", restarted=True,
-                    _if=any_changed(conf, read_only))
-    systemd.service(name="Keep redis running and enabled", service="redis-server", running=True, enabled=True)
+                    _if=lambda: standalone_or_sentinel and any_changed(conf, read_only)())
+    systemd.service(name="Keep redis running and enabled (stopped with redis_mode=cluster)", service="redis-server",
+                    running=standalone_or_sentinel, enabled=standalone_or_sentinel)
     role = (host.get_fact(Command, redis_cli(cluster, me, "ROLE", "| head -n 1 || true")) or "").strip()
-    if sentinel:
+    if mode == "sentinel":
         primary = current_primary(cluster)
         server.shell(name=f"Replicate the primary ({primary})",
                      commands=[redis_cli(cluster, me, f"REPLICAOF {primary} {values['redis_port']}")],
                      _if=lambda: me != primary and role != "slave")
     else:
-        # Left a replica by redis_mode=sentinel (whose Sentinels retire_sentinel stopped first): the app's Redis is a
+        # Left a replica by redis_mode=sentinel (whose Sentinels retire_redis stopped first): the app's Redis is a
         # primary again, with the sessions it replicated.
         server.shell(name="Be the primary (REPLICAOF NO ONE)", commands=[redis_cli(cluster, me, "REPLICAOF NO ONE")],
-                     _if=lambda: me == cluster.first_ip("redis") and role == "slave")
+                     _if=lambda: mode == "standalone" and me == cluster.first_ip("redis") and role == "slave")
+    install_cluster_instances(cluster, settings)
+
+
+def install_cluster_instances(cluster: Cluster, settings: dict) -> None:
+    """redis_mode=cluster: this host's instances (redis-server@PORT, each with its own redis-PORT.conf, snapshot and
+    nodes file), and on the first redis host, once, the cluster made of them all (redis-cli --cluster create:
+    three primaries, each with a replica on another host where there is one). Other modes: the kit's instances
+    left running from cluster mode are stopped by retire_redis."""
+    me = private_ip(host)
+    instances = cluster.cluster_instances()
+    ports = [node["port"] for node in instances if node["ip"] == me]
+    for port in ports:
+        conf = files.template(
+            name=f"Render redis-{port}.conf (Redis Cluster)", src=template(CONF), dest=instance_conf(port),
+            user="root", group="redis", mode="640", **{**settings, "cluster": True, "sentinel": False}, port=port,
+            pidfile=f"/run/redis-{port}/redis-server.pid", dbfilename=f"dump-{port}.rdb")
+        systemd.service(name=f"Restart redis-server@{port}", service=f"redis-server@{port}", restarted=True,
+                        _if=conf.did_change)
+        systemd.service(name=f"Keep redis-server@{port} running and enabled", service=f"redis-server@{port}",
+                        running=True, enabled=True)
+    if not instances or me != instances[0]["ip"]:
+        return
+    first = instances[0]["port"]
+    known = host.get_fact(Command, redis_cli(cluster, me, "CLUSTER INFO", "| sed -n 's/^cluster_known_nodes://p' "
+                                                                          "| tr -d '\\r' || true", port=first))
+    everyone = " ".join(f"{node['ip']}:{node['port']}" for node in instances)
+    server.shell(
+        name="Create the Redis Cluster (once)",
+        commands=[redis_cli(cluster, None, f"--cluster create {everyone} --cluster-replicas {CLUSTER_REPLICAS} "
+                                           "--cluster-yes"),
+                  # every instance must see the whole cluster before the app nodes start on it
+                  StringCommand("for i in $(seq 1 300); do",
+                                redis_cli(cluster, me, "CLUSTER INFO", "| grep -q cluster_state:ok", port=first),
+                                "&& exit 0; sleep 0.2; done; echo 'the cluster did not reach cluster_state:ok' >&2;"
+                                " exit 1")],
+        _if=lambda: (known or "").strip() in ("", "1"))
 
 
 @bounded_deploy("Redis Sentinel", data_defaults=REDIS_DEFAULTS)
@@ -72,7 +118,7 @@ def install_sentinel(cluster: Cluster) -> None:
     install_packages("Install redis-sentinel", ["redis-sentinel"])
     written = _sentinel_conf_is_ours()
     sentinels = cluster.sentinel_nodes()
-    down_after_ms = int(Duration(high=3600).seconds(values["redis_sentinel_down_after"]) * 1000)
+    down_after_ms = milliseconds(values["redis_sentinel_down_after"])
     conf = files.template(
         name="Render sentinel.conf (once: then it is Sentinel's)", src=template(SENTINEL_CONF), dest=SENTINEL_CONF,
         user="redis", group="redis", mode="640", mark=SENTINEL_MARK, private_ip=private_ip(host),
@@ -95,16 +141,27 @@ def install_sentinel(cluster: Cluster) -> None:
                     enabled=True)
 
 
-@bounded_deploy("Redis Sentinel retired", data_defaults=REDIS_DEFAULTS)
-def retire_sentinel(cluster: Cluster) -> None:
-    """A Sentinel the kit set up (sentinel.conf carries its mark) on a host that should run none now (redis_mode back
-    to standalone, another strategy): stopped and disabled, so that it no longer moves the primary, and its file
-    removed, so that a later redis_mode=sentinel starts from the primary the kit names, not from this Sentinel's
-    memory of the cluster. The package stays."""
-    ours = _sentinel_conf_is_ours()
+@bounded_deploy("Redis of another redis_mode retired", data_defaults=REDIS_DEFAULTS)
+def retire_redis(cluster: Cluster) -> None:
+    """On every host, before Redis is deployed: what another redis_mode (or strategy) left running here and this one
+    does not want, so that it no longer moves a primary or answers for the sessions.
+    - A Sentinel the kit set up (sentinel.conf carries its mark) where none should run: stopped and disabled, and
+      its file removed, so that a later redis_mode=sentinel starts from the primary the kit names, not from this
+      Sentinel's memory of the cluster.
+    - Redis Cluster instances (redis-server@PORT) this host should not run: stopped and disabled.
+    Packages and the instances' files stay."""
+    ours = not cluster.runs_sentinel() and _sentinel_conf_is_ours()
     systemd.service(name="Stop the Sentinel left from redis_mode=sentinel", service="redis-sentinel", running=False,
                     enabled=False, _if=lambda: ours)
     files.file(name="Remove its sentinel.conf", path=SENTINEL_CONF, present=False, _if=lambda: ours)
+    wanted = {node["port"] for node in cluster.cluster_instances() if node["name"] == host.name}
+    active = (host.get_fact(Command, "systemctl list-units --plain --no-legend --state=active "
+                                     "'redis-server@*.service' 2>/dev/null | cut -d' ' -f1 || true") or "").split()
+    for unit in active:
+        port = unit.removeprefix("redis-server@").removesuffix(".service")
+        if port.isdigit() and int(port) not in wanted:
+            systemd.service(name=f"Stop {unit} (left from redis_mode=cluster)", service=unit, running=False,
+                            enabled=False)
 
 
 def _sentinel_conf_is_ours() -> bool:
@@ -122,11 +179,22 @@ def current_primary(cluster: Cluster) -> str:
     return said if said in redis_ips else redis_ips[0]
 
 
-def redis_cli(cluster: Cluster, address: str, command: str, tail: str = "") -> StringCommand:
-    """redis-cli as admin against one Redis, the password masked in pyinfra's output."""
+def redis_cli(cluster: Cluster, address: str | None, command: str, tail: str = "", port: int | None = None
+              ) -> StringCommand:
+    """redis-cli as admin against one Redis (address None: no -h/-p, for --cluster), the password masked in pyinfra's
+    output."""
+    target = f" -h {address} -p {port or cluster.vars['redis_port']}" if address else ""
     return StringCommand(MaskString("REDISCLI_AUTH=" + shlex.quote(cluster.secrets["redis_admin_password"])),
-                         f"redis-cli --no-auth-warning --user admin -h {address} -p {cluster.vars['redis_port']}",
-                         command, *([tail] if tail else []))
+                         f"redis-cli --no-auth-warning --user admin{target}", command, *([tail] if tail else []))
+
+
+def instance_conf(port) -> str:
+    """Where Debian's redis-server@PORT unit reads its configuration."""
+    return f"/etc/redis/redis-{port}.conf"
+
+
+def milliseconds(duration: str) -> int:
+    return int(Duration(high=3600).seconds(duration) * 1000)
 
 
 def redis_quote(value: str) -> str:

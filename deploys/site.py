@@ -13,15 +13,14 @@ from deploys.cluster import Cluster
 from deploys.firewall import install_firewall
 from deploys.nginx import install_nginx
 from deploys.postgres import install_postgres
-from deploys.redis import install_redis, install_sentinel, retire_sentinel
+from deploys.redis import install_redis, install_sentinel, retire_redis
 from deploys.rolling import restart_app_nodes
 
 cluster = Cluster(host, inventory)
 
 if cluster.vars["firewall"]:
     install_firewall(cluster)
-if not cluster.runs_sentinel():
-    retire_sentinel(cluster)
+retire_redis(cluster)  # what another redis_mode left running (a Sentinel, Cluster instances), stopped first
 if cluster.has_role("redis") and "redis" in cluster.strategy.needs:
     install_redis(cluster)
 if cluster.runs_sentinel():

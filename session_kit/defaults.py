@@ -97,7 +97,11 @@ REDIS = {
     # in all), watched by Redis Sentinel on every redis host and, up to three Sentinels, on the first app nodes
     # (session_kit/strategies.py: sentinel_hosts); when the primary fails, the Sentinels promote a replica and the app
     # follows it (it finds the primary through the Sentinels).
-    "redis_mode": Var("standalone", Choice("standalone", "sentinel"), same=True),
+    # cluster: Redis Cluster, REDIS_CLUSTER_INSTANCES instances (three primaries, each with a replica) spread over the
+    # group's hosts, several on a host when the group has fewer than six (session_kit/strategies.py:
+    # cluster_layout), on ports from redis_cluster_port up; the app follows the slot map. One host is enough to run
+    # it, three or more to survive losing one.
+    "redis_mode": Var("standalone", Choice("standalone", "sentinel", "cluster"), same=True),
     "redis_sentinel_port": Var(26379, Port(), same=True),
     # The primary's name in Sentinel (the app's REDIS_SENTINEL_MASTER).
     "redis_sentinel_master": Var("sessions", Name(dash=True), same=True),
@@ -111,6 +115,10 @@ REDIS = {
     # writes can be lost, but losing the replicas stops all writes too. Replication itself stays asynchronous.
     "redis_min_replicas_to_write": Var(0, Int(0, 100), same=True),
     "redis_min_replicas_max_lag": Var(10, Int(1, 3600), same=True),
+    # cluster: the first instance's port on each host (the next ones: +1, +2, ...); the cluster bus on port + 10000.
+    "redis_cluster_port": Var(7000, Port(), same=True),
+    # cluster: how long a primary must be unreachable before its replica takes over (cluster-node-timeout).
+    "redis_cluster_node_timeout": Var("5s", Duration(high=3600), same=True),
 }
 
 POSTGRES = {

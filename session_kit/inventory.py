@@ -16,7 +16,7 @@ from typing import Any
 from . import secrets as kit_secrets
 from . import tls as kit_tls
 from .defaults import ALL_DEFAULTS
-from .strategies import STRATEGIES, Strategy, lb_method, sentinel_hosts
+from .strategies import STRATEGIES, Strategy, cluster_layout, lb_method, sentinel_hosts
 from .validate import KitError, check_data, check_groups, check_same, controller_path
 
 ROLES = ("lb", "app", "redis", "db")
@@ -82,6 +82,12 @@ class Deployment:
         if self.vars.get("redis_mode") != "sentinel" or "redis" not in self.strategy.needs:
             return []
         return sentinel_hosts(self.role("redis"), self.role("app"))
+
+    def cluster_instances(self) -> list[tuple[Node, int]]:
+        """Redis Cluster's instances, (node, port): redis_mode=cluster with a strategy that uses Redis; else none."""
+        if self.vars.get("redis_mode") != "cluster" or "redis" not in self.strategy.needs:
+            return []
+        return cluster_layout(self.role("redis"), self.vars["redis_cluster_port"])
 
     def ssh_config_text(self) -> str:
         """An ssh config (one Host per inventory host) from the inventory's SSH variables, strict host key checking

@@ -45,6 +45,17 @@ def sentinel_hosts(redis: list, app: list) -> list:
     return list(redis) + extra[:max(0, SENTINELS - len(redis))]
 
 
+CLUSTER_PRIMARIES, CLUSTER_REPLICAS = 3, 1  # Redis Cluster: three primaries, each with one replica
+
+
+def cluster_layout(redis: list, first_port: int) -> list[tuple[object, int]]:
+    """With redis_mode=cluster, the (host, port) of each Redis Cluster instance: spread over the redis hosts in turn
+    (instance i on host i mod N), so that a host holds as few as it can and, with three hosts or more, redis-cli
+    can put each replica on another host than its primary."""
+    count = CLUSTER_PRIMARIES * (1 + CLUSTER_REPLICAS)
+    return [(redis[i % len(redis)], first_port + i // len(redis)) for i in range(count)]
+
+
 def sentinel_quorum(count: int) -> int:
     """How many Sentinels must agree that the primary is down: a majority."""
     return count // 2 + 1
@@ -61,7 +72,7 @@ def route_of(node: str) -> str:
 
 def app_environment(strategy: Strategy, data, secrets: dict[str, str], node: str, private_ip: str,
                     peers: list[str], redis_ip: str | None, db_ip: str | None,
-                    sentinels: list[str] = ()) -> dict[str, str]:
+                    sentinels: list[str] = (), cluster_nodes: list[tuple[str, int]] = ()) -> dict[str, str]:
     """The sample app's environment (its settings, see sample_app/settings.py) on one app node."""
     env = {
         "SESSION_STRATEGY": strategy.name, "NODE_NAME": node, "APP_HOST": private_ip,
@@ -78,6 +89,8 @@ def app_environment(strategy: Strategy, data, secrets: dict[str, str], node: str
         password = quote(secrets["redis_password"], safe="")  # percent-encoded: any character round-trips
         user = quote(str(data.get("redis_user")), safe="")
         env["REDIS_URL"] = f"redis://{user}:{password}@{redis_ip}:{data.get('redis_port')}/0"
+        if data.get("redis_mode") == "cluster":  # the slot map comes from these (REDIS_URL: user, password)
+            env["REDIS_CLUSTER_NODES"] = ",".join(f"{ip}:{port}" for ip, port in cluster_nodes)
         if data.get("redis_mode") == "sentinel":  # the primary comes from the Sentinels (REDIS_URL: user, password)
             env["REDIS_SENTINELS"] = ",".join(f"{ip}:{data.get('redis_sentinel_port')}" for ip in sentinels)
             env["REDIS_SENTINEL_MASTER"] = str(data.get("redis_sentinel_master"))

@@ -89,9 +89,9 @@ def test_redis_conf_acl_users_round_trip_through_a_real_redis(tmp_path, sentinel
     conf = tmp_path / "redis.conf"
     secrets = {"redis_password": HOSTILE, "redis_admin_password": HOSTILE + "!",
                "redis_replication_password": HOSTILE + "?"}
-    conf.write_text(render("etc/redis/redis.conf", private_ip="127.0.0.1", sentinel=sentinel, **acl(secrets),
-                           **{**{k: v for k, v in ALL_DEFAULTS.items() if k.startswith("redis_")},
-                              "redis_port": port}))
+    conf.write_text(render("etc/redis/redis.conf", private_ip="127.0.0.1", sentinel=sentinel, replication=sentinel,
+                           cluster=False, **acl(secrets), port=port, pidfile=tmp_path / "pid", dbfilename="dump.rdb",
+                           **{k: v for k, v in ALL_DEFAULTS.items() if k.startswith("redis_")}))
     # Only what a test process cannot use is overridden: systemd supervision and the Debian paths.
     proc = subprocess.Popen(["redis-server", str(conf), "--supervised", "no", "--dir", str(tmp_path),
                              "--pidfile", str(tmp_path / "pid"), "--save", ""],

@@ -87,27 +87,34 @@ def test_app_runs_sandboxed(deployment, remote, proven):
 def test_stores(deployment, remote, role):
     if role not in deployment.strategy.needs:
         pytest.skip(f"{deployment.strategy.name} does not use {role}")
+    if role == "redis":
+        # redis_mode=cluster: each instance (redis-server@PORT); else one redis-server per redis host
+        servers = [(node, f"redis-server@{port}", port, f"/etc/redis/redis-{port}.conf")
+                   for node, port in deployment.cluster_instances()] or \
+                  [(node, "redis-server", deployment.vars["redis_port"], "/etc/redis/redis.conf")
+                   for node in nodes_of(deployment, role)]
+        for node, unit, port, path in servers:
+            host = remote(node)
+            assert host.package("redis-server").is_installed
+            service = host.service(unit)
+            assert service.is_running and service.is_enabled, f"{node.name}: {unit} not running and enabled"
+            assert_listening_privately(host, node, port)
+            refused = host.run(f"redis-cli -h {node.ip} -p {port} PING")
+            assert "NOAUTH" in refused.stdout + refused.stderr, f"{node.name}: {unit} answers without a password"
+            conf = host.file(path).content_string
+            assert "protected-mode yes" in conf and "user default off" in conf, f"{node.name}: {path}"
+        return
     for node in nodes_of(deployment, role):
         host = remote(node)
-        if role == "redis":
-            assert host.package("redis-server").is_installed
-            service = host.service("redis-server")
-            assert service.is_running and service.is_enabled, f"{node.name}: redis-server not running and enabled"
-            assert_listening_privately(host, node, deployment.vars["redis_port"])
-            refused = host.run(f"redis-cli -h {node.ip} -p {deployment.vars['redis_port']} PING")
-            assert "NOAUTH" in refused.stdout + refused.stderr, f"{node.name}: redis answers without a password"
-            conf = host.file("/etc/redis/redis.conf").content_string
-            assert "protected-mode yes" in conf and "user default off" in conf
-        else:
-            version = deployment.vars["postgres_version"]
-            assert host.package(f"postgresql-{version}").is_installed
-            assert host.service(f"postgresql@{version}-main").is_running, f"{node.name}: postgresql is not running"
-            assert host.service("postgresql").is_enabled, f"{node.name}: postgresql is not enabled"
-            assert_listening_privately(host, node, deployment.vars["postgres_port"])
-            hba = host.file(f"/etc/postgresql/{version}/main/pg_hba.conf").content_string
-            hosts = {line.split()[3] for line in hba.splitlines() if line.startswith("host")}
-            assert hosts == {f"{app.ip}/32" for app in deployment.role("app")}, \
-                f"{node.name}: pg_hba.conf must admit the app nodes and nothing else, admits {sorted(hosts)}"
+        version = deployment.vars["postgres_version"]
+        assert host.package(f"postgresql-{version}").is_installed
+        assert host.service(f"postgresql@{version}-main").is_running, f"{node.name}: postgresql is not running"
+        assert host.service("postgresql").is_enabled, f"{node.name}: postgresql is not enabled"
+        assert_listening_privately(host, node, deployment.vars["postgres_port"])
+        hba = host.file(f"/etc/postgresql/{version}/main/pg_hba.conf").content_string
+        hosts = {line.split()[3] for line in hba.splitlines() if line.startswith("host")}
+        assert hosts == {f"{app.ip}/32" for app in deployment.role("app")}, \
+            f"{node.name}: pg_hba.conf must admit the app nodes and nothing else, admits {sorted(hosts)}"
 
 
 def test_sentinel_watches_one_primary_and_its_replicas(deployment, remote, proven):
@@ -152,6 +159,43 @@ def test_sentinel_watches_one_primary_and_its_replicas(deployment, remote, prove
     assert "NOPERM" in refused, f"{primary.name}: the replication user may read sessions: {refused.strip()}"
     proven(f"Sentinel: {len(sentinels)} Sentinels agree on the primary {primary.name} with "
            f"{len(replicas)} connected replica(s), and that they can fail it over")
+
+
+def test_redis_cluster_serves_every_slot_with_a_replica_per_primary(deployment, remote, proven):
+    """redis_mode=cluster: every instance sees the whole cluster in state ok with all 16384 slots served; three
+    primaries, each with a connected replica, on another host than its primary wherever the group has two hosts or
+    more; Redis may not rewrite the kit's redis-PORT.conf."""
+    from session_kit.strategies import CLUSTER_PRIMARIES, CLUSTER_REPLICAS
+
+    instances = deployment.cluster_instances()
+    if not instances:
+        pytest.skip("redis_mode is not cluster (or the strategy uses no Redis)")
+    password = shlex.quote(deployment.secrets()["redis_admin_password"])
+
+    def admin(node, port: int, command: str) -> str:
+        result = remote(node).run(f"REDISCLI_AUTH={password} redis-cli --no-auth-warning --user admin "
+                                  f"-h {node.ip} -p {port} {command}")
+        return result.stdout + result.stderr
+
+    for node, port in instances:
+        info = dict(line.strip().split(":", 1) for line in admin(node, port, "CLUSTER INFO").splitlines()
+                    if ":" in line)
+        assert (info.get("cluster_state"), info.get("cluster_slots_assigned"), info.get("cluster_known_nodes")) == \
+            ("ok", "16384", str(len(instances))), f"{node.name}:{port}: CLUSTER INFO {info}"
+        assert "ERR" in admin(node, port, "CONFIG REWRITE"), f"{node.name}:{port}: Redis could rewrite its conf"
+    first_node, first_port = instances[0]
+    rows = [line.split() for line in admin(first_node, first_port, "CLUSTER NODES").splitlines() if line.strip()]
+    primaries = {row[0]: row[1].split("@")[0] for row in rows if "master" in row[2] and "fail" not in row[2]}
+    replicas = [(row[1].split("@")[0], row[3]) for row in rows if "slave" in row[2] and "fail" not in row[2]]
+    assert len(primaries) == CLUSTER_PRIMARIES, f"primaries: {primaries}"
+    for primary_id, address in primaries.items():
+        own = [replica for replica, of in replicas if of == primary_id]
+        assert len(own) >= CLUSTER_REPLICAS, f"primary {address} has replicas {own}"
+        if len(deployment.role("redis")) > 1:
+            host = address.rsplit(":", 1)[0]
+            assert any(r.rsplit(":", 1)[0] != host for r in own), f"{address}'s replicas are all on its host: {own}"
+    proven(f"Redis Cluster: {len(instances)} instances on {len(deployment.role('redis'))} host(s), every slot "
+           f"served, {len(primaries)} primaries each with a replica on another host")
 
 
 def run_probe(deployment, host, node, code: str) -> dict:
@@ -260,25 +304,26 @@ def test_firewall_admits_only_the_hosts_that_need_each_port(deployment, remote, 
     for node in {n.name: n for role in ("lb", "app", "redis", "db") for n in deployment.role(role)}.values():
         table = remote(node).run("nft list table inet session_kit")
         assert table.rc == 0, f"{node.name}: the kit's firewall table is not loaded: {table.stderr[-300:]}"
-    # the services the strategy runs, each with a host that must be admitted
+    # the services the strategy runs (label, host, port), each with a host that must be admitted
     app = nodes_of(deployment, "app")
-    services = [(role, node) for role in ("redis", "db") if role in deployment.strategy.needs
-                for node in deployment.role(role)] + [("app", node) for node in app]
-    if deployment.sentinels():
-        ports["sentinel"] = deployment.vars["redis_sentinel_port"]
-        services += [("sentinel", node) for node in deployment.sentinels()]
-    for role, node in services:
+    services = [(role, node, ports[role]) for role in ("redis", "db") if role in deployment.strategy.needs
+                for node in deployment.role(role)] + [("app", node, ports["app"]) for node in app]
+    if deployment.cluster_instances():  # Redis Cluster: its instances instead of one Redis per host
+        services = [s for s in services if s[0] != "redis"]
+        services += [(f"redis cluster {port}", node, port) for node, port in deployment.cluster_instances()]
+    services += [("sentinel", node, deployment.vars["redis_sentinel_port"]) for node in deployment.sentinels()]
+    for label, node, port in services:
         admitted = remote(app[0] if node.name != app[0].name else app[-1]).run(
-            f"timeout 5 bash -c 'exec 3<>/dev/tcp/{node.ip}/{ports[role]}'")
-        assert admitted.rc == 0, f"an app node cannot reach {role} on {node.name}:{ports[role]}"
+            f"timeout 5 bash -c 'exec 3<>/dev/tcp/{node.ip}/{port}'")
+        assert admitted.rc == 0, f"an app node cannot reach {label} on {node.name}:{port}"
     outside = pytestconfig.getoption("--outside-source")
     if not outside:
         pytest.skip("the refusals need --outside-source ADDRESS (an address of this machine no rule admits)")
-    refused = [f"{role} on {node.name}" for role, node in services if not _reaches(node.ip, ports[role], outside)]
+    refused = [f"{label} on {node.name}" for label, node, port in services if not _reaches(node.ip, port, outside)]
     assert len(refused) == len(services), \
-        f"from {outside}, only {refused} are refused of {[f'{r} on {n.name}' for r, n in services]}"
-    proven(f"firewall: from {outside} (no rule admits it) {', '.join(sorted(set(r for r, _ in services)))} ports "
-           f"refused on every host; from the app nodes, admitted")
+        f"from {outside}, only {refused} are refused of {[f'{label} on {n.name}' for label, n, _ in services]}"
+    proven(f"firewall: from {outside} (no rule admits it) {', '.join(sorted(set(s[0].split()[0] for s in services)))} "
+           f"ports refused on every host; from the app nodes, admitted")
 
 
 # Run on an app node with the app's own venv and REDIS_URL: what Redis lets the app's ACL user do, and refuses.
@@ -291,6 +336,9 @@ def attempt(name, client, call):
         out[name] = repr(call(client))
     except redis.RedisError as error:
         out[name] = "refused: " + type(error).__name__ + ": " + str(error).strip().splitlines()[0]
+nodes = re.search(r"^REDIS_CLUSTER_NODES=(.*)$", open("/etc/session-kit/app.env").read(), re.M)
+if nodes:  # Redis Cluster: the first instance (the ACL is checked before any slot redirect)
+    url = re.sub(r"@[^/]*/", "@" + nodes.group(1).split(",")[0] + "/", url)
 app = redis.Redis.from_url(url, socket_timeout=5)
 attempt("ping", app, lambda c: c.ping())
 for command in ("FLUSHALL", "KEYS", "CONFIG"):
