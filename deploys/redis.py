@@ -97,8 +97,8 @@ def install_cluster_instances(cluster: Cluster, settings: dict) -> None:
     if not instances or me != instances[0]["ip"]:
         return
     first = instances[0]["port"]
-    known = host.get_fact(Command, redis_cli(cluster, me, "CLUSTER INFO", "| sed -n 's/^cluster_known_nodes://p' "
-                                                                          "| tr -d '\\r' || true", port=first))
+    # The first instance's nodes file (Redis' own, kept while it is stopped): more than itself, the cluster exists.
+    known = host.get_fact(Command, f"grep -c -v '^vars' /var/lib/redis/nodes-{first}.conf 2>/dev/null || true")
     everyone = " ".join(f"{node['ip']}:{node['port']}" for node in instances)
     server.shell(
         name="Create the Redis Cluster (once)",
@@ -109,7 +109,7 @@ def install_cluster_instances(cluster: Cluster, settings: dict) -> None:
                                 redis_cli(cluster, me, "CLUSTER INFO", "| grep -q cluster_state:ok", port=first),
                                 "&& exit 0; sleep 0.2; done; echo 'the cluster did not reach cluster_state:ok' >&2;"
                                 " exit 1")],
-        _if=lambda: (known or "").strip() in ("", "1"))
+        _if=lambda: int((known or "").strip() or 0) < 2)
 
 
 @bounded_deploy("Redis Sentinel", data_defaults=REDIS_DEFAULTS)

@@ -236,89 +236,142 @@ def store_restart(target: Target, params: Params) -> dict[str, Any]:
     return {"figures": _strip(figures), "goals": goals, "restored": f"{service} running again"}
 
 
-# -- failover (Redis Sentinel) ---------------------------------------------------------------------------------------
+# -- failover (Redis Sentinel, Redis Cluster) -------------------------------------------------------------------------
 
-def _redis_cli(target: Target, node, command: str, sentinel: bool = False, check: bool = True) -> str:
-    """One redis-cli command on a redis host as admin, or (sentinel) to its Sentinel, which takes no login."""
+def _redis_cli(target: Target, node, command: str, port: int | None = None, sentinel: bool = False,
+               check: bool = True) -> str:
+    """One redis-cli command on a redis host as admin (port: a Cluster instance's), or (sentinel) to its Sentinel,
+    which takes no login."""
     vars_ = target.deployment.vars
     if sentinel:
         return target.ssh(node, f"redis-cli -h {node.ip} -p {vars_['redis_sentinel_port']} {command}", timeout=30)
     password = target.deployment.secrets()["redis_admin_password"]
     return target.ssh(node, f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --no-auth-warning --user admin "
-                            f"-h {node.ip} -p {vars_['redis_port']} {command}", timeout=30, check=check)
+                            f"-h {node.ip} -p {port or vars_['redis_port']} {command}", timeout=30, check=check)
 
 
-def _sentinel_primary(target: Target, sentinel) -> str:
-    out = _redis_cli(target, sentinel, "SENTINEL get-master-addr-by-name "
-                                       f"{target.deployment.vars['redis_sentinel_master']}", sentinel=True)
-    return (out.split() or [""])[0]
+@dataclasses.dataclass
+class _Primary:
+    """The Redis primary a failover drill kills: where, its unit, and how to tell that another took its place."""
+    node: Any
+    port: int
+    unit: str
+    label: str
+    promoted: Callable[[], str | None]  # the new primary's label once one took over, else None
+    bound: float  # seconds the failover may take before writes must be back (the goal)
 
 
-# While the drill's primary is down, systemd must not bring it back (redis-server's unit says Restart=always): a
-# runtime drop-in, gone at the next boot and removed by the restore.
-NO_RESTART = "/run/systemd/system/redis-server.service.d/drill-no-restart.conf"
-
-
-def failover(target: Target, params: Params, within: float = 60) -> dict[str, Any]:
-    """redis_mode=sentinel: the primary's Redis killed (SIGKILL, kept down) under load. The Sentinels must agree it is
-    down (redis_sentinel_down_after), promote a replica, and the app nodes follow it: how long until writes
-    succeed again, what failed meanwhile, what was lost. Then the old primary is started again and must rejoin as a
-    replica of the new one."""
+def _sentinel_primary(target: Target) -> _Primary:
     sentinels = target.deployment.sentinels()
-    if not sentinels:
-        raise DrillError("failover needs redis_mode=sentinel (python -m drills failover --data redis_mode=sentinel)")
+    name = target.deployment.vars["redis_sentinel_master"]
     by_ip = {node.ip: node for node in target.role("redis")}
-    old = by_ip.get(_sentinel_primary(target, sentinels[0]))
+
+    def named_by(sentinel) -> str:
+        return (_redis_cli(target, sentinel, f"SENTINEL get-master-addr-by-name {name}", sentinel=True).split()
+                or [""])[0]
+
+    old = by_ip.get(named_by(sentinels[0]))
     if old is None:
         raise DrillError(f"{sentinels[0].name}: its Sentinel names no redis host as the primary")
     watcher = next(node for node in sentinels if node.name != old.name)
 
+    def promoted() -> str | None:
+        now = named_by(watcher)
+        return by_ip[now].name if now in by_ip and now != old.ip else None
+
+    down_after = Duration(high=3600).seconds(target.deployment.vars["redis_sentinel_down_after"])
+    return _Primary(old, target.deployment.vars["redis_port"], "redis-server", old.name, promoted, down_after + 10)
+
+
+def _cluster_nodes(target: Target, node, port: int) -> list[list[str]]:
+    return [line.split() for line in _redis_cli(target, node, "CLUSTER NODES", port=port, check=False).splitlines()
+            if len(line.split()) >= 8]
+
+
+def _cluster_primary(target: Target) -> _Primary:
+    """The primary serving slot 0, watched from an instance on another host."""
+    instances = target.deployment.cluster_instances()
+    rows = _cluster_nodes(target, *instances[0])
+    row = next((r for r in rows if "master" in r[2] and "fail" not in r[2] and r[8:9] and r[8].startswith("0-")),
+               None)
+    if row is None:
+        raise DrillError(f"no primary serves slot 0: {rows}")
+    address = row[1].split("@")[0]
+    ip, port = address.rsplit(":", 1)
+    old = next(node for node, _ in instances if node.ip == ip)
+    watcher = next((n, p) for n, p in instances if n.ip != ip) if len({n.ip for n, _ in instances}) > 1 else \
+        next((n, p) for n, p in instances if p != int(port))
+
+    def promoted() -> str | None:
+        for r in _cluster_nodes(target, *watcher):
+            if "master" in r[2] and "fail" not in r[2] and r[8:9] and r[8].startswith("0-") and r[0] != row[0]:
+                return r[1].split("@")[0]
+        return None
+
+    timeout = Duration(high=3600).seconds(target.deployment.vars["redis_cluster_node_timeout"])
+    return _Primary(old, int(port), f"redis-server@{port}", address, promoted, timeout + 10)
+
+
+def failover(target: Target, params: Params, within: float = 60) -> dict[str, Any]:
+    """redis_mode=sentinel or cluster: a Redis primary killed (SIGKILL, kept down) under load. Its replica must take
+    over (the Sentinels agree it is down after redis_sentinel_down_after, or the Cluster's other primaries after
+    redis_cluster_node_timeout) and the app nodes follow: how long until writes succeed again, what failed
+    meanwhile, what was lost. Then the old primary is started again and must rejoin as a replica."""
+    mode = target.deployment.vars["redis_mode"]
+    if mode == "sentinel" and target.deployment.sentinels():
+        old = _sentinel_primary(target)
+    elif mode == "cluster" and target.deployment.cluster_instances():
+        old = _cluster_primary(target)
+    else:
+        raise DrillError("failover needs redis_mode=sentinel or cluster (python -m drills failover --data "
+                         "redis_mode=sentinel)")
+    # While it is down, systemd must not bring it back (redis-server's units say Restart=always): a runtime drop-in,
+    # gone at the next boot, and removed by the restore.
+    no_restart = f"/run/systemd/system/{old.unit}.service.d/drill-no-restart.conf"
+
     def action(mark):
-        target.ssh(old, f"mkdir -p {NO_RESTART.rsplit('/', 1)[0]} && printf '[Service]\nRestart=no\n' > {NO_RESTART}"
-                        " && systemctl daemon-reload")
+        target.ssh(old.node, f"mkdir -p {no_restart.rsplit('/', 1)[0]} && "
+                             f"printf '[Service]\\nRestart=no\\n' > {no_restart} && systemctl daemon-reload")
         mark("kill")
-        target.ssh(old, "systemctl kill --signal=SIGKILL redis-server")
+        target.ssh(old.node, f"systemctl kill --signal=SIGKILL {old.unit}")
         started = time.monotonic()
         while time.monotonic() - started < within:
-            promoted = _sentinel_primary(target, watcher)
-            if promoted and promoted != old.ip:
+            promoted = old.promoted()
+            if promoted:
                 mark("promoted")
-                return {"killed": old.name, "promoted": by_ip[promoted].name if promoted in by_ip else promoted,
+                return {"mode": mode, "killed": old.label, "promoted": promoted,
                         "seconds_until_promoted": round(time.monotonic() - started, 2)}
             time.sleep(0.1)
-        raise DrillError(f"no replica promoted within {within} s of killing the primary on {old.name}")
+        raise DrillError(f"no replica took over within {within} s of killing the primary {old.label}")
 
     try:
         figures = under_load(target, params, action)
     finally:
-        target.ssh(old, f"rm -f {NO_RESTART} && systemctl daemon-reload && systemctl start redis-server")
+        target.ssh(old.node, f"rm -f {no_restart} && systemctl daemon-reload && systemctl start {old.unit}")
     started = time.monotonic()
-    while _redis_cli(target, old, "ROLE", check=False).split()[:1] != ["slave"]:
+    while _redis_cli(target, old.node, "ROLE", port=old.port, check=False).split()[:1] != ["slave"]:
         if time.monotonic() - started > within:
-            raise DrillError(f"{old.name}: the old primary did not rejoin as a replica within {within} s")
+            raise DrillError(f"{old.label}: the old primary did not rejoin as a replica within {within} s")
         time.sleep(0.2)
     load: Load = figures["_load"]
     kill = figures["events"]["kill"]
-    # Writes are out from the first increment that failed after the kill until the first one that succeeded after
-    # that (an increment sent in the instant between the mark and the SIGKILL still succeeds).
-    increments = [o for o in load.outcomes if o.op == "increment" and o.start >= kill]
-    first_failed = min((o.start for o in increments if o.failed), default=None)
-    back = min((o.end for o in increments if not o.failed and first_failed is not None and o.start > first_failed),
-               default=None)
-    figures["seconds_until_writes"] = round(back - kill, 2) if back is not None else None
-    figures["write_outage_seconds"] = round(back - first_failed, 2) if back is not None else None
+    # Writes are back when the last one fails: with Redis Cluster the other primaries' slots keep taking writes, so
+    # the first success after the kill says nothing; the last failure says when the killed primary's slots answer.
+    failed = [o for o in load.outcomes if o.op == "increment" and o.start >= kill and o.failed]
+    figures["seconds_until_writes"] = round(max(o.end for o in failed) - kill, 2) if failed else 0.0
+    figures["write_outage_seconds"] = round(max(o.end for o in failed) - min(o.start for o in failed), 2) \
+        if failed else 0.0
+    figures["increments_failed"] = len(failed)
     failed_not_503 = sum(count for error, count in figures["errors"].items() if not error.startswith("503"))
     figures["failed_not_503"] = failed_not_503
-    down_after = Duration(high=3600).seconds(target.deployment.vars["redis_sentinel_down_after"])
-    bound = down_after + 10
-    goals = {"writes_back_within": goal(f"<= {bound:g} s (down-after + 10 s)", figures["seconds_until_writes"],
-                                        figures["seconds_until_writes"] is not None
-                                        and figures["seconds_until_writes"] <= bound),
+    wait = "down-after" if mode == "sentinel" else "node timeout"
+    goals = {"writes_back_within": goal(f"<= {old.bound:g} s ({wait} + 10 s)", figures["seconds_until_writes"],
+                                        figures["seconds_until_writes"] <= old.bound),
              "errors_are_json_503": goal(0, failed_not_503 + figures["failed_not_json"],
                                          failed_not_503 == 0 and figures["failed_not_json"] == 0),
              "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0)}
     return {"figures": _strip(figures), "goals": goals,
-            "restored": f"{old.name}'s Redis started again, a replica of {figures['promoted']} "
+            "restored": f"{old.label} started again, a replica of {figures['promoted']} "
                         f"({time.monotonic() - started:.1f} s)"}
 
 
@@ -474,7 +527,7 @@ def _store_bytes(target: Target) -> Callable[[], float]:
         node = target.role("redis")[0]
 
         def redis_bytes() -> float:
-            out = _redis_cli(target, node, "INFO memory")
+            out = _redis_cli(target, node, "INFO memory")  # standalone (footprint runs in the plain configuration)
             return float(next(line.split(":")[1] for line in out.splitlines() if line.startswith("used_memory:")))
 
         return redis_bytes
@@ -743,9 +796,10 @@ DRILLS: dict[str, Drill] = {d.name: d for d in (
     Drill("rolling", "a deploy that restarts every app node, under load", rolling),
     Drill("store-restart", "Redis (redis, token) or PostgreSQL (database) restarted under load", store_restart,
           lambda s: s in STORE_SERVICE),
-    Drill("failover", "redis_mode=sentinel: the Redis primary killed under load; a replica promoted", failover,
-          lambda s: s in ("redis", "token"), plain=False,
-          extra_variants=lambda s: {"sentinel": {"redis_mode": "sentinel"}}, lab_inventory="inventories/lab_ha.py"),
+    Drill("failover", "redis_mode=sentinel and cluster: a Redis primary killed under load; its replica takes over",
+          failover, lambda s: s in ("redis", "token"), plain=False,
+          extra_variants=lambda s: {"sentinel": {"redis_mode": "sentinel"}, "cluster": {"redis_mode": "cluster"}},
+          lab_inventory="inventories/lab_ha.py"),
     Drill("contention", "200 parallel increments of one session through the balancer", contention),
     Drill("cookie-limits", "the session size at the 4 KB cookie limit; replay of a cookie after logout",
           cookie_limits, lambda s: s == "cookie"),

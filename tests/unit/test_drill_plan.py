@@ -50,10 +50,11 @@ def test_the_full_report_deploys_each_variant_and_the_quick_one_none():
     assert {s.name.removeprefix("drill ") for s in quick if s.name.startswith("drill ")} <= set(QUICK_DRILLS)
 
 
-def test_failover_runs_only_with_sentinel_and_on_the_lab_with_three_redis_hosts():
+def test_failover_runs_only_with_sentinel_or_cluster_and_on_the_lab_with_three_redis_hosts():
     runs = plan(["failover"], list(STRATEGIES))
-    assert runs == [("failover", "redis", "sentinel"), ("failover", "token", "sentinel")]
-    assert DRILLS["failover"].variants("redis") == {"sentinel": {"redis_mode": "sentinel"}}
+    assert runs == [("failover", s, v) for s in ("redis", "token") for v in ("cluster", "sentinel")]
+    assert DRILLS["failover"].variants("redis") == {"sentinel": {"redis_mode": "sentinel"},
+                                                    "cluster": {"redis_mode": "cluster"}}
     assert DRILLS["failover"].inventory("inventories/lab.py") == "inventories/lab_ha.py"
     assert DRILLS["failover"].inventory("inventories/mine.py") == "inventories/mine.py"  # a user's own: as given
     assert DRILLS["node-stop"].inventory("inventories/lab.py") == "inventories/lab.py"

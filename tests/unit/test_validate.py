@@ -306,3 +306,22 @@ def test_the_app_finds_the_primary_through_the_sentinels():
     assert env["REDIS_SENTINEL_MASTER"] == "sessions"
     assert "REDIS_SENTINELS" not in app_environment(STRATEGIES["token"], GOOD, keys, node="a1",
                                                     private_ip="10.0.0.2", peers=[], redis_ip="10.0.0.9", db_ip=None)
+
+
+@pytest.mark.parametrize("hosts, expected", [
+    (["r1", "r2", "r3"], [("r1", 7000), ("r2", 7000), ("r3", 7000), ("r1", 7001), ("r2", 7001), ("r3", 7001)]),
+    (["r1"], [("r1", 7000 + i) for i in range(6)]),  # one host: six instances on it
+    (["r1", "r2", "r3", "r4", "r5", "r6", "r7"], [(f"r{i}", 7000) for i in range(1, 7)]),  # one each, r7 unused
+])
+def test_cluster_instances_spread_over_the_redis_hosts(hosts, expected):
+    from session_kit.strategies import cluster_layout
+
+    assert cluster_layout(hosts, 7000) == expected
+
+
+def test_the_app_follows_the_cluster_from_every_instance():
+    keys = {"redis_password": "p", "redis_admin_password": "a", "redis_replication_password": "r"}
+    env = app_environment(STRATEGIES["redis"], {**GOOD, "redis_mode": "cluster"}, keys, node="a1",
+                          private_ip="10.0.0.2", peers=[], redis_ip="10.0.0.9", db_ip=None,
+                          cluster_nodes=[("10.0.0.9", 7000), ("10.0.0.10", 7000)])
+    assert env["REDIS_CLUSTER_NODES"] == "10.0.0.9:7000,10.0.0.10:7000" and "REDIS_SENTINELS" not in env

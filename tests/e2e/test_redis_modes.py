@@ -1,7 +1,8 @@
-"""redis_mode=sentinel on the lab (inventories/lab_ha.py: Redis on three hosts): deployed, verified and applied
-again with zero changes; the primary killed under load fails over within the goal and loses nothing, and an apply
-after the failover still changes nothing (who is primary is Sentinel's, not the kit's files). Then back to
-standalone on inventories/lab.py: the Sentinels retired and the app's Redis a primary again, verified."""
+"""redis_mode=sentinel and redis_mode=cluster on the lab (inventories/lab_ha.py: Redis on three hosts): each
+deployed, verified and applied again with zero changes; a primary killed under load fails over within the goal and
+loses nothing, and an apply after the failover still changes nothing (who is primary is Redis' own state, not the
+kit's files). Then back to standalone on inventories/lab.py: what the other modes left running retired and the
+app's Redis a primary, verified."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from tests.e2e.test_deploy import PYINFRA, run, totals
 
 pytestmark = pytest.mark.lab
 HA = "inventories/lab_ha.py"
-SENTINEL = {"session_strategy": "token", "redis_mode": "sentinel", "redis_sentinel_down_after": "2s"}
+MODES = {"sentinel": {"session_strategy": "token", "redis_mode": "sentinel", "redis_sentinel_down_after": "2s"},
+         "cluster": {"session_strategy": "redis", "redis_mode": "cluster", "redis_cluster_node_timeout": "2s"}}
 
 
 def verify(inventory: str, data: dict, outside_source: str) -> None:
@@ -29,32 +31,32 @@ def verify(inventory: str, data: dict, outside_source: str) -> None:
     assert re.search(r"\d+ passed", result.stdout)
 
 
-@pytest.fixture(scope="module")
-def sentinel(lab):
-    target = Target(HA, SENTINEL)
+@pytest.fixture(scope="module", params=list(MODES))
+def mode(lab, request):
+    target = Target(HA, MODES[request.param])
     yield target
     target.close()
 
 
-def test_sentinel_deploys_verifies_and_reapplies(sentinel, outside_source):
-    first = sentinel.apply_unloaded()
+def test_deploys_verifies_and_reapplies(mode, outside_source):
+    first = mode.apply_unloaded()
     assert first.get("errors") == 0, first
-    verify(HA, SENTINEL, outside_source)
-    again = sentinel.apply()
+    verify(HA, mode.data, outside_source)
+    again = mode.apply()
     assert again.get("changed") == 0 and again.get("errors") == 0, f"second apply changed things: {again}"
 
 
-def test_failover_under_load_and_an_apply_after_it_changes_nothing(sentinel, outside_source):
-    result = DRILLS["failover"].run(sentinel, Params(clients=200, seconds=6))
+def test_failover_under_load_and_an_apply_after_it_changes_nothing(mode, outside_source):
+    result = DRILLS["failover"].run(mode, Params(clients=200, seconds=6))
     figures, goals = result["figures"], result["goals"]
     missed = {name: goal for name, goal in goals.items() if not goal["met"]}
     assert not missed, f"failover: {missed}; figures {figures}"
     assert figures["promoted"] != figures["killed"]
     print(f"failover: {figures['killed']} -> {figures['promoted']}, writes back after "
           f"{figures['seconds_until_writes']} s, {figures['failed']} of {figures['requests']} failed")
-    after = sentinel.apply()
+    after = mode.apply()
     assert after.get("changed") == 0 and after.get("errors") == 0, f"an apply after the failover changed: {after}"
-    verify(HA, SENTINEL, outside_source)  # the new primary, its replicas (the old one among them), one view
+    verify(HA, mode.data, outside_source)  # the new primary, its replicas (the old one among them), one view
 
 
 def test_back_to_standalone(lab, outside_source):
@@ -63,8 +65,9 @@ def test_back_to_standalone(lab, outside_source):
         applied = target.apply_unloaded()
         assert applied.get("errors") == 0, applied
         for node in target.deployment.nodes:
-            assert target.ssh(node, "systemctl is-active redis-sentinel || true").strip() != "active", \
-                f"{node.name}: a Sentinel still runs after the switch back to standalone"
+            running = target.ssh(node, "systemctl list-units --plain --no-legend --state=active "
+                                       "'redis-sentinel.service' 'redis-server@*.service'")
+            assert not running.strip(), f"{node.name}: still running after the switch back to standalone: {running}"
     finally:
         target.close()
     verify("inventories/lab.py", {"session_strategy": "token"}, outside_source)
