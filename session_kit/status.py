@@ -68,6 +68,9 @@ def host_status(deployment: Deployment, config: Path, node: Node) -> HostStatus:
     services = [service for role in node.roles if role in deployment.strategy.needs for service in SERVICES[role]]
     if node in deployment.sentinels():  # redis_mode=sentinel
         services.append("redis-sentinel")
+    instances = [f"redis-server@{port}" for other, port in deployment.cluster_instances() if other == node]
+    if instances:  # redis_mode=cluster: its instances serve, not redis-server
+        services = [service for service in services if service != "redis-server"] + instances
     script = FACTS + "".join(f'echo "service:{s}=$(systemctl is-active {s} 2>/dev/null)"\n' for s in services)
     try:
         result = _ssh(config, node, script)
