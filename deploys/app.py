@@ -43,9 +43,11 @@ def install_app(cluster: Cluster) -> None:
     running_strategy = (host.get_fact(Command, f"sed -n 's/^SESSION_STRATEGY=//p' {ENV} 2>/dev/null || true")
                         or "").strip()
     install_packages("Install python3-venv and curl", ["python3-venv", "curl"])
-    # A system user without a home: the code under app_dir stays root's, the app cannot change it.
+    # A system user without a home: the code under app_dir stays root's, the app cannot change it. Made once (pyinfra's
+    # own check reads every user of the host: 0.4 s of each apply).
+    uid = host.get_fact(Command, f"id -u {user} 2>/dev/null || true")
     server.user(name="App user", user=user, system=True, home="/nonexistent", shell="/usr/sbin/nologin",
-                create_home=False)
+                create_home=False, _if=lambda: not (uid or "").strip())
     files.directory(name="App directory", path=app_dir, user="root", group="root", mode="755")
     files.put(name="Upload the wheelhouse", src=str(local_wheels / wheelhouse.ARCHIVE),
               dest=f"{app_dir}/{wheelhouse.ARCHIVE}", user="root", group="root", mode="644")

@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from pyinfra import logger, state
+from pyinfra import host, logger, state
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.state import BaseStateCallback
@@ -70,13 +70,19 @@ def bounded_deploy(name: str, data_defaults: dict, bound: dict = STEP_BOUND):
     return decorate
 
 
+_apt_configured: set[str] = set()  # hosts whose apt.conf.d file is declared in this run (site.py runs once per host)
+
+
 def install_packages(name: str, packages: list[str]):
     """apt.packages with bounds: apt's own timeouts and retries in an apt.conf.d file (they reach `apt-get update`,
-    which takes no extra arguments), and each apt command bounded on the host (APT_BOUND)."""
-    files.put(name="apt: time out and retry stalled downloads", dest=APT_CONF, mode="644", src=io.StringIO(
-        "// Managed by session-kit (deploys/cluster.py): a stalled download fails and is retried, never hangs.\n"
-        f'Acquire::http::Timeout "{APT_HTTP_TIMEOUT}";\nAcquire::https::Timeout "{APT_HTTP_TIMEOUT}";\n'
-        f'Acquire::Retries "{APT_RETRIES}";\nDPkg::Lock::Timeout "60";\n'))
+    which takes no extra arguments; declared before a host's first install only), and each apt command bounded on
+    the host (APT_BOUND)."""
+    if host.name not in _apt_configured:
+        _apt_configured.add(host.name)
+        files.put(name="apt: time out and retry stalled downloads", dest=APT_CONF, mode="644", src=io.StringIO(
+            "// Managed by session-kit (deploys/cluster.py): a stalled download fails and is retried, never hangs.\n"
+            f'Acquire::http::Timeout "{APT_HTTP_TIMEOUT}";\nAcquire::https::Timeout "{APT_HTTP_TIMEOUT}";\n'
+            f'Acquire::Retries "{APT_RETRIES}";\nDPkg::Lock::Timeout "60";\n'))
     return apt.packages(name=name, packages=packages, update=True, cache_time=3600, **APT_BOUND)
 
 
