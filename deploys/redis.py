@@ -11,6 +11,13 @@ Sentinel's, not the kit's:
 - A replica is made one at run time (REPLICAOF), only when it is not one yet, of the primary the Sentinels name.
 - sentinel.conf is written once; from then on Sentinel rewrites it (its view of the replicas, the other Sentinels,
   the epochs) and the kit leaves it alone.
+
+With redis_mode=cluster: Redis Cluster's instances (install_cluster_instances), the cluster created once; its state
+is Redis' own nodes-PORT.conf, and the instances' files are the kit's, read-only to them, as above.
+
+A changed redis.conf (or an instance's) restarts that Redis at once, on every host in the same step: not rolling,
+so with Sentinel or Cluster a primary restarts too (a failover or a short outage). What another redis_mode left
+running is stopped first, on every host (retire_redis).
 """
 
 from __future__ import annotations
