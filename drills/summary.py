@@ -88,6 +88,12 @@ def table(results: dict[tuple[str, str, str], dict]) -> str:
                          f"takes {one['max_share']:.0%} of requests ({one['nodes_used']} of {f['app_nodes']} nodes "
                          f"used); in {many['networks']} /24s: {many['max_share']:.0%} "
                          f"({many['nodes_used']} of {f['app_nodes']} used)")
+        elif name == "failover":
+            extra.append(f"- failover ({strategy}, redis_mode={f['mode']}): primary {f['killed']} killed, "
+                         f"{f['promoted']} took over after {f['seconds_until_promoted']} s, the last write failed "
+                         f"{f['seconds_until_writes']} s after the kill; {f['failed']:,} of {f['requests']:,} "
+                         f"requests failed ({f['failed_not_503'] + f['failed_not_json']} not a JSON 503), "
+                         f"{f['sessions_lost']} sessions lost, {f['counter_mismatch']} counters off")
         elif name == "cookie-limits":
             extra.append(f"- cookie-limits ({strategy}): the 4 KB cookie is full at {f['data_bytes_at_limit']:,} bytes "
                          f"of (incompressible) data, refused with {f['refused_with']}; a cookie copied before logout "
