@@ -15,9 +15,11 @@ from pyinfra import host, logger, state
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.state import BaseStateCallback
+from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files
 
 from session_kit import secrets as kit_secrets
+from session_kit.platforms import OS_RELEASE, check_release
 from session_kit.inventory import check, private_ip
 from session_kit.strategies import STRATEGIES, Strategy, cluster_layout, lb_method, sentinel_hosts
 from session_kit.validate import KitError
@@ -173,6 +175,7 @@ class Cluster:
         try:
             self.vars, self.groups = check(host, inventory)
             self.secrets = kit_secrets.load(ROOT / self.vars["secrets_dir"], self.vars["inventory_name"])
+            check_release(host.name, host.get_fact(Command, OS_RELEASE) or "")
         except KitError as error:
             raise PyinfraError(str(error)) from None
         self.strategy: Strategy = STRATEGIES[self.vars["session_strategy"]]
