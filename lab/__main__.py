@@ -1,4 +1,4 @@
-"""python -m lab up [--hosts N | --servers] | down [--purge] | status   (as root, on Debian 12)
+"""python -m lab up [--hosts N | --servers] [--release R[,R...]] | down [--purge] | status   (as root, on Debian 12)
 
 --servers makes the hosts as servers come (root login over SSH refused; a `deploy` user with sudo and the lab's key)
 and one per role, in the shape of inventories/example.py; inventories/lab.py then describes them that way.
@@ -23,13 +23,17 @@ def main(argv: list[str]) -> int:
     up.add_argument("--hosts", type=int, default=None, help=f"how many (default {config.DEFAULT_HOSTS})")
     up.add_argument("--servers", action="store_true",
                     help="hosts as servers come (sudo user, no root login), a host per role as inventories/example.py")
+    up.add_argument("--release", default=None, metavar="RELEASE[,RELEASE...]",
+                    help=f"Debian release of the hosts: one of {', '.join(config.RELEASES)} (default {config.SUITE}); "
+                         "a list gives host i the i-th (the last for the rest): bookworm,trixie = lab1 on bookworm, "
+                         "the others on trixie")
     down = sub.add_parser("down", help="stop every host and remove everything the lab made")
     down.add_argument("--purge", action="store_true", help="also drop the cached image and package cache")
     sub.add_parser("status", help="list hosts, addresses, state and memory")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            control.up(args.hosts, "servers" if args.servers else "lab")
+            control.up(args.hosts, "servers" if args.servers else "lab", args.release)
         elif args.command == "down":
             control.down(args.purge)
         else:

@@ -10,7 +10,10 @@ from pathlib import Path
 
 PREFIX = "skl"  # session-kit lab: netns skl-lab1, veth skl-lab1, bridge sklbr0, cgroups skl/lab1
 BRIDGE = f"{PREFIX}br0"
-SUITE = "bookworm"
+# Debian releases the lab can make hosts of (python -m lab up --release), the first the default. The kit deploys onto
+# the releases session_kit/platforms.py lists; a host of another is for proving that it is refused.
+RELEASES = ("bookworm", "trixie")
+SUITE = RELEASES[0]
 DEFAULT_HOSTS = 4  # lab1: load balancer + Redis + PostgreSQL; lab2-lab4: app nodes (see inventories/lab.py)
 MAX_HOSTS = 40
 PROXY_PORT = 3142 + 10_000  # apt-cacher-ng's port + 10000: not the packaged instance's
@@ -30,7 +33,11 @@ class Paths:
 
     @property
     def base(self) -> Path:
-        return self.cache / f"base-{SUITE}"
+        return self.base_of(SUITE)
+
+    def base_of(self, release: str) -> Path:
+        """The cached image of one release."""
+        return self.cache / f"base-{release}"
 
     @property
     def hosts(self) -> Path:

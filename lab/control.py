@@ -67,9 +67,19 @@ def healthy(state: config.Paths, host: Host) -> bool:
     return ssh.ssh(state, host.name, "systemctl is-system-running", timeout=10).stdout.strip() == "running"
 
 
-def up(count: int | None = None, shape: str = "lab") -> dict:
+def releases_of(spec: str | None, count: int) -> list[str]:
+    """--release R (every host) or R1,R2,... (host i gets the i-th, the last one for the rest): one per host."""
+    names = [name.strip() for name in (spec or config.SUITE).split(",") if name.strip()] or [config.SUITE]
+    for name in names:
+        if name not in config.RELEASES:
+            raise LabError(f"--release: one of {', '.join(config.RELEASES)} (or a comma-separated list), got {name!r}")
+    return [names[min(i, len(names) - 1)] for i in range(count)]
+
+
+def up(count: int | None = None, shape: str = "lab", release: str | None = None) -> dict:
     """Hosts lab1..labN running, in `shape` (config.SHAPES); the servers shape makes as many hosts as
-    inventories/example.py names. Hosts already up in that shape are kept; any other shape is made again."""
+    inventories/example.py names. Each host of its release (releases_of: one for all, or one per host). Hosts
+    already up in that shape and release are kept; any other is made again."""
     if shape not in config.SHAPES:
         raise LabError(f"shape: one of {', '.join(config.SHAPES)}, got {shape!r}")
     if shape == "servers":
@@ -81,6 +91,7 @@ def up(count: int | None = None, shape: str = "lab") -> dict:
     count = config.DEFAULT_HOSTS if count is None else count
     if not 1 <= count <= config.MAX_HOSTS:
         raise LabError(f"--hosts: must be between 1 and {config.MAX_HOSTS}, got {count}")
+    releases = releases_of(release, count)
     preflight()
     user = config.SERVER_USER if shape == "servers" else "root"
     state = config.paths()
@@ -88,13 +99,15 @@ def up(count: int | None = None, shape: str = "lab") -> dict:
     made: list[Host] = []
     bridge_made = proxy_made = False
     try:
-        with progress.step("image"):
-            if image.ready(state.base):
-                print(f"         cached at {state.base}", flush=True)
-            else:
-                image.build(state.base)
-                print(f"         built {state.base}: {image.size_mb(state.base)} MB", flush=True)
-        mirror = machine_mirror(config.SUITE)
+        for wanted_release in dict.fromkeys(releases):
+            base = state.base_of(wanted_release)
+            with progress.step(f"image ({wanted_release})" if wanted_release != config.SUITE else "image"):
+                if image.ready(base):
+                    print(f"         cached at {base}", flush=True)
+                else:
+                    image.build(base, wanted_release)
+                    print(f"         built {base}: {image.size_mb(base)} MB", flush=True)
+        mirrors = {name: machine_mirror(name) for name in set(releases)}
         with progress.step("network and apt proxy"):
             bridge_made = network.ensure_bridge()
             proxy_made = proxy.ensure(state)
@@ -104,6 +117,7 @@ def up(count: int | None = None, shape: str = "lab") -> dict:
         with progress.step("check existing hosts"):
             same_shape = recorded_shape(state) == shape
             keep = {h.index for h in wanted if same_shape and h.index in existing and state.ssh_config.exists()
+                    and (existing[h.index].release() or config.SUITE) == releases[h.index - 1]
                     and healthy(state, h)}
             for index, host in existing.items():
                 if index not in keep:
@@ -114,7 +128,8 @@ def up(count: int | None = None, shape: str = "lab") -> dict:
                 everyone = [(h.name, h.ip) for h in wanted]
                 for host in todo:
                     made.append(host)
-                    host.create(everyone, mirror, proxy.url(), public_key, shape)
+                    release_of_host = releases[host.index - 1]
+                    host.create(everyone, mirrors[release_of_host], proxy.url(), public_key, shape, release_of_host)
                 for host in todo:
                     host.boot()
                 ssh.write_config(state, wanted, user)
@@ -141,6 +156,8 @@ def up(count: int | None = None, shape: str = "lab") -> dict:
         raise
     total = sum(progress.times.values())
     made_as = f" as servers (root login refused; {user} with sudo)" if shape == "servers" else ""
+    if set(releases) != {config.SUITE}:
+        made_as += " of " + ", ".join(f"{name} ({releases.count(name)})" for name in dict.fromkeys(releases))
     print(f"lab up: {count} host(s) running{made_as} ({len(keep)} kept, {len(todo)} started) in {total:.1f}s; "
           f"ssh -F {state.ssh_config} lab1", flush=True)
     return data
@@ -150,7 +167,7 @@ def describe(state: config.Paths, hosts: list[Host], shape: str = "lab", user: s
     return {
         "shape": shape, "user": user, "subnet": str(config.subnet()), "gateway": str(config.bridge_ip()), "apt_proxy": proxy.url(),
         "ssh_key": str(state.key), "known_hosts": str(state.known_hosts), "ssh_config": str(state.ssh_config),
-        "hosts": [{"name": h.name, "ip": str(h.ip)} for h in hosts],
+        "hosts": [{"name": h.name, "ip": str(h.ip), "release": h.release() or config.SUITE} for h in hosts],
     }
 
 

@@ -82,13 +82,22 @@ class Host:
 
     # -- making it -------------------------------------------------------------------------------------------------
 
+    def release(self) -> str | None:
+        """The Debian release it was made of (recorded when it was made)."""
+        try:
+            return (self.dir / "release").read_text().strip()
+        except OSError:
+            return None
+
     def create(self, all_hosts: list[tuple[str, ipaddress.IPv4Address]], mirror: Mirror, proxy_url: str,
-               public_key: str, shape: str = "lab") -> None:
+               public_key: str, shape: str = "lab", release: str = config.SUITE) -> None:
         self.destroy()
         for sub in ("upper", "work", "root"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        (self.dir / "release").write_text(release + "\n")
         run(["mount", "-t", "overlay", "overlay", "-o",
-             f"lowerdir={self.state.base},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}", str(self.root)])
+             f"lowerdir={self.state.base_of(release)},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}",
+             str(self.root)])
         etc = self.root / "etc"
         (etc / "hostname").write_text(self.name + "\n")
         (etc / "machine-id").write_text(uuid.uuid4().hex + "\n")
@@ -103,10 +112,10 @@ class Host:
         (etc / "apt/apt.conf.d/01session-kit-proxy").write_text(
             f'Acquire::http::Proxy "{proxy_url}";\nAcquire::http::Timeout "{APT_TIMEOUT}";\n'
             f'Acquire::Retries "{APT_RETRIES}";\nAcquire::http::Pipeline-Depth "0";\n')
-        sources = f"deb {Mirror.http(mirror.debian)} {config.SUITE} main\n" \
-                  f"deb {Mirror.http(mirror.debian)} {config.SUITE}-updates main\n"
+        sources = f"deb {Mirror.http(mirror.debian)} {release} main\n" \
+                  f"deb {Mirror.http(mirror.debian)} {release}-updates main\n"
         if mirror.security:
-            sources += f"deb {Mirror.http(mirror.security)} {config.SUITE}-security main\n"
+            sources += f"deb {Mirror.http(mirror.security)} {release}-security main\n"
         (etc / "apt/sources.list").write_text(sources)
         run(["ssh-keygen", "-A", "-f", str(self.root)])
         if shape == "servers":

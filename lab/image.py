@@ -23,15 +23,15 @@ def size_mb(base: Path) -> int:
     return int(result.stdout.split()[0]) if result.returncode == 0 and result.stdout else 0
 
 
-def build(base: Path) -> None:
+def build(base: Path, release: str = config.SUITE) -> None:
     """debootstrap into a temporary directory, prepare it, then move it into place: never a half-made image."""
-    mirror = machine_mirror(config.SUITE)
+    mirror = machine_mirror(release)
     tmp = base.with_name(base.name + f".building-{os.getpid()}")
     for stale in base.parent.glob(base.name + ".building-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        run(["debootstrap", "--variant=minbase", f"--include={','.join(config.BASE_PACKAGES)}", config.SUITE,
+        run(["debootstrap", "--variant=minbase", f"--include={','.join(config.BASE_PACKAGES)}", release,
              str(tmp), mirror.debian], timeout=900)
         prepare(tmp)
         if base.exists():
