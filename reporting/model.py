@@ -304,12 +304,14 @@ class Report:
                 missed = [name for name, g in goals.items() if not g.get("met")]
                 verdict = ("missed: " + ", ".join(missed)) if missed else ("met" if goals else "none set")
                 f = lambda *keys, file=file: self.show(s.ref(file, "figures", *keys))
+                back = {"node-stop": ("seconds_until_serving",), "node-kill": ("seconds_until_serving",),
+                        "rolling": ("deploy", "seconds"), "scale-out": ("deploy", "seconds"),
+                        "failover": ("seconds_until_writes",)}.get(drill)
                 rows.append([label, st, "ok", f("requests"), f("failed"), f("sessions_lost"),
-                             f("latency_ms", "p99"), f("seconds_until_serving") if drill.startswith("node") else
-                             (f("deploy", "seconds") if drill in ("rolling", "scale-out") else "-"), verdict])
+                             f("latency_ms", "p99"), f(*back) if back else "-", verdict])
         if rows:
             self.table(["drill", "strategy", "status", "requests", "failed", "sessions lost", "p99 (ms)",
-                        "node back (s) / deploy (s)", "goals"], rows)
+                        "node back / deploy / writes back (s)", "goals"], rows)
         self.deploy_scale()
 
     def deploy_scale(self) -> None:
