@@ -175,6 +175,7 @@ class Cluster:
         try:
             self.vars, self.groups = check(host, inventory)
             self.secrets = kit_secrets.load(ROOT / self.vars["secrets_dir"], self.vars["inventory_name"])
+            kit_secrets.check_usable(self.vars, self.secrets)
             check_release(host.name, host.get_fact(Command, OS_RELEASE) or "")
         except KitError as error:
             raise PyinfraError(str(error)) from None

@@ -27,6 +27,7 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import MaskString, StringCommand
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.server import Command
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
@@ -41,8 +42,8 @@ CONF = "/etc/redis/redis.conf"
 READ_ONLY = "/etc/systemd/system/redis-server.service.d/session-kit.conf"
 INSTANCE_READ_ONLY = "/etc/systemd/system/redis-server@.service.d/session-kit.conf"
 SENTINEL_CONF = "/etc/redis/sentinel.conf"
-# sentinel.conf's first line: the kit wrote it (Sentinel keeps comments when it rewrites the file).
-SENTINEL_MARK = "# Managed by session-kit"
+# sentinel.conf's first line: the kit wrote it (Sentinel keeps comments when it rewrites the file). redis.conf's too.
+SENTINEL_MARK = REDIS_MARK = "# Managed by session-kit"
 
 
 @bounded_deploy("Redis session store", data_defaults=REDIS_DEFAULTS)
@@ -70,21 +71,27 @@ def install_redis(cluster: Cluster) -> None:
                     _if=lambda: standalone_or_sentinel and any_changed(conf, read_only)())
     systemd.service(name="Keep redis running and enabled (stopped with redis_mode=cluster)", service="redis-server",
                     running=standalone_or_sentinel, enabled=standalone_or_sentinel)
-    role = (host.get_fact(Command, redis_cli(cluster, me, "ROLE", "| head -n 1 || true")) or "").strip()
+    # ROLE: "master" and its replicas, or "slave", its primary's address and port, ...
+    answer = (host.get_fact(Command, redis_cli(cluster, me, "ROLE", "|| true")) or "").split()
+    role = answer[0] if answer else ""
     if mode == "sentinel":
         primary = current_primary(cluster)
+        follows = role == "slave" and answer[1:3] == [primary, str(values["redis_port"])]
+        # No Sentinel answering (the first apply, or all of them down): a primary that has replicas is left alone
+        leading = primary is None and role == "master" and len(answer) > 2
+        primary = primary or cluster.first_ip("redis")
         server.shell(name=f"Replicate the primary ({primary})",
                      commands=[redis_cli(cluster, me, f"REPLICAOF {primary} {values['redis_port']}")],
-                     _if=lambda: me != primary and role != "slave")
+                     _if=lambda: me != primary and not follows and not leading)
     else:
         # Left a replica by redis_mode=sentinel (whose Sentinels retire_redis stopped first): the app's Redis is a
         # primary again, with the sessions it replicated.
         server.shell(name="Be the primary (REPLICAOF NO ONE)", commands=[redis_cli(cluster, me, "REPLICAOF NO ONE")],
                      _if=lambda: mode == "standalone" and me == cluster.first_ip("redis") and role == "slave")
-    install_cluster_instances(cluster, settings)
+    install_cluster_instances(cluster, settings, instance_read_only)
 
 
-def install_cluster_instances(cluster: Cluster, settings: dict) -> None:
+def install_cluster_instances(cluster: Cluster, settings: dict, read_only) -> None:
     """redis_mode=cluster: this host's instances (redis-server@PORT, each with its own redis-PORT.conf, snapshot and
     nodes file), and on the first redis host, once, the cluster made of them all (redis-cli --cluster create:
     three primaries, each with a replica on another host where there is one). Other modes: the kit's instances
@@ -98,14 +105,20 @@ def install_cluster_instances(cluster: Cluster, settings: dict) -> None:
             user="root", group="redis", mode="640", **{**settings, "cluster": True, "sentinel": False}, port=port,
             pidfile=f"/run/redis-{port}/redis-server.pid", dbfilename=f"dump-{port}.rdb")
         systemd.service(name=f"Restart redis-server@{port}", service=f"redis-server@{port}", restarted=True,
-                        _if=conf.did_change)
+                        _if=any_changed(conf, read_only))
         systemd.service(name=f"Keep redis-server@{port} running and enabled", service=f"redis-server@{port}",
                         running=True, enabled=True)
     if not instances or me != instances[0]["ip"]:
         return
     first = instances[0]["port"]
     # The first instance's nodes file (Redis' own, kept while it is stopped): more than itself, the cluster exists.
-    known = host.get_fact(Command, f"grep -c -v '^vars' /var/lib/redis/nodes-{first}.conf 2>/dev/null || true")
+    known = (host.get_fact(Command, f"grep -v '^vars' /var/lib/redis/nodes-{first}.conf 2>/dev/null "
+                                    "| cut -d' ' -f2 | cut -d@ -f1 || true") or "").split()
+    planned = sorted(f"{node['ip']}:{node['port']}" for node in instances)
+    if len(known) > 1 and sorted(known) != planned:
+        raise PyinfraError(f"{host.name}: the Redis Cluster here has the nodes {' '.join(sorted(known))}, the "
+                           f"inventory plans {' '.join(planned)}: the kit does not move a running cluster to other "
+                           "hosts (add or remove nodes with redis-cli --cluster, or start over)")
     everyone = " ".join(f"{node['ip']}:{node['port']}" for node in instances)
     server.shell(
         name="Create the Redis Cluster (once)",
@@ -116,7 +129,7 @@ def install_cluster_instances(cluster: Cluster, settings: dict) -> None:
                                 redis_cli(cluster, me, "CLUSTER INFO", "| grep -q cluster_state:ok", port=first),
                                 "&& exit 0; sleep 0.2; done; echo 'the cluster did not reach cluster_state:ok' >&2;"
                                 " exit 1")],
-        _if=lambda: int((known or "").strip() or 0) < 2)
+        _if=lambda: len(known) < 2)
 
 
 @bounded_deploy("Redis Sentinel", data_defaults=REDIS_DEFAULTS)
@@ -129,7 +142,7 @@ def install_sentinel(cluster: Cluster) -> None:
     conf = files.template(
         name="Render sentinel.conf (once: then it is Sentinel's)", src=template(SENTINEL_CONF), dest=SENTINEL_CONF,
         user="redis", group="redis", mode="640", mark=SENTINEL_MARK, private_ip=private_ip(host),
-        primary=current_primary(cluster), quorum=sentinel_quorum(len(sentinels)),
+        primary=current_primary(cluster) or cluster.first_ip("redis"), quorum=sentinel_quorum(len(sentinels)),
         down_after_ms=down_after_ms,
         replication_password=redis_quote(cluster.secrets["redis_replication_password"]), **values,
         _if=lambda: not written)
@@ -137,7 +150,7 @@ def install_sentinel(cluster: Cluster) -> None:
     # then writes into its file itself).
     running = host.get_fact(Command, f"redis-cli -h {private_ip(host)} -p {values['redis_sentinel_port']} "
                                      f"SENTINEL master {values['redis_sentinel_master']} 2>/dev/null || true") or ""
-    fields = running.split()
+    fields = running.splitlines()  # one field a line, empty ones too (runid right after a failover)
     current = dict(zip(fields[::2], fields[1::2])).get("down-after-milliseconds")
     server.shell(name="Set the Sentinel's down-after-milliseconds",
                  commands=[f"redis-cli -h {private_ip(host)} -p {values['redis_sentinel_port']} SENTINEL SET "
@@ -156,11 +169,18 @@ def retire_redis(cluster: Cluster) -> None:
       its file removed, so that a later redis_mode=sentinel starts from the primary the kit names, not from this
       Sentinel's memory of the cluster.
     - Redis Cluster instances (redis-server@PORT) this host should not run: stopped and disabled.
+    - The kit's Redis on a host that has left the redis group: stopped and disabled.
     Packages and the instances' files stay."""
     ours = not cluster.runs_sentinel() and _sentinel_conf_is_ours()
     systemd.service(name="Stop the Sentinel left from redis_mode=sentinel", service="redis-sentinel", running=False,
                     enabled=False, _if=lambda: ours)
     files.file(name="Remove its sentinel.conf", path=SENTINEL_CONF, present=False, _if=lambda: ours)
+    # A Redis of the kit's (its redis.conf carries the mark) on a host no longer in the redis group: its firewall rule
+    # is gone with the role, so it stops instead of answering anyone.
+    outside = not cluster.has_role("redis") and (host.get_fact(Command, f"head -n 1 {CONF} 2>/dev/null || true")
+                                                 or "").startswith(REDIS_MARK)
+    systemd.service(name="Stop the Redis of a host no longer in the redis group", service="redis-server",
+                    running=False, enabled=False, _if=lambda: outside)
     wanted = {node["port"] for node in cluster.cluster_instances() if node["name"] == host.name}
     active = (host.get_fact(Command, "systemctl list-units --plain --no-legend --state=active "
                                      "'redis-server@*.service' 2>/dev/null | cut -d' ' -f1 || true") or "").split()
@@ -175,15 +195,16 @@ def _sentinel_conf_is_ours() -> bool:
     return (host.get_fact(Command, f"head -n 1 {SENTINEL_CONF} 2>/dev/null || true") or "").startswith(SENTINEL_MARK)
 
 
-def current_primary(cluster: Cluster) -> str:
-    """The primary's address: what this host's Sentinel says, or (no Sentinel answering yet: the first apply) the
-    first redis host."""
-    said = host.get_fact(Command, f"redis-cli -h {private_ip(host)} -p {cluster.vars['redis_sentinel_port']} "
-                                  f"SENTINEL get-master-addr-by-name {cluster.vars['redis_sentinel_master']} "
-                                  "2>/dev/null | head -n 1 || true") or ""
-    said = said.strip()
-    redis_ips = [node["ip"] for node in cluster.nodes("redis")]
-    return said if said in redis_ips else redis_ips[0]
+def current_primary(cluster: Cluster) -> str | None:
+    """The primary's address as most of the Sentinels that answer name it (asked from this host; a redis host of the
+    list), or None when none answers (the first apply)."""
+    port, name = cluster.vars["redis_sentinel_port"], cluster.vars["redis_sentinel_master"]
+    asked = " ".join(node["ip"] for node in cluster.sentinel_nodes())
+    said = (host.get_fact(Command, f"for ip in {asked}; do redis-cli -h $ip -p {port} SENTINEL get-master-addr-by-name "
+                                   f"{name} 2>/dev/null | head -n 1; done; true") or "").split()
+    redis_ips = {node["ip"] for node in cluster.nodes("redis")}
+    named = [ip for ip in said if ip in redis_ips]
+    return max(set(named), key=named.count) if named else None
 
 
 def redis_cli(cluster: Cluster, address: str | None, command: str, tail: str = "", port: int | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import secrets
 import shlex
 import time
@@ -56,7 +57,7 @@ class Drill:
 
     def inventory(self, given: str) -> str:
         """The inventory to run on: the given one, or on the lab (given is the lab's own) lab_inventory."""
-        return self.lab_inventory if self.lab_inventory and given == LAB_INVENTORY else given
+        return self.lab_inventory if self.lab_inventory and os.path.normpath(given) == LAB_INVENTORY else given
 
     def run(self, target: Target, params: Params, **options: Any) -> dict[str, Any]:
         """The drill, once the cluster has settled from whatever came before (every node and the balancer healthy)."""

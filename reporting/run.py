@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import functools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -172,7 +173,8 @@ class Run:
 
     def inventory_for(self, step: Step) -> str:
         """The run's inventory, or on the lab the one the step's configuration needs (Step.lab_inventory)."""
-        return step.lab_inventory if step.lab_inventory and self.inventory == LAB_INVENTORY else self.inventory
+        on_lab = os.path.normpath(self.inventory) == LAB_INVENTORY
+        return step.lab_inventory if step.lab_inventory and on_lab else self.inventory
 
     def target_for(self, step: Step) -> Target:
         wanted = {**self.data, **step.data, "session_strategy": step.strategy}

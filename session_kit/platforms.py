@@ -9,7 +9,7 @@ from .validate import KitError
 
 SUPPORTED = {("debian", "12"): "Debian 12 (bookworm)"}
 # One line from the host: ID VERSION_ID VERSION_CODENAME of /etc/os-release.
-OS_RELEASE = '. /etc/os-release 2>/dev/null; echo "${ID:-unknown} ${VERSION_ID:-?} ${VERSION_CODENAME:-?}"'
+OS_RELEASE = '[ -r /etc/os-release ] && . /etc/os-release; echo "${ID:-unknown} ${VERSION_ID:-?} ${VERSION_CODENAME:-?}"'
 
 
 def describe(line: str) -> str:

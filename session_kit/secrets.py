@@ -51,3 +51,15 @@ def from_environment(name: str) -> str | None:
         raise KitError(f"{variable}: holds a control character (newline, tab, ...) that cannot be written safely "
                        f"into the hosts' configuration files; use printable characters only")
     return value or None
+
+
+# Redis 7.0's Sentinel writes `sentinel auth-pass` back into its file unquoted whenever it saves it (at its first
+# start, after each failover): a password with a space, a quote or a backslash would stop it from starting again.
+SENTINEL_SAFE = re.compile(r"[A-Za-z0-9_.~+/=-]+")
+
+
+def check_usable(values: dict, secrets: dict[str, str]) -> None:
+    """What a secret's use adds to the rules above, for this inventory's settings."""
+    if values.get("redis_mode") == "sentinel" and not SENTINEL_SAFE.fullmatch(secrets["redis_replication_password"]):
+        raise KitError("redis_replication_password: with redis_mode=sentinel, only letters, digits and _ . ~ + / = - "
+                       "(Redis 7.0's Sentinel writes it back into sentinel.conf unquoted)")

@@ -64,3 +64,7 @@ def test_failover_runs_only_with_sentinel_or_cluster_and_on_the_lab_with_three_r
     assert DRILLS["failover"].inventory("inventories/lab.py") == "inventories/lab_ha.py"
     assert DRILLS["failover"].inventory("inventories/mine.py") == "inventories/mine.py"  # a user's own: as given
     assert DRILLS["node-stop"].inventory("inventories/lab.py") == "inventories/lab.py"
+
+
+def test_the_lab_inventory_is_recognised_however_it_is_written():
+    assert DRILLS["failover"].inventory("./inventories/lab.py") == "inventories/lab_ha.py"

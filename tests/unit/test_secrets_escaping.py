@@ -150,3 +150,14 @@ def test_an_environment_override_with_every_printable_character_is_kept(tmp_path
     monkeypatch.setenv("SESSION_KIT_POSTGRES_PASSWORD", HOSTILE)
     assert secrets.load(tmp_path, "inv")["postgres_password"] == HOSTILE
     assert os.environ["SESSION_KIT_POSTGRES_PASSWORD"] == HOSTILE
+
+
+def test_sentinel_refuses_a_replication_password_it_could_not_read_back():
+    from session_kit.secrets import check_usable
+    from session_kit.validate import KitError
+
+    secrets = {"redis_replication_password": HOSTILE}
+    check_usable({"redis_mode": "standalone"}, secrets)  # in redis.conf (masterauth) it is quoted: fine
+    with pytest.raises(KitError, match=r"^redis_replication_password: with redis_mode=sentinel, only letters"):
+        check_usable({"redis_mode": "sentinel"}, secrets)
+    check_usable({"redis_mode": "sentinel"}, {"redis_replication_password": "Ab0_-" * 8})  # token_urlsafe's kind
