@@ -4,6 +4,7 @@ Debian 12, the app nodes on 13), as an OS upgrade that reached some servers firs
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
@@ -33,8 +34,10 @@ def test_a_host_on_another_release_is_refused_before_any_operation(mixed_lab):
     result = run(PYINFRA, "-y", "inventories/lab.py", "deploys/site.py", "--data", "session_strategy=redis")
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "lab2: Debian 13 (trixie) is not supported: session-kit deploys onto Debian 12 (bookworm)" in output, \
-        output[-3000:]
+    # the first trixie host pyinfra prepares names itself
+    refused = re.findall(r"lab[23]: Debian 13 \(trixie\) is not supported: session-kit deploys onto Debian 12 "
+                         r"\(bookworm\)", output)
+    assert len(refused) == 1, output[-3000:]
     assert "Starting operation" not in output, "operations ran despite a host on an unsupported release"
     after = run(*ssh, "lab2", "ls /etc/session-kit /opt/session-kit 2>&1; dpkg -l nginx redis-server 2>&1 | tail -2")
     assert after.stdout == before.stdout, "the refused apply changed lab2"
