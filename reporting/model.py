@@ -470,12 +470,13 @@ class Report:
         for st in self.strategies or list(STRATEGIES):
             self.para(f"**{st}**: " + self.capacity_of(st))
         self.heading("Past one Redis, past one PostgreSQL", 3)
-        self.para("One Redis is one point of failure and one thread. For availability, Redis Sentinel watches a "
-                  "master and its replicas and promotes a replica when the master fails; the app already follows it "
-                  "(its `REDIS_SENTINELS` setting, tested with a failover on loopback; the kit's deploys do not "
-                  "set Sentinel up yet). For capacity, Redis Cluster spreads keys over shards "
-                  "by hash slot; a session is one hash under one key (token: one key per token), so no session "
-                  "operation ever needs more than one slot and the app's scripts run unchanged on the slot's shard. "
+        self.para("One Redis is one point of failure and one thread. For availability, `redis_mode=sentinel` "
+                  "deploys a primary, its replicas and Redis Sentinel, which promotes a replica when the primary "
+                  "fails, and the app follows it; for capacity, `redis_mode=cluster` deploys Redis Cluster, which "
+                  "spreads keys over three primaries by hash slot: a session is one hash under one key (token: one "
+                  "key per token), so no session operation ever needs more than one slot and the app's scripts run "
+                  "unchanged on the slot's shard. The failover drill above measures both (a primary killed under "
+                  "load: the seconds until writes are back). "
                   "Past one PostgreSQL, a streaming replica with a failover manager (Patroni, or repmgr) gives "
                   "availability; capacity for sessions, which are written on nearly every request, does not come "
                   "from read replicas but from partitioning the sessions table by session id across servers, or "
