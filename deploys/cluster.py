@@ -21,7 +21,7 @@ from pyinfra.operations import apt, files
 from session_kit import secrets as kit_secrets
 from session_kit.platforms import OS_RELEASE, check_release
 from session_kit.inventory import check, private_ip
-from session_kit.strategies import STRATEGIES, Strategy, cluster_layout, lb_method, sentinel_hosts
+from session_kit.strategies import STRATEGIES, Strategy, cluster_layout, lb_method, redis_mode, sentinel_hosts
 from session_kit.validate import KitError
 
 __all__ = ["APT_BOUND", "STEP_BOUND", "Cluster", "ROOT", "bounded", "bounded_deploy", "install_packages", "private_ip",
@@ -194,14 +194,14 @@ class Cluster:
 
     def sentinel_nodes(self) -> list[dict[str, str]]:
         """Where Redis Sentinels run (redis_mode=sentinel with a strategy that uses Redis; else nowhere)."""
-        if self.vars["redis_mode"] != "sentinel" or "redis" not in self.strategy.needs:
+        if redis_mode(self.vars, self.strategy) != "sentinel":
             return []
         hosts = sentinel_hosts(self.groups["redis"], self.groups["app"])
         return [{"name": h.name, "ip": private_ip(h)} for h in hosts]
 
     def cluster_instances(self) -> list[dict]:
         """Redis Cluster's instances (redis_mode=cluster with a strategy that uses Redis; else none): name, ip, port."""
-        if self.vars["redis_mode"] != "cluster" or "redis" not in self.strategy.needs:
+        if redis_mode(self.vars, self.strategy) != "cluster":
             return []
         return [{"name": h.name, "ip": private_ip(h), "port": port}
                 for h, port in cluster_layout(self.groups["redis"], self.vars["redis_cluster_port"])]

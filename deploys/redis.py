@@ -72,7 +72,8 @@ def install_redis(cluster: Cluster) -> None:
     systemd.service(name="Keep redis running and enabled (stopped with redis_mode=cluster)", service="redis-server",
                     running=standalone_or_sentinel, enabled=standalone_or_sentinel)
     # ROLE: "master" and its replicas, or "slave", its primary's address and port, ...
-    answer = (host.get_fact(Command, redis_cli(cluster, me, "ROLE", "|| true")) or "").split()
+    answer = (host.get_fact(Command, redis_cli(cluster, me, "ROLE", "|| true")) or "").split() \
+        if mode != "cluster" else []  # cluster: this Redis is stopped, and no step below reads its role
     role = answer[0] if answer else ""
     if mode == "sentinel":
         primary = current_primary(cluster)

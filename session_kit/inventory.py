@@ -16,7 +16,7 @@ from typing import Any
 from . import secrets as kit_secrets
 from . import tls as kit_tls
 from .defaults import ALL_DEFAULTS
-from .strategies import STRATEGIES, Strategy, cluster_layout, lb_method, sentinel_hosts
+from .strategies import STRATEGIES, Strategy, cluster_layout, lb_method, redis_mode, sentinel_hosts
 from .validate import KitError, check_data, check_groups, check_same, controller_path
 
 ROLES = ("lb", "app", "redis", "db")
@@ -79,13 +79,13 @@ class Deployment:
 
     def sentinels(self) -> list[Node]:
         """Where Redis Sentinels run: redis_mode=sentinel with a strategy that uses Redis; else none."""
-        if self.vars.get("redis_mode") != "sentinel" or "redis" not in self.strategy.needs:
+        if redis_mode(self.vars, self.strategy) != "sentinel":
             return []
         return sentinel_hosts(self.role("redis"), self.role("app"))
 
     def cluster_instances(self) -> list[tuple[Node, int]]:
         """Redis Cluster's instances, (node, port): redis_mode=cluster with a strategy that uses Redis; else none."""
-        if self.vars.get("redis_mode") != "cluster" or "redis" not in self.strategy.needs:
+        if redis_mode(self.vars, self.strategy) != "cluster":
             return []
         return cluster_layout(self.role("redis"), self.vars["redis_cluster_port"])
 

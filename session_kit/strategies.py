@@ -35,6 +35,12 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("token", ("lb", "app", "redis"), "round_robin", shared=True, bearer=True, secrets=REDIS_SECRETS),
 )}
 
+def redis_mode(data, strategy: Strategy) -> str:
+    """The redis_mode in effect: the inventory's for a strategy that uses Redis, "standalone" (nothing extra to run)
+    for one that does not."""
+    return (data.get("redis_mode") or "standalone") if "redis" in strategy.needs else "standalone"
+
+
 SENTINELS = 3  # at least this many Sentinels (a majority of them must agree that the primary is down)
 
 

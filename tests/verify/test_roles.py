@@ -117,6 +117,13 @@ def test_stores(deployment, remote, role):
             f"{node.name}: pg_hba.conf must admit the app nodes and nothing else, admits {sorted(hosts)}"
 
 
+def redis_cli_as(host, node, port: int, user: str, password: str, command: str) -> str:
+    """One redis-cli command on a redis host, logged in as an ACL user; its output and errors together."""
+    result = host.run(f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --no-auth-warning --user {user} "
+                      f"-h {node.ip} -p {port} {command}")
+    return result.stdout + result.stderr
+
+
 def test_sentinel_watches_one_primary_and_its_replicas(deployment, remote, proven):
     """redis_mode=sentinel: a Sentinel runs on each of its hosts, all name the same primary and agree they can fail it
     over (SENTINEL CKQUORUM); the primary has every other redis host as a connected replica; Redis may not rewrite
@@ -144,9 +151,7 @@ def test_sentinel_watches_one_primary_and_its_replicas(deployment, remote, prove
     secrets = deployment.secrets()
 
     def as_user(node, user: str, password: str, command: str) -> str:
-        result = remote(node).run(f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --no-auth-warning --user {user} "
-                                  f"-h {node.ip} -p {deployment.vars['redis_port']} {command}")
-        return result.stdout + result.stderr
+        return redis_cli_as(remote(node), node, deployment.vars["redis_port"], user, password, command)
 
     role = as_user(primary, "admin", secrets["redis_admin_password"], "ROLE").split()
     replicas = {line for line in role if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", line)}
@@ -170,12 +175,10 @@ def test_redis_cluster_serves_every_slot_with_a_replica_per_primary(deployment, 
     instances = deployment.cluster_instances()
     if not instances:
         pytest.skip("redis_mode is not cluster (or the strategy uses no Redis)")
-    password = shlex.quote(deployment.secrets()["redis_admin_password"])
+    password = deployment.secrets()["redis_admin_password"]
 
     def admin(node, port: int, command: str) -> str:
-        result = remote(node).run(f"REDISCLI_AUTH={password} redis-cli --no-auth-warning --user admin "
-                                  f"-h {node.ip} -p {port} {command}")
-        return result.stdout + result.stderr
+        return redis_cli_as(remote(node), node, port, "admin", password, command)
 
     for node, port in instances:
         info = dict(line.strip().split(":", 1) for line in admin(node, port, "CLUSTER INFO").splitlines()
