@@ -20,25 +20,25 @@ from .rolling import HEALTHY_WITHIN, NEEDS_RESTART, wait_healthy_command
 
 UNIT = "/etc/systemd/system/session-kit-app.service"
 ENV = "/etc/session-kit/app.env"
-_built: dict[str, object] = {}
-# pyinfra prepares hosts in gevent greenlets: the first builds, the others wait for it.
+_built: dict[str, tuple] = {}
+# pyinfra prepares hosts in gevent greenlets: the first host of a Python version builds, the others wait for it.
 _building = BoundedSemaphore()
 
 
-def built_wheelhouse():
-    """Build once per pyinfra run (site.py runs once per host)."""
+def built_wheelhouse(python: str):
+    """The wheelhouse for a host's Python (major.minor) and its hash, built once per pyinfra run and version."""
     with _building:
-        if "path" not in _built:
-            _built["path"] = wheelhouse.build()
-            _built["hash"] = wheelhouse.combined_hash(_built["path"])
-    return _built["path"], _built["hash"]
+        if python not in _built:
+            path = wheelhouse.build(python)
+            _built[python] = path, wheelhouse.combined_hash(path)
+    return _built[python]
 
 
 @bounded_deploy("sample_app node", data_defaults=APP_DEFAULTS)
 def install_app(cluster: Cluster) -> None:
     values = cluster.values(APP_DEFAULTS)
     app_dir, user = values["app_dir"], values["app_user"]
-    local_wheels, wheels_hash = built_wheelhouse()
+    local_wheels, wheels_hash = built_wheelhouse(cluster.platform.python)
     was_running = bool(host.get_fact(SystemdStatus, services=["session-kit-app"]).get("session-kit-app.service"))
     running_strategy = (host.get_fact(Command, f"sed -n 's/^SESSION_STRATEGY=//p' {ENV} 2>/dev/null || true")
                         or "").strip()

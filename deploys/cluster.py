@@ -19,7 +19,7 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files
 
 from session_kit import secrets as kit_secrets
-from session_kit.platforms import OS_RELEASE, check_release
+from session_kit.platforms import PLATFORM, Platform, platform_of
 from session_kit.inventory import check, private_ip
 from session_kit.strategies import STRATEGIES, Strategy, cluster_layout, lb_method, redis_mode, sentinel_hosts
 from session_kit.validate import KitError
@@ -176,7 +176,7 @@ class Cluster:
             self.vars, self.groups = check(host, inventory)
             self.secrets = kit_secrets.load(ROOT / self.vars["secrets_dir"], self.vars["inventory_name"])
             kit_secrets.check_usable(self.vars, self.secrets)
-            check_release(host.name, host.get_fact(Command, OS_RELEASE) or "")
+            self.platform: Platform = platform_of(host.name, host.get_fact(Command, PLATFORM) or "")
         except KitError as error:
             raise PyinfraError(str(error)) from None
         self.strategy: Strategy = STRATEGIES[self.vars["session_strategy"]]

@@ -21,10 +21,14 @@ from session_kit.defaults import POSTGRES_DEFAULTS
 from .cluster import Cluster, bounded_deploy, install_packages, private_ip, template
 
 
+# Where the templates are (templates/etc/postgresql/VERSION/main/): the same for every PostgreSQL version.
+ETC = "/etc/postgresql/VERSION/main"
+
+
 @bounded_deploy("PostgreSQL session store", data_defaults=POSTGRES_DEFAULTS)
 def install_postgres(cluster: Cluster) -> None:
     values = cluster.values(POSTGRES_DEFAULTS)
-    version = values["postgres_version"]
+    version = cluster.platform.postgres  # the host's (session_kit/platforms.py)
     etc = f"/etc/postgresql/{version}/main"
     install_packages("Install postgresql", [f"postgresql-{version}"])
     ssl_cert, ssl_key = f"{etc}/session-kit-server.crt", f"{etc}/session-kit-server.key"
@@ -34,12 +38,12 @@ def install_postgres(cluster: Cluster) -> None:
                   f"-keyout {ssl_key} -out {ssl_cert} 2>/dev/null",
                   f"chown postgres:postgres {ssl_key} {ssl_cert}", f"chmod 600 {ssl_key}"])
     conf = files.template(
-        name="Render conf.d/session-kit.conf", src=template(f"{etc}/conf.d/session-kit.conf"),
+        name="Render conf.d/session-kit.conf", src=template(f"{ETC}/conf.d/session-kit.conf"),
         dest=f"{etc}/conf.d/session-kit.conf", user="postgres", group="postgres", mode="644",
         private_ip=private_ip(host), ssl_cert=ssl_cert, ssl_key=ssl_key, **values)
     changed = any_changed(conf, made) if made else conf.did_change
     hba = files.template(
-        name="Render pg_hba.conf", src=template(f"{etc}/pg_hba.conf"), dest=f"{etc}/pg_hba.conf",
+        name="Render pg_hba.conf", src=template(f"{ETC}/pg_hba.conf"), dest=f"{etc}/pg_hba.conf",
         user="postgres", group="postgres", mode="640", app_nodes=cluster.nodes("app"), **values)
     # listen_addresses and the TLS pair need a restart; pg_hba.conf only a reload.
     service = "postgresql"  # restarts and reloads reach every cluster (postgresql@VERSION-main)

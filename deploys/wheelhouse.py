@@ -1,7 +1,9 @@
-"""The sample app as a wheelhouse, built on the controller: the app's wheel and every dependency's, for the hosts'
-Python (3.11 on Debian 12) and CPU. The hosts install it with `pip --no-index` and never reach PyPI.
+"""The sample app as a wheelhouse, built on the controller: the app's wheel and every dependency's, for a host's
+Python (its major.minor: 3.11 on Debian 12, 3.13 on Debian 13; session_kit/platforms.py) and CPU. One wheelhouse per
+Python version present in the cluster. The hosts install it with `pip --no-index` and never reach PyPI.
 
-Built once per version of the app's sources (pyproject.toml and sample_app/) into build/wheelhouse-HASH, and reused:
+Built once per version of the app's sources (pyproject.toml and sample_app/) and Python into
+build/wheelhouse-pyX.Y-HASH, and reused:
 the same files each apply, so uploading them again changes nothing on the hosts. The hosts get the wheels as one
 tar (ARCHIVE, the same bytes for the same wheels): one file to upload, and one checksum to compare on a re-apply,
 where a file per wheel took 5.7-7 s to upload on a first apply and 2.8-3.3 s to compare on a no-op one.
@@ -19,25 +21,28 @@ from pathlib import Path
 
 from .cluster import ROOT
 
-HOST_PYTHON = "3.11.2"  # Debian 12's python3
 # pip download evaluates python_full_version markers against the controller's own interpreter, not --python-version:
-# what the hosts' 3.11.2 needs beyond that is named here (redis-py: async-timeout on Python < 3.11.3).
-MARKER_EXTRAS = ("async-timeout>=4.0.3",)
+# what a host's Python needs beyond that is named here, per major.minor (redis-py: async-timeout on Python < 3.11.3,
+# which Debian 12's 3.11.2 is; a later 3.11 gets one wheel it does not use).
+MARKER_EXTRAS = {"3.11": ("async-timeout>=4.0.3",)}
 ARCHIVE = "wheels.tar"
 
 
-def source_hash() -> str:
-    digest = hashlib.sha256(HOST_PYTHON.encode())
+def source_hash(python: str) -> str:
+    digest = hashlib.sha256(python.encode())
     for path in [ROOT / "pyproject.toml", Path(__file__), *sorted((ROOT / "sample_app").rglob("*.py"))]:
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def build() -> Path:
-    target = ROOT / "build" / f"wheelhouse-{source_hash()}"
+def build(python: str) -> Path:
+    """The wheelhouse for hosts whose python3 is `python` (major.minor, "3.11")."""
+    target = ROOT / "build" / f"wheelhouse-py{python}-{source_hash(python)}"
     if (target / ".complete").exists():
         return target
-    for old in (ROOT / "build").glob("wheelhouse-*"):
+    older = [path for path in (ROOT / "build").glob("wheelhouse-*")  # this Python's, and those of before pyX.Y names
+             if path.name.startswith(f"wheelhouse-py{python}-") or not path.name.startswith("wheelhouse-py")]
+    for old in older:
         shutil.rmtree(old, ignore_errors=True)
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -50,11 +55,11 @@ def build() -> Path:
     machine = platform.machine()
     for leftover in ("lib", f"bdist.linux-{machine}"):  # setuptools' in-tree build directories
         shutil.rmtree(ROOT / "build" / leftover, ignore_errors=True)
-    _quiet([*pip, "download", "--dest", str(tmp), "--only-binary=:all:", "--python-version", HOST_PYTHON,
-            "--implementation", "cp", "--abi", "cp311", "--abi", "abi3", "--abi", "none",
+    _quiet([*pip, "download", "--dest", str(tmp), "--only-binary=:all:", "--python-version", python,
+            "--implementation", "cp", "--abi", f"cp{python.replace('.', '')}", "--abi", "abi3", "--abi", "none",
             "--platform", f"manylinux2014_{machine}", "--platform", f"manylinux_2_17_{machine}",
-            "--platform", f"manylinux_2_28_{machine}", "--platform", "any", str(app_wheel), *MARKER_EXTRAS],
-           "downloading the app's dependencies for the hosts")
+            "--platform", f"manylinux_2_28_{machine}", "--platform", "any", str(app_wheel), *MARKER_EXTRAS.get(python, ())],
+           f"downloading the app's dependencies for Python {python}")
     shutil.rmtree(app_dir)
     write_archive(tmp)
     (tmp / ".complete").write_text("ok\n")

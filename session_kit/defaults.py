@@ -122,8 +122,6 @@ REDIS = {
 }
 
 POSTGRES = {
-    # Debian 12's PostgreSQL.
-    "postgres_version": Var(15, Int(15, 15), same=True),
     "postgres_port": Var(5432, Port(), same=True),
     # The sessions database and the role the app logs in as (password: secrets, postgres_password).
     "postgres_database": Var("sessions", Name(), same=True),

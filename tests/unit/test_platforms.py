@@ -1,27 +1,56 @@
-"""The releases the kit deploys onto: anything else is refused with one line naming the host and its release."""
+"""The releases the kit deploys onto (session_kit/platforms.py): what a host reports decides its Python and its
+PostgreSQL; anything else is refused with one line naming the host and its release."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
-from session_kit.platforms import check_release, describe
+from session_kit.platforms import PLATFORM, SUPPORTED, check_release, describe, platform_of
 from session_kit.validate import KitError
 
 
-def test_debian_12_passes():
-    check_release("app1", "debian 12 bookworm")
+@pytest.mark.parametrize("line", ["debian 12 bookworm", "debian 13 trixie"])
+def test_debian_12_and_13_pass(line):
+    assert check_release("app1", line) is SUPPORTED[tuple(line.split()[:2])]
 
 
 @pytest.mark.parametrize("line, named", [
-    ("debian 13 trixie", "app1: Debian 13 (trixie) is not supported: session-kit deploys onto Debian 12 (bookworm)"),
-    ("debian 11 bullseye", "app1: Debian 11 (bullseye) is not supported"),
+    ("debian 11 bullseye", "app1: Debian 11 (bullseye) is not supported: session-kit deploys onto Debian 12 "
+                           "(bookworm) or Debian 13 (trixie)"),
+    ("debian 14 forky", "app1: Debian 14 (forky) is not supported"),
     ("ubuntu 24.04 noble", "app1: Ubuntu 24.04 (noble) is not supported"),
-    ("unknown ? ?", "app1: Unknown ? is not supported"),  # no /etc/os-release at all (OS_RELEASE prints this)
+    ("unknown ? ?", "app1: Unknown ? is not supported"),  # no /etc/os-release at all (PLATFORM prints this)
 ])
 def test_another_release_is_refused_in_one_line(line, named):
     with pytest.raises(KitError) as refused:
-        check_release("app1", line)
+        platform_of("app1", f"{line}|3.11.2|15")
     assert str(refused.value).startswith(named) and "\n" not in str(refused.value)
+
+
+def test_the_hosts_versions_decide():
+    """A Debian 13 host that kept its PostgreSQL 15 (upgraded from 12) is configured as 15; Python is major.minor."""
+    assert platform_of("db1", "debian 13 trixie|3.13.5|15").postgres == 15
+    assert platform_of("app1", "debian 13 trixie|3.13.5|17").python == "3.13"
+    assert platform_of("app1", "debian 12 bookworm|3.11.2|15").python == "3.11"
+
+
+def test_what_the_host_cannot_say_comes_from_its_release():
+    """No python3 installed and no apt lists yet: the release's own versions."""
+    platform = platform_of("app1", "debian 13 trixie||")
+    assert (platform.python, platform.postgres) == ("3.13", 17)
+    assert platform_of("app1", "debian 12 bookworm|weird|x").python == "3.11"
+
+
+def test_the_command_on_this_machine():
+    """PLATFORM itself, run by sh on this (Debian 12) machine: its own release, python3 and PostgreSQL."""
+    output = subprocess.run(["sh", "-c", PLATFORM], capture_output=True, text=True, check=True).stdout
+    assert output.count("\n") == 1 and output.count("|") == 2, output
+    platform = platform_of("controller", output)
+    assert platform.release.name == "Debian 12 (bookworm)"
+    assert platform.python == "3.11"
+    assert platform.postgres == 15
 
 
 def test_describe():

@@ -7,6 +7,7 @@ import shlex
 
 import pytest
 
+from session_kit.platforms import PLATFORM, platform_of
 from session_kit.tls import spki_sha256
 
 
@@ -106,7 +107,7 @@ def test_stores(deployment, remote, role):
         return
     for node in nodes_of(deployment, role):
         host = remote(node)
-        version = deployment.vars["postgres_version"]
+        version = platform_of(node.name, host.check_output(PLATFORM)).postgres
         assert host.package(f"postgresql-{version}").is_installed
         assert host.service(f"postgresql@{version}-main").is_running, f"{node.name}: postgresql is not running"
         assert host.service("postgresql").is_enabled, f"{node.name}: postgresql is not enabled"
