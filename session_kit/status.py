@@ -18,6 +18,7 @@ from pathlib import Path
 import requests
 
 from .inventory import Deployment, Node
+from .platforms import describe
 
 # What the kit runs for each role (services must be active), and the facts read on every host.
 SERVICES = {"lb": ("nginx",), "app": ("session-kit-app",), "redis": ("redis-server",), "db": ("postgresql",)}
@@ -29,7 +30,7 @@ echo "app=$(/opt/session-kit/venv/bin/python -c 'import importlib.metadata as m;
 echo "nginx=$(nginx -v 2>&1 | sed -n 's|.*nginx/||p')"
 echo "redis=$(redis-server --version 2>/dev/null | sed -n 's/.* v=\([^ ]*\).*/\1/p')"
 echo "postgresql=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)"
-echo "os=$(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
+echo "os=$(. /etc/os-release 2>/dev/null && echo "$ID $VERSION_ID $VERSION_CODENAME")"
 """
 
 
@@ -104,7 +105,7 @@ def collect(deployment: Deployment) -> list[HostStatus]:
 
 def render(deployment: Deployment, statuses: list[HostStatus]) -> str:
     lines = [f"inventory: strategy {deployment.strategy.name}, balancing {deployment.lb_method}",
-             f"{'host':10s} {'roles':16s} {'deployed':26s} {'versions':44s} health"]
+             f"{'host':10s} {'roles':16s} {'os':20s} {'deployed':26s} {'versions':44s} health"]
     for status in statuses:
         f = status.facts
         deployed = f"{f.get('strategy') or '-'}" + (f", {f['balancing']}" if f.get("balancing") else "")
@@ -112,7 +113,9 @@ def render(deployment: Deployment, statuses: list[HostStatus]) -> str:
                                                                   ("redis", "redis"), ("pg", "postgresql"))
                              if f.get(key))
         health = "ok" if not status.problems else "UNHEALTHY"
-        lines.append(f"{status.node.name:10s} {','.join(status.node.roles):16s} {deployed:26s} {versions:44s} {health}")
+        system = describe(f["os"]) if f.get("os") else "-"
+        lines.append(f"{status.node.name:10s} {','.join(status.node.roles):16s} {system:20s} {deployed:26s} "
+                     f"{versions:44s} {health}")
     problems = [problem for status in statuses for problem in status.problems]
     expected = deployment.strategy.name
     for status in statuses:

@@ -36,6 +36,20 @@ def totals(result: subprocess.CompletedProcess) -> dict[str, int]:
     return dict(zip(("hosts", "changed", "errors", "unchanged"), (0 if v == "-" else int(v) for v in match.groups())))
 
 
+def changed_steps(result: subprocess.CompletedProcess) -> list[str]:
+    """The steps that changed something, from pyinfra's output: "step: host, host"."""
+    changed: dict[str, list[str]] = {}
+    step = ""
+    for line in (result.stdout + result.stderr).splitlines():
+        started = re.match(r"--> Starting operation: (.*?)\s*$", line)
+        if started:
+            step = started.group(1)
+        success = re.match(r"\s+\[(\S+)\] Success", line)
+        if success and step:
+            changed.setdefault(step, []).append(success.group(1))
+    return [f"{step}: {', '.join(hosts)}" for step, hosts in changed.items()]
+
+
 def test_wrong_value_fails_before_any_host_is_touched(lab):
     check = run(sys.executable, "-m", "session_kit", "check", INVENTORY, "--data", "session_strategy=memcached")
     assert check.returncode == 2
@@ -68,7 +82,8 @@ def deploy_verify_and_reapply(strategy: str, outside_source: str) -> None:
     second = apply(strategy)
     assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
     counts = totals(second)
-    assert counts["changed"] == 0 and counts["errors"] == 0, f"second apply of {strategy} changed things: {counts}"
+    assert counts["changed"] == 0 and counts["errors"] == 0, \
+        f"second apply of {strategy} changed things: {counts}; " + "; ".join(changed_steps(second))
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
@@ -125,4 +140,41 @@ def test_limit_changes_only_the_named_hosts(lab):
     assert set(ttls().values()) == {changed}
     back = apply("redis")  # the inventory as it is, for the modules after this one
     assert back.returncode == 0 and set(ttls().values()) == set(before.values())
+    assert totals(apply("redis"))["changed"] == 0
+
+
+def test_serial_applies_host_after_host(lab):
+    """pyinfra's --serial as its users expect it: each step on one host after another, the inventory still checked
+    and read whole; a changed setting reaches every app node, each restarted in its turn and healthy; an apply
+    without it then changes nothing."""
+    from lab.config import paths
+
+    ssh = ["ssh", "-F", str(paths().ssh_config)]
+    nodes = ("lab2", "lab3", "lab4")
+
+    def state() -> dict[str, tuple[str, int]]:
+        """Each node's SESSION_TTL and when its app last started (monotonic us)."""
+        found = {}
+        for node in nodes:
+            out = run(*ssh, node, "sed -n 's/^SESSION_TTL=//p' /etc/session-kit/app.env; systemctl show -P "
+                                  "ActiveEnterTimestampMonotonic session-kit-app").stdout.split()
+            found[node] = (out[0], int(out[1]))
+        return found
+
+    assert apply("redis").returncode == 0
+    before = state()
+    changed = str(int(before["lab2"][0]) + 1)
+    serial = apply("redis", "--serial", "--data", f"app_session_ttl={changed}")
+    assert serial.returncode == 0 and totals(serial)["errors"] == 0, (serial.stdout + serial.stderr)[-3000:]
+    after = state()
+    assert {ttl for ttl, _ in after.values()} == {changed}, after
+    assert all(after[node][1] > before[node][1] for node in nodes), f"not every node restarted: {before} {after}"
+    from session_kit.inventory import load
+
+    deployment = load(INVENTORY)
+    for node in deployment.role("app"):
+        health = run(*ssh, node.name, f"curl -fsS --max-time 3 http://{node.ip}:{deployment.vars['app_port']}/healthz")
+        assert health.returncode == 0, f"{node.name}: {health.stderr}"
+    back = apply("redis")
+    assert back.returncode == 0 and {ttl for ttl, _ in state().values()} == {before["lab2"][0]}
     assert totals(apply("redis"))["changed"] == 0
