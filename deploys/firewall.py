@@ -39,8 +39,12 @@ def rules(cluster: Cluster) -> list[dict]:
     here = [node["port"] for node in cluster.cluster_instances() if node["name"] == cluster.host.name]
     if here:
         redis = [node["ip"] for node in cluster.nodes("redis")]
-        ports = f"{min(here)}-{max(here)}" if len(here) > 1 else str(here[0])
-        bus = f"{min(here) + 10000}-{max(here) + 10000}" if len(here) > 1 else str(here[0] + 10000)
+        def span(offset: int = 0) -> str:
+            """This host's instances' ports (+ offset) as nftables writes them: "7000" or "7000-7001"."""
+            low, high = min(here) + offset, max(here) + offset
+            return f"{low}-{high}" if high > low else str(low)
+
+        ports, bus = span(), span(10000)
         result.append({"name": "cluster_clients", "port": ports, "sources": _sorted(set(app + redis)),
                        "why": "Redis Cluster's instances: the app nodes and the other instances (replication)"})
         result.append({"name": "cluster_bus", "port": bus, "sources": _sorted(set(redis)),

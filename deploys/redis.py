@@ -149,13 +149,13 @@ def install_sentinel(cluster: Cluster) -> None:
         _if=lambda: not written)
     # Written once, so a changed redis_sentinel_down_after reaches a running Sentinel as SENTINEL SET (which Sentinel
     # then writes into its file itself).
-    running = host.get_fact(Command, f"redis-cli -h {private_ip(host)} -p {values['redis_sentinel_port']} "
-                                     f"SENTINEL master {values['redis_sentinel_master']} 2>/dev/null || true") or ""
+    sentinel_cli = f"redis-cli -h {private_ip(host)} -p {values['redis_sentinel_port']} SENTINEL"
+    master = values["redis_sentinel_master"]
+    running = host.get_fact(Command, f"{sentinel_cli} master {master} 2>/dev/null || true") or ""
     fields = running.splitlines()  # one field a line, empty ones too (runid right after a failover)
     current = dict(zip(fields[::2], fields[1::2])).get("down-after-milliseconds")
     server.shell(name="Set the Sentinel's down-after-milliseconds",
-                 commands=[f"redis-cli -h {private_ip(host)} -p {values['redis_sentinel_port']} SENTINEL SET "
-                           f"{values['redis_sentinel_master']} down-after-milliseconds {down_after_ms}"],
+                 commands=[f"{sentinel_cli} SET {master} down-after-milliseconds {down_after_ms}"],
                  _if=lambda: written and current is not None and current != str(down_after_ms))
     systemd.service(name="Restart redis-sentinel", service="redis-sentinel", restarted=True, _if=conf.did_change)
     systemd.service(name="Keep redis-sentinel running and enabled", service="redis-sentinel", running=True,
