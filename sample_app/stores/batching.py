@@ -10,6 +10,9 @@ trip goes in the next one) instead of one small query per loop turn, and with on
 costs nothing but a loop turn: the round trip ahead of it is the only wait, never a timer. Without `concurrency`
 (None), every loop turn sends its own batch.
 
+The loop is looked up once, not per request: on Python 3.11 asyncio.get_running_loop() (and ensure_future, which
+calls it) makes a getpid() system call each time, one per request on the hot path (strace; issue 13).
+
 A batch that fails fails each of its requests; a result that is an exception (a Redis Cluster batch whose keys were on
 several nodes, one of them failing) fails its own request only.
 """
@@ -31,9 +34,12 @@ class Batcher(Generic[Item, Result]):
         self.pending: list[tuple[Item, asyncio.Future]] = []
         self.running: set[asyncio.Task] = set()  # the batches in flight (bounded concurrency only)
         self.scheduled = False
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop of the last submit (a closed one is replaced)
 
     async def submit(self, item: Item) -> Result:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            loop = self.loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.pending.append((item, future))
         if not self.scheduled and len(self.running) < self.concurrency:
@@ -46,7 +52,7 @@ class Batcher(Generic[Item, Result]):
         self.scheduled = False
         while self.pending and len(self.running) < self.concurrency:
             batch, self.pending = self.pending[:self.limit], self.pending[self.limit:]
-            task = asyncio.ensure_future(self._answer(batch))
+            task = self.loop.create_task(self._answer(batch))
             if self.concurrency != float("inf"):  # unbounded: nothing to count, nothing to send when it is done
                 self.running.add(task)
                 task.add_done_callback(self._done)

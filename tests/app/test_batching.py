@@ -68,6 +68,14 @@ def test_unbounded_batcher_sends_each_loop_turn_as_it_comes():
     assert run.batches == [[0, 1, 2], [3, 4]] and run.most_in_flight == 2
 
 
+def test_a_batcher_used_on_a_new_loop_answers_there():
+    """The Batcher keeps its loop (no get_running_loop() per request: a getpid() system call each on Python 3.11);
+    once that loop is closed, the next one in use is taken."""
+    batcher = Batcher(Recorder(delay=0))
+    assert asyncio.run(batcher.submit(1)) == 10
+    assert asyncio.run(batcher.submit(2)) == 20
+
+
 def test_a_failed_batch_fails_each_of_its_requests_and_the_next_batch_still_goes():
     async def scenario():
         run = Recorder(fail=True)
