@@ -38,7 +38,8 @@ def built_wheelhouse(python: str):
 def install_app(cluster: Cluster) -> None:
     values = cluster.values(APP_DEFAULTS)
     app_dir, user = values["app_dir"], values["app_user"]
-    local_wheels, wheels_hash = built_wheelhouse(cluster.platform.python)
+    python = cluster.platform.python
+    local_wheels, wheels_hash = built_wheelhouse(python)
     was_running = bool(host.get_fact(SystemdStatus, services=["session-kit-app"]).get("session-kit-app.service"))
     running_strategy = (host.get_fact(Command, f"sed -n 's/^SESSION_STRATEGY=//p' {ENV} 2>/dev/null || true")
                         or "").strip()
@@ -55,7 +56,10 @@ def install_app(cluster: Cluster) -> None:
     installed = host.get_fact(Command, f"cat {marker} 2>/dev/null || true")
     install = server.shell(
         name="Install the app into its venv (pip --no-index)",
-        commands=[f"test -x {app_dir}/venv/bin/python || python3 -m venv {app_dir}/venv",
+        # a venv of another Python (the host upgraded from Debian 12 to 13: its venv/bin/python now points at 3.13,
+        # its packages are 3.11's) is made again
+        commands=[f"[ \"$({app_dir}/venv/bin/python -I -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])' "
+                  f"2>/dev/null)\" = {python} ] || {{ rm -rf {app_dir}/venv && python3 -m venv {app_dir}/venv; }}",
                   f"rm -rf {app_dir}/wheelhouse && mkdir -m 755 {app_dir}/wheelhouse && "
                   f"tar -xf {app_dir}/{wheelhouse.ARCHIVE} --no-same-owner -C {app_dir}/wheelhouse",
                   f"{app_dir}/venv/bin/pip install -q --no-index --find-links {app_dir}/wheelhouse "

@@ -176,7 +176,8 @@ class Cluster:
             self.vars, self.groups = check(host, inventory)
             self.secrets = kit_secrets.load(ROOT / self.vars["secrets_dir"], self.vars["inventory_name"])
             kit_secrets.check_usable(self.vars, self.secrets)
-            self.platform: Platform = platform_of(host.name, host.get_fact(Command, PLATFORM) or "")
+            self.platform: Platform = platform_of(host.name, host.get_fact(Command, PLATFORM) or "",
+                                                   self.vars["postgres_port"])
         except KitError as error:
             raise PyinfraError(str(error)) from None
         self.strategy: Strategy = STRATEGIES[self.vars["session_strategy"]]

@@ -23,7 +23,9 @@ from .cluster import ROOT
 
 # pip download evaluates python_full_version markers against the controller's own interpreter, not --python-version:
 # what a host's Python needs beyond that is named here, per major.minor (redis-py: async-timeout on Python < 3.11.3,
-# which Debian 12's 3.11.2 is; a later 3.11 gets one wheel it does not use).
+# which Debian 12's 3.11.2 is; a later 3.11 gets one wheel it does not use). The same holds for python_version markers
+# of the dependencies: a wheel needed only on the hosts' Python and not on the controller's would be left out (none
+# today); pip on the host then stops the install with "no matching distribution", naming it: add it here.
 MARKER_EXTRAS = {"3.11": ("async-timeout>=4.0.3",)}
 ARCHIVE = "wheels.tar"
 

@@ -28,23 +28,23 @@ SUPPORTED = {
 }
 
 # One line from the host, fields separated by "|": ID VERSION_ID VERSION_CODENAME of /etc/os-release; python3's
-# version; the PostgreSQL major version (empty where unknown).
-PLATFORM = (
-    '[ -r /etc/os-release ] && . /etc/os-release; '
-    'py=$(python3 -c "import platform; print(platform.python_version())" 2>/dev/null || '
-    "apt-cache show --no-all-versions python3 2>/dev/null | sed -n 's/^Version: \\([0-9][0-9.]*\\).*/\\1/p' | head -1); "
-    "pg=$( (ls -1 /etc/postgresql 2>/dev/null | grep -xE '[0-9]+' | sort -n | tail -1; "
-    "apt-cache show --no-all-versions postgresql 2>/dev/null | sed -n 's/^Depends:.*postgresql-\\([0-9][0-9]*\\).*/\\1/p') "
-    "| head -1); "
-    'echo "${ID:-unknown} ${VERSION_ID:-?} ${VERSION_CODENAME:-?}|$py|$pg"'
-)
+# version (-I: nothing from the working directory is imported, as root); the PostgreSQL clusters (pg_lsclusters:
+# "VERSION:NAME:PORT ..."); the major version of PostgreSQL apt would install (empty where unknown).
+PLATFORM = r"""[ -r /etc/os-release ] && . /etc/os-release; """ \
+    r"""py=$(python3 -I -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null || """ \
+    r"""apt-cache show --no-all-versions python3 2>/dev/null | """ \
+    r"""sed -n 's/^Version: \([0-9][0-9.]*\).*/\1/p' | head -1); """ \
+    r"""pg=$(pg_lsclusters -h 2>/dev/null | awk '{printf "%s:%s:%s ", $1, $2, $3}'); """ \
+    r"""next=$(apt-cache show --no-all-versions postgresql 2>/dev/null | """ \
+    r"""sed -n 's/^Depends:.*postgresql-\([0-9][0-9]*\).*/\1/p' | head -1); """ \
+    r'echo "${ID:-unknown} ${VERSION_ID:-?} ${VERSION_CODENAME:-?}|$py|$pg|$next"'
 
 
 @dataclass(frozen=True)
 class Platform:
     release: Release
     python: str  # major.minor: what the wheelhouse is built for
-    postgres: int
+    postgres: int  # the PostgreSQL the kit configures (see postgres_of)
 
 
 def describe(line: str) -> str:
@@ -62,9 +62,31 @@ def check_release(host_name: str, line: str) -> Release:
     return SUPPORTED[system, version]
 
 
-def platform_of(host_name: str, output: str) -> Platform:
+def postgres_of(host_name: str, clusters: str, candidate: str, release: Release, port: int) -> int:
+    """Which PostgreSQL the kit configures on a host: the `main` cluster on the kit's port (a host upgraded from
+    Debian 12 to 13 has its 15/main there, holding the sessions, and the 17/main the upgrade made on another port);
+    else the only cluster; else, with none yet, the version apt would install (the release's own when apt has no
+    lists). Several and none of them the kit's: KitError, one line naming them."""
+    found = []
+    for entry in clusters.split():
+        version, name, cluster_port = (entry.split(":") + ["", ""])[:3]
+        if version.isdigit() and cluster_port.isdigit():
+            found.append((int(version), name, int(cluster_port)))
+    ours = [version for version, name, cluster_port in found if name == "main" and cluster_port == port]
+    if len(ours) == 1:
+        return ours[0]
+    if len(found) == 1 and not ours:
+        return found[0][0]
+    if not found:
+        return int(candidate) if candidate.strip().isdigit() else release.postgres
+    listed = ", ".join(f"{version}/{name} on port {cluster_port}" for version, name, cluster_port in found)
+    raise KitError(f"{host_name}: PostgreSQL clusters {listed}: the kit configures the main cluster on port {port}, "
+                   f"and there must be one: drop the others (pg_dropcluster VERSION NAME) and apply again")
+
+
+def platform_of(host_name: str, output: str, postgres_port: int = 5432) -> Platform:
     """What PLATFORM printed on a host, checked: KitError for a release the kit does not deploy onto."""
-    os_line, python, postgres = ((output or "").strip().split("|") + ["", ""])[:3]
+    os_line, python, clusters, candidate = ((output or "").strip().split("|") + ["", "", ""])[:4]
     release = check_release(host_name, os_line)
     numbers = python.strip().split(".")
     if len(numbers) >= 2 and all(part.isdigit() for part in numbers[:2]):
@@ -72,4 +94,4 @@ def platform_of(host_name: str, output: str) -> Platform:
     else:
         python = release.python
     return Platform(release, python=python,
-                    postgres=int(postgres) if postgres.strip().isdigit() else release.postgres)
+                    postgres=postgres_of(host_name, clusters, candidate, release, postgres_port))

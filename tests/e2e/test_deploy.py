@@ -41,7 +41,7 @@ def changed_steps(result: subprocess.CompletedProcess) -> list[str]:
     changed: dict[str, list[str]] = {}
     step = ""
     for line in (result.stdout + result.stderr).splitlines():
-        started = re.match(r"--> Starting operation: (.*?)\s*$", line)
+        started = re.match(r"--> Starting (?:[a-z ,]+ )?operation: (.*?)\s*$", line)  # "serial operation" too
         if started:
             step = started.group(1)
         success = re.match(r"\s+\[(\S+)\] Success", line)
@@ -166,6 +166,8 @@ def test_serial_applies_host_after_host(lab):
     changed = str(int(before["lab2"][0]) + 1)
     serial = apply("redis", "--serial", "--data", f"app_session_ttl={changed}")
     assert serial.returncode == 0 and totals(serial)["errors"] == 0, (serial.stdout + serial.stderr)[-3000:]
+    output = serial.stdout + serial.stderr
+    assert "--> Starting serial operation:" in output and "--> Starting operation:" not in output, output[-3000:]
     after = state()
     assert {ttl for ttl, _ in after.values()} == {changed}, after
     assert all(after[node][1] > before[node][1] for node in nodes), f"not every node restarted: {before} {after}"

@@ -107,7 +107,7 @@ def test_stores(deployment, remote, role):
         return
     for node in nodes_of(deployment, role):
         host = remote(node)
-        version = platform_of(node.name, host.check_output(PLATFORM)).postgres
+        version = platform_of(node.name, host.check_output(PLATFORM), deployment.vars["postgres_port"]).postgres
         assert host.package(f"postgresql-{version}").is_installed
         assert host.service(f"postgresql@{version}-main").is_running, f"{node.name}: postgresql is not running"
         assert host.service("postgresql").is_enabled, f"{node.name}: postgresql is not enabled"
