@@ -72,7 +72,15 @@ def host_status(deployment: Deployment, config: Path, node: Node) -> HostStatus:
     instances = [f"redis-server@{port}" for other, port in deployment.cluster_instances() if other == node]
     if instances:  # redis_mode=cluster: its instances serve, not redis-server
         services = [service for service in services if service != "redis-server"] + instances
-    script = FACTS + "".join(f'echo "service:{s}=$(systemctl is-active {s} 2>/dev/null)"\n' for s in services)
+    script = FACTS + "".join(f'echo "service:{s}=$(systemctl is-active {s} 2>/dev/null)"\n' for s in services
+                             if s != "postgresql")
+    if "postgresql" in services:
+        # the cluster the kit configures (session_kit/platforms.py: the main one on postgres_port), whose unit serves:
+        # Debian's postgresql.service only starts the clusters and stays active when one of them has died
+        port = int(deployment.vars["postgres_port"])
+        script += (f"v=$(pg_lsclusters -h 2>/dev/null | awk '$2 == \"main\" && $3 == {port} {{print $1; exit}}')\n"
+                   'echo "postgresql=${v:-?}"\n'
+                   'echo "service:postgresql@${v:-?}-main=$(systemctl is-active postgresql@${v:-?}-main 2>/dev/null)"\n')
     try:
         result = _ssh(config, node, script)
     except subprocess.TimeoutExpired:

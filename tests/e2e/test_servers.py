@@ -130,3 +130,14 @@ def test_status_through_sudo(servers):
         release = release_of(layout, node.name)
         assert re.search(rf"^{node.name} .* Debian {CODENAMES[release]} \({release}\) ", result.stdout, re.M), \
             result.stdout
+    if strategy == "database":
+        # the cluster's own unit is what serves (Debian's postgresql.service stays active when a cluster died)
+        db = inventory.role("db")[0].name
+        unit = f"postgresql@{postgres}-main"
+        assert ssh(config.SERVER_USER, db, f"sudo -n systemctl kill -s KILL {unit}").returncode == 0
+        try:
+            broken = run(sys.executable, "-m", "session_kit", "status", INVENTORY, "--data",
+                         f"session_strategy={strategy}", timeout=120)
+            assert broken.returncode == 1 and f"{db}: service {unit} is " in broken.stdout, broken.stdout
+        finally:
+            assert ssh(config.SERVER_USER, db, f"sudo -n systemctl start {unit}").returncode == 0
