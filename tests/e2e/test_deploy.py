@@ -113,16 +113,23 @@ def test_dry_run_shows_the_diff_and_changes_nothing(lab):
     assert totals(again)["changed"] == 0, "--dry changed something on the hosts"
 
 
-def test_limit_changes_only_the_named_hosts(lab):
-    """pyinfra's --limit as its users expect it: only the named host changes, while the deploy still sees the whole
-    inventory (the node's settings name Redis on lab1 and its peers, which are outside the limit); then an apply
-    without it brings the rest of the cluster along, and a third changes nothing."""
+def test_limit_and_serial_as_pyinfra_users_expect_them(lab):
+    """pyinfra's --limit: only the named host changes, while the deploy still sees the whole inventory (the node's
+    settings name Redis on lab1 and its peers, which are outside the limit); then an apply without it, with
+    --serial (each step on one host after another), brings the rest of the cluster along, each node restarted in
+    its turn and healthy; a last apply changes nothing."""
     from lab.config import paths
+    from session_kit.inventory import load
 
     ssh = ["ssh", "-F", str(paths().ssh_config)]
 
     def ttls() -> dict[str, str]:
         return {node: run(*ssh, node, "sed -n 's/^SESSION_TTL=//p' /etc/session-kit/app.env").stdout.strip()
+                for node in ("lab2", "lab3", "lab4")}
+
+    def restarts() -> dict[str, int]:
+        """When each node's app last started (monotonic us)."""
+        return {node: int(run(*ssh, node, "systemctl show -P ActiveEnterTimestampMonotonic session-kit-app").stdout)
                 for node in ("lab2", "lab3", "lab4")}
 
     assert apply("redis").returncode == 0
@@ -135,48 +142,20 @@ def test_limit_changes_only_the_named_hosts(lab):
     assert "[lab3]" in output and not any(f"[{other}]" in output for other in ("lab1", "lab2", "lab4")), output[-3000:]
     assert ttls() == {**before, "lab3": changed}
     assert "REDIS_URL" in run(*ssh, "lab3", "cat /etc/session-kit/app.env").stdout
-    whole = apply("redis", "--data", f"app_session_ttl={changed}")
-    assert whole.returncode == 0 and totals(whole)["errors"] == 0
-    assert set(ttls().values()) == {changed}
-    back = apply("redis")  # the inventory as it is, for the modules after this one
-    assert back.returncode == 0 and set(ttls().values()) == set(before.values())
-    assert totals(apply("redis"))["changed"] == 0
-
-
-def test_serial_applies_host_after_host(lab):
-    """pyinfra's --serial as its users expect it: each step on one host after another, the inventory still checked
-    and read whole; a changed setting reaches every app node, each restarted in its turn and healthy; an apply
-    without it then changes nothing."""
-    from lab.config import paths
-
-    ssh = ["ssh", "-F", str(paths().ssh_config)]
-    nodes = ("lab2", "lab3", "lab4")
-
-    def state() -> dict[str, tuple[str, int]]:
-        """Each node's SESSION_TTL and when its app last started (monotonic us)."""
-        found = {}
-        for node in nodes:
-            out = run(*ssh, node, "sed -n 's/^SESSION_TTL=//p' /etc/session-kit/app.env; systemctl show -P "
-                                  "ActiveEnterTimestampMonotonic session-kit-app").stdout.split()
-            found[node] = (out[0], int(out[1]))
-        return found
-
-    assert apply("redis").returncode == 0
-    before = state()
-    changed = str(int(before["lab2"][0]) + 1)
-    serial = apply("redis", "--serial", "--data", f"app_session_ttl={changed}")
-    assert serial.returncode == 0 and totals(serial)["errors"] == 0, (serial.stdout + serial.stderr)[-3000:]
-    output = serial.stdout + serial.stderr
+    started = restarts()
+    whole = apply("redis", "--serial", "--data", f"app_session_ttl={changed}")
+    assert whole.returncode == 0 and totals(whole)["errors"] == 0, (whole.stdout + whole.stderr)[-3000:]
+    output = whole.stdout + whole.stderr
     assert "--> Starting serial operation:" in output and "--> Starting operation:" not in output, output[-3000:]
-    after = state()
-    assert {ttl for ttl, _ in after.values()} == {changed}, after
-    assert all(after[node][1] > before[node][1] for node in nodes), f"not every node restarted: {before} {after}"
-    from session_kit.inventory import load
-
+    assert set(ttls().values()) == {changed}
+    again = restarts()
+    assert again["lab3"] == started["lab3"] and all(again[node] > started[node] for node in ("lab2", "lab4")), \
+        f"the serial apply restarts the nodes whose settings changed, and only them: {started} -> {again}"
     deployment = load(INVENTORY)
     for node in deployment.role("app"):
         health = run(*ssh, node.name, f"curl -fsS --max-time 3 http://{node.ip}:{deployment.vars['app_port']}/healthz")
         assert health.returncode == 0, f"{node.name}: {health.stderr}"
-    back = apply("redis")
-    assert back.returncode == 0 and {ttl for ttl, _ in state().values()} == {before["lab2"][0]}
+    back = apply("redis")  # the inventory as it is, for the modules after this one
+    assert back.returncode == 0 and set(ttls().values()) == set(before.values())
     assert totals(apply("redis"))["changed"] == 0
+

@@ -40,15 +40,21 @@ def release_of(layout: str, host_name: str) -> str:
     return releases[min(int(host_name.removeprefix("lab")), len(releases)) - 1]
 
 
+@pytest.fixture(scope="module")
+def lab_back(lab):
+    """The lab in its own shape again once every layout is done (not between them: each makes its hosts anew)."""
+    yield
+    back = run(sys.executable, "-m", "lab", "up", timeout=1200)
+    assert back.returncode == 0, back.stdout + back.stderr
+
+
 @pytest.fixture(scope="module", params=list(LAYOUTS))
-def servers(lab, request):
+def servers(lab_back, request):
     releases = LAYOUTS[request.param][0]
     up = run(sys.executable, "-m", "lab", "up", "--servers", "--release", releases, timeout=1200)
     assert up.returncode == 0, up.stdout + up.stderr
     assert "as servers (root login refused; deploy with sudo)" in up.stdout, up.stdout
-    yield request.param, load(INVENTORY)
-    back = run(sys.executable, "-m", "lab", "up", timeout=1200)
-    assert back.returncode == 0, back.stdout + back.stderr
+    return request.param, load(INVENTORY)
 
 
 def ssh(user: str, host: str, command: str):
