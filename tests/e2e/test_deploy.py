@@ -116,8 +116,8 @@ def test_dry_run_shows_the_diff_and_changes_nothing(lab):
 def test_limit_and_serial_as_pyinfra_users_expect_them(lab):
     """pyinfra's --limit: only the named host changes, while the deploy still sees the whole inventory (the node's
     settings name Redis on lab1 and its peers, which are outside the limit); then an apply without it, with
-    --serial (each step on one host after another), brings the rest of the cluster along, each node restarted in
-    its turn and healthy; a last apply changes nothing."""
+    --serial (one host after another: all its steps, then the next host's), brings the rest of the cluster along,
+    each node restarted in its turn and healthy; a last apply changes nothing."""
     from lab.config import paths
     from session_kit.inventory import load
 
@@ -145,8 +145,11 @@ def test_limit_and_serial_as_pyinfra_users_expect_them(lab):
     started = restarts()
     whole = apply("redis", "--serial", "--data", f"app_session_ttl={changed}")
     assert whole.returncode == 0 and totals(whole)["errors"] == 0, (whole.stdout + whole.stderr)[-3000:]
-    output = whole.stdout + whole.stderr
-    assert "--> Starting serial operation:" in output and "--> Starting operation:" not in output, output[-3000:]
+    # --serial: every step on one host, then every step on the next: each host's lines are one block
+    run_part = (whole.stdout + whole.stderr).partition("--> Beginning operation run")[2]
+    hosts = re.findall(r"^\s+\[(lab\d+)\] ", run_part, re.M)
+    blocks = [name for i, name in enumerate(hosts) if i == 0 or hosts[i - 1] != name]
+    assert len(blocks) == len(set(blocks)) >= 2, f"hosts did not run one after another: {blocks}"
     assert set(ttls().values()) == {changed}
     again = restarts()
     assert again["lab3"] == started["lab3"] and all(again[node] > started[node] for node in ("lab2", "lab4")), \
