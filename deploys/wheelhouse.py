@@ -60,7 +60,8 @@ def build(python: str) -> Path:
     _quiet([*pip, "download", "--dest", str(tmp), "--only-binary=:all:", "--python-version", python,
             "--implementation", "cp", "--abi", f"cp{python.replace('.', '')}", "--abi", "abi3", "--abi", "none",
             "--platform", f"manylinux2014_{machine}", "--platform", f"manylinux_2_17_{machine}",
-            "--platform", f"manylinux_2_28_{machine}", "--platform", "any", str(app_wheel), *MARKER_EXTRAS.get(python, ())],
+            "--platform", f"manylinux_2_28_{machine}", "--platform", "any", str(app_wheel),
+            *MARKER_EXTRAS.get(python, ())],
            f"downloading the app's dependencies for Python {python}")
     shutil.rmtree(app_dir)
     write_archive(tmp)

@@ -3,10 +3,10 @@ operation is declared (deploys/cluster.py): its release, its Python and its Post
 stops the whole apply with one line naming it, before anything changes anywhere.
 
 What differs between releases comes from the host: the Python the app's wheelhouse is built for is the host's
-python3 (installed, else the one apt would install), and the PostgreSQL the kit configures is the cluster already
-under /etc/postgresql (a host upgraded from Debian 12 to 13 keeps its PostgreSQL 15 and its sessions), else the one
-Debian's `postgresql` package depends on. The table holds each release's own versions only for a host whose apt has
-no package lists yet."""
+python3 (installed, else the one apt would install), and the PostgreSQL the kit configures is the cluster it runs
+on the host already (postgres_of: a host upgraded from Debian 12 to 13 keeps its PostgreSQL 15 and its sessions),
+else the one apt would install. The table holds each release's own versions only for a host whose apt has no package
+lists yet."""
 
 from __future__ import annotations
 
