@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from lab import config
+from lab.control import releases_of
 from lab.inventory import example_groups
 from session_kit.inventory import load
 from session_kit.strategies import STRATEGIES
@@ -35,9 +36,9 @@ CODENAMES = {"bookworm": "12", "trixie": "13"}
 
 
 def release_of(layout: str, host_name: str) -> str:
-    """The release `lab up --release` gave labN: the N-th of the list, the last for the rest."""
-    releases = LAYOUTS[layout][0].split(",")
-    return releases[min(int(host_name.removeprefix("lab")), len(releases)) - 1]
+    """The release `lab up --release` gave labN (lab.control.releases_of: the N-th of the list, the last for the
+    rest)."""
+    return releases_of(LAYOUTS[layout][0], int(host_name.removeprefix("lab")))[-1]
 
 
 @pytest.fixture(scope="module")
