@@ -18,7 +18,8 @@ from pathlib import Path
 import requests
 
 from .inventory import Deployment, Node
-from .platforms import describe
+from .platforms import PLATFORM, describe, platform_of
+from .validate import KitError
 
 # What the kit runs for each role (services must be active), and the facts read on every host.
 SERVICES = {"lb": ("nginx",), "app": ("session-kit-app",), "redis": ("redis-server",), "db": ("postgresql",)}
@@ -75,26 +76,36 @@ def host_status(deployment: Deployment, config: Path, node: Node) -> HostStatus:
     script = FACTS + "".join(f'echo "service:{s}=$(systemctl is-active {s} 2>/dev/null)"\n' for s in services
                              if s != "postgresql")
     if "postgresql" in services:
-        # the cluster the kit configures (session_kit/platforms.py: the main one on postgres_port), whose unit serves:
-        # Debian's postgresql.service only starts the clusters and stays active when one of them has died
-        port = int(deployment.vars["postgres_port"])
-        script += (f"v=$(pg_lsclusters -h 2>/dev/null | awk '$2 == \"main\" && $3 == {port} {{print $1; exit}}')\n"
-                   'echo "postgresql=${v:-?}"\n'
-                   'echo "service:postgresql@${v:-?}-main=$(systemctl is-active postgresql@${v:-?}-main 2>/dev/null)"\n')
+        # The cluster the deploys configure (platforms.platform_of decides which, from PLATFORM's line), and every
+        # cluster's unit: Debian's postgresql.service only starts the clusters and stays active when one has died.
+        script += (f'echo "platform=$({PLATFORM})"\n'
+                   'for c in $(pg_lsclusters -h 2>/dev/null | awk \'{print $1 "-" $2}\'); do '
+                   'echo "cluster:postgresql@$c=$(systemctl is-active postgresql@$c 2>/dev/null)"; done\n')
     try:
         result = _ssh(config, node, script)
     except subprocess.TimeoutExpired:
         return HostStatus(node, {}, {}, {}, error="no SSH answer within 30 s")
     if result.returncode != 0:
         return HostStatus(node, {}, {}, {}, error=f"SSH failed: {result.stderr.strip().splitlines()[-1:]}")
-    facts, states = {}, {}
+    facts, states, clusters = {}, {}, {}
     for line in result.stdout.splitlines():
         key, _, value = line.partition("=")
         if key.startswith("service:"):
             states[key[len("service:"):]] = value.strip() or "unknown"
+        elif key.startswith("cluster:"):
+            clusters[key[len("cluster:"):]] = value.strip() or "unknown"
         elif key:
             facts[key] = value.strip()
     health = {}
+    if "postgresql" in services:
+        try:
+            version = platform_of(node.name, facts.pop("platform", ""), int(deployment.vars["postgres_port"])).postgres
+        except KitError as error:  # an unsupported release, or clusters the deploys would refuse: named as they are
+            health["postgresql"] = str(error).removeprefix(f"{node.name}: ")
+        else:
+            facts["postgresql"] = str(version)
+            unit = f"postgresql@{version}-main"
+            states[unit] = clusters.get(unit, "not found")
     if "app" in node.roles:
         health["app /healthz"] = _health(f"http://{node.ip}:{deployment.vars['app_port']}/healthz")
     if "lb" in node.roles:

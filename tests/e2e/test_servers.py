@@ -20,6 +20,7 @@ from lab import config
 from lab.control import releases_of
 from lab.inventory import example_groups
 from session_kit.inventory import load
+from session_kit.platforms import SUPPORTED
 from session_kit.strategies import STRATEGIES
 from tests.e2e.test_deploy import INVENTORY, PYINFRA, deploy_verify_and_reapply, run
 
@@ -32,7 +33,11 @@ LAYOUTS = {
     # lab1 (lb) on 12; lab2-lab4 (the app nodes) on 13; lab5 (cache) and lab6 (db) on 12
     "mixed": ("bookworm,trixie,trixie,trixie,bookworm", ["redis", "database"]),
 }
-CODENAMES = {"bookworm": "12", "trixie": "13"}
+
+
+def version_of(codename: str) -> str:
+    """"trixie" -> "13", from the kit's table of supported releases."""
+    return next(version for (_, version), release in SUPPORTED.items() if release.name.endswith(f"({codename})"))
 
 
 def release_of(layout: str, host_name: str) -> str:
@@ -71,7 +76,7 @@ def test_hosts_refuse_root_let_the_deploy_user_sudo_and_run_their_release(server
             f"{node.name}: root login over SSH was not refused: {refused.returncode} {refused.stderr[-300:]}"
         sudo = ssh(config.SERVER_USER, node.name, "id -un && sudo -n id -u && . /etc/os-release && echo $VERSION_ID")
         release = release_of(layout, node.name)
-        assert sudo.returncode == 0 and sudo.stdout.split() == [config.SERVER_USER, "0", CODENAMES[release]], \
+        assert sudo.returncode == 0 and sudo.stdout.split() == [config.SERVER_USER, "0", version_of(release)], \
             f"{node.name}: {config.SERVER_USER} with sudo on {release}: {sudo.returncode} {sudo.stdout!r} " \
             f"{sudo.stderr[-300:]}"
 
@@ -135,7 +140,7 @@ def test_status_through_sudo(servers):
     assert re.search(rf"\bpg {postgres}\b", result.stdout), result.stdout
     for node in inventory.nodes:
         release = release_of(layout, node.name)
-        assert re.search(rf"^{node.name} .* Debian {CODENAMES[release]} \({release}\) ", result.stdout, re.M), \
+        assert re.search(rf"^{node.name} .* Debian {version_of(release)} \({release}\) ", result.stdout, re.M), \
             result.stdout
     if strategy == "database":
         # the cluster's own unit is what serves (Debian's postgresql.service stays active when a cluster died)
