@@ -30,7 +30,6 @@ def main(argv: list[str]) -> int:
     process = " [%(process)d]" if settings.workers > 1 else ""  # which worker (or the parent) says it
     logging.basicConfig(level=settings.log_level.upper(),
                         format=f"%(asctime)s %(levelname)s %(name)s{process}: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request between replication peers: noise
     if settings.workers > 1:
         from .serve import serve_workers
         return serve_workers(lambda: create_app(settings), settings)  # each worker builds its app, and its store

@@ -52,10 +52,9 @@ import secrets
 import time
 from typing import Any, Awaitable
 
-import httpx
-
 from .base import Limits, Session
 from .memory import MemoryStore
+from .peer_link import PeerDown, PeerLink, Response
 
 log = logging.getLogger("sample_app.replication")
 
@@ -138,17 +137,21 @@ class Peer:
 
     def __init__(self, url: str):
         self.url = url
+        # Idle connections to a peer are let go of within a second: a peer that is stopping (a drain) waits until
+        # the connections it holds are closed.
+        self.link = PeerLink(url, connect_timeout=2.0, timeout=5.0, idle=1.0)
         self.state = DOWN  # until it has taken a snapshot from this node
         self.generation = 0  # bumped when marked down: an answer to an older send no longer counts
         self.queue: collections.deque[dict[str, Any]] = collections.deque()
         self.waiting: collections.deque[Pending] = collections.deque()
         self.wakeup = asyncio.Event()
         self.acked = 0
-        self.sent = self.failures = self.dropped = self.snapshots = 0
+        self.sent = self.batches = self.failures = self.dropped = self.snapshots = 0
         self.last_error = ""
 
     def status(self) -> dict[str, Any]:
-        return {"state": self.state, "queued": len(self.queue), "sent": self.sent, "failures": self.failures,
+        return {"state": self.state, "queued": len(self.queue), "sent": self.sent, "batches": self.batches,
+                "failures": self.failures,
                 "dropped": self.dropped, "snapshots": self.snapshots, "last_error": self.last_error}
 
 
@@ -175,15 +178,10 @@ class ReplicatedStore(MemoryStore):
         self.received = self.duplicates = self.stale = 0
         self.lag_ms: collections.deque[float] = collections.deque(maxlen=LAG_SAMPLES)
         self.snapshot_from = ""
-        self._client: httpx.AsyncClient | None = None
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
         await super().start()
-        # Idle connections to a peer are let go of within a second: a peer that is stopping (a drain) waits until
-        # the connections it holds are closed.
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0), trust_env=False,
-                                         limits=httpx.Limits(keepalive_expiry=1.0))
         await self._pull_snapshot()
         self._tasks = [asyncio.create_task(self._send_forever(peer)) for peer in self.peers]
         self._tasks.append(asyncio.create_task(self._log_forever()))
@@ -195,8 +193,7 @@ class ReplicatedStore(MemoryStore):
                 await task
         for peer in self.peers:
             self._mark_down(peer, "closing", quiet=True)
-        if self._client:
-            await self._client.aclose()
+            peer.link.close()
         await super().close()
 
     # -- local changes ------------------------------------------------------------------------------------------
@@ -296,18 +293,16 @@ class ReplicatedStore(MemoryStore):
         peer.last_error = reason
         peer.wakeup.set()
 
-    async def _post(self, url: str, path: str, body: bytes) -> httpx.Response:
-        assert self._client is not None
+    async def _post(self, peer: Peer, path: str, body: bytes) -> Response:
         headers = {AUTH_HEADER: sign(self.key, "POST", path, body), "Content-Type": "application/json"}
-        return await self._client.post(url + path, content=body, headers=headers)
+        return await peer.link.request("POST", path, body, headers)
 
     async def _deliver(self, peer: Peer, path: str, body: bytes) -> bool:
         """POST to a peer; False (and the peer marked down) when it fails or the peer was marked down meanwhile."""
         generation = peer.generation
         try:
-            response = await self._post(peer.url, path, body)
-            response.raise_for_status()
-        except (httpx.HTTPError, OSError) as error:
+            (await self._post(peer, path, body)).raise_for_status()
+        except OSError as error:  # LinkError included
             if peer.generation == generation:
                 peer.failures += 1
                 self._mark_down(peer, f"{type(error).__name__}: {error}")
@@ -316,10 +311,9 @@ class ReplicatedStore(MemoryStore):
 
     async def _rejoin(self, peer: Peer) -> bool:
         """Bring a down peer back: a cheap probe, then a snapshot; changes made from then on queue behind it."""
-        assert self._client is not None
         try:
-            (await self._client.get(peer.url + "/_replication/status")).raise_for_status()
-        except (httpx.HTTPError, OSError) as error:
+            (await peer.link.request("GET", "/_replication/status")).raise_for_status()
+        except OSError as error:
             peer.failures += 1
             peer.last_error = f"{type(error).__name__}: {error}"
             return False
@@ -356,6 +350,7 @@ class ReplicatedStore(MemoryStore):
             for _ in batch:
                 peer.queue.popleft()
             peer.sent += len(batch)
+            peer.batches += 1
             peer.acked = batch[-1]["seq"]
             while peer.waiting and peer.waiting[0].seq <= peer.acked:
                 self._release(peer.waiting.popleft(), peer)
@@ -492,12 +487,12 @@ class ReplicatedStore(MemoryStore):
             failed = []
             for peer in self.peers:
                 try:
-                    response = await self._post(peer.url, "/_replication/snapshot", b"")
+                    response = await self._post(peer, "/_replication/snapshot", b"")
                     response.raise_for_status()
                     count = self.merge_snapshot(response.json())
-                except (httpx.ConnectError, httpx.ConnectTimeout):
+                except PeerDown:
                     continue  # not up
-                except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+                except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
                     failed.append(f"{peer.url}: {type(error).__name__}: {error}")
                     continue
                 self.snapshot_from = peer.url
