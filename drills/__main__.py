@@ -19,7 +19,9 @@ import time
 import traceback
 from pathlib import Path
 
+from session_kit.inventory import load
 from session_kit.strategies import STRATEGIES
+from session_kit.validate import KitError
 
 from .catalog import DRILLS, Params, configurations
 from .cluster import ROOT, DrillError, Target
@@ -49,6 +51,11 @@ def headline(result: dict) -> str:
 
 
 def run(pairs: list[tuple[str, str, str]], inventory: str, data: dict, params: Params, out: Path) -> int:
+    try:  # an inventory that cannot be read (the lab not up, a wrong value) stops here, in one line, before any drill
+        load(inventory, {**data, "session_strategy": pairs[0][1]})
+    except KitError as error:
+        print(f"drills: {error}", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     started, missed, failed = time.monotonic(), 0, 0
     deployed: dict | None = None

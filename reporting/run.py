@@ -26,6 +26,8 @@ from typing import Any
 
 from drills.catalog import DRILLS, LAB_INVENTORY, Params, configurations
 from drills.cluster import ROOT, Target
+from session_kit.inventory import load
+from session_kit.validate import KitError
 
 from . import measure, write
 
@@ -327,6 +329,11 @@ class SkipStep(Exception):
 
 def run(strategies: list[str], quick: bool, out: Path, inventory: str, data: dict[str, Any],
         deploy_scale: list[int] | None = None) -> int:
+    try:  # an inventory that cannot be read (the lab not up, a wrong value) stops here, in one line, with nothing written
+        load(inventory, {**data, "session_strategy": strategies[0]})
+    except KitError as error:
+        print(f"report: {error}", file=sys.stderr)
+        return 2
     print(f"report: {len(strategies)} strategies ({', '.join(strategies)}), {'quick' if quick else 'full'}; "
           f"results into {out / 'results'}, started {datetime.datetime.now():%H:%M}", flush=True)
     return Run(strategies, quick, out, inventory, data, deploy_scale)()

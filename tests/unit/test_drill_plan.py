@@ -68,3 +68,14 @@ def test_failover_runs_only_with_sentinel_or_cluster_and_on_the_lab_with_three_r
 
 def test_the_lab_inventory_is_recognised_however_it_is_written():
     assert DRILLS["failover"].inventory("./inventories/lab.py") == "inventories/lab_ha.py"
+
+
+def test_drills_on_an_inventory_they_cannot_read_stop_in_one_line_before_any_drill(tmp_path, capsys):
+    from drills.__main__ import run
+    from drills.catalog import Params
+
+    out = tmp_path / "drills"
+    assert run(plan(["node-stop"], ["redis"]), "inventories/lab.py", {"no_such_variable": "1"}, Params(), out) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith("drills: ") and "no_such_variable" in error, error
+    assert not out.exists(), "drills that could not start wrote results"

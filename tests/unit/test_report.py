@@ -375,3 +375,14 @@ Requests/sec:   7587.41
 """)
     assert run == {"rps": 7587.41, "requests": 15218, "non_2xx": 4, "socket_errors": 0,
                    "latency_ms": {"p50": 2.03, "p75": 2.52, "p90": 3.09, "p99": 0.0613}}
+
+
+def test_a_live_report_on_an_inventory_it_cannot_read_stops_in_one_line_and_writes_nothing(tmp_path, capsys):
+    from reporting.run import run
+
+    out = tmp_path / "report"
+    assert run(["redis"], quick=True, out=out, inventory="inventories/lab.py",
+               data={"no_such_variable": "1"}) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith("report: ") and "no_such_variable" in error, error
+    assert not out.exists(), "a report that could not start wrote results"
