@@ -52,7 +52,8 @@ def headline(result: dict) -> str:
 
 def run(pairs: list[tuple[str, str, str]], inventory: str, data: dict, params: Params, out: Path) -> int:
     try:  # an inventory that cannot be read (the lab not up, a wrong value) stops here, in one line, before any drill
-        load(inventory, {**data, "session_strategy": pairs[0][1]})
+        for strategy in dict.fromkeys(strategy for _, strategy, _ in pairs):  # each, whatever their order
+            load(inventory, {**data, "session_strategy": strategy})
     except KitError as error:
         print(f"drills: {error}", file=sys.stderr)
         return 2

@@ -330,7 +330,8 @@ class SkipStep(Exception):
 def run(strategies: list[str], quick: bool, out: Path, inventory: str, data: dict[str, Any],
         deploy_scale: list[int] | None = None) -> int:
     try:  # an inventory that cannot be read (the lab not up, a wrong value) stops here, in one line, with nothing written
-        load(inventory, {**data, "session_strategy": strategies[0]})
+        for strategy in dict.fromkeys(strategies):  # each, so that the order of --strategies does not matter
+            load(inventory, {**data, "session_strategy": strategy})
     except KitError as error:
         print(f"report: {error}", file=sys.stderr)
         return 2

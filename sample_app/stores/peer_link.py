@@ -117,12 +117,7 @@ class PeerLink:
             return self._connection
         if self._connecting is None:  # one connection attempt at a time; concurrent requests wait for it
             self._connecting = asyncio.ensure_future(self._connect())
-        connecting = self._connecting
-        try:
-            return await asyncio.shield(connecting)
-        finally:
-            if connecting.done() and self._connecting is connecting:
-                self._connecting = None
+        return await asyncio.shield(self._connecting)
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -131,12 +126,17 @@ class PeerLink:
                 loop.create_connection(_Connection, self.host, self.port), self.connect_timeout)
         except (OSError, asyncio.TimeoutError) as error:
             raise PeerDown(f"cannot connect to {self.host}:{self.port}: {type(error).__name__}: {error}") from None
+        finally:
+            self._connecting = None  # done, whoever waited for it (all of them may have been cancelled)
         self._connection = connection
         return connection
 
-    async def request(self, method: str, path: str, body: bytes = b"",
-                      headers: dict[str, str] | None = None) -> Response:
+    async def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
+                      timeout: float | None = None) -> Response:
+        """timeout: for the whole exchange (sending, the peer's work, the answer); the link's own by default."""
         connection = await self._connected()
+        if connection.closed:  # lost between its connect and now
+            raise LinkError(f"connection to {self.host}:{self.port} lost before the request was sent")
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
@@ -147,10 +147,20 @@ class PeerLink:
                 b"Content-Length: " + str(len(body)).encode()]
         head += [f"{name}: {value}".encode() for name, value in (headers or {}).items()]
         assert connection.transport is not None
-        connection.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
-        timer = loop.call_later(self.timeout, self._timed_out, connection, waiter)
+        try:
+            connection.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        except RuntimeError as error:  # uvloop: the transport's handle is closed
+            connection.fail(LinkError(f"connection to {self.host}:{self.port} lost: {error}"))
+            raise LinkError(f"connection to {self.host}:{self.port} lost: {error}") from None
+        timeout = self.timeout if timeout is None else timeout
+        timer = loop.call_later(timeout, self._timed_out, connection, waiter, timeout)
         try:
             return await waiter
+        except asyncio.CancelledError:
+            # Its answer may still come, and would hold the connection busy: the connection goes (with what was
+            # pipelined behind it), so that the idle close and the answers' order stay simple.
+            connection.fail(LinkError("a request on this connection was cancelled"))
+            raise
         finally:
             timer.cancel()
             if not connection.waiters and not connection.closed:
@@ -158,9 +168,9 @@ class PeerLink:
                     self._idle_timer.cancel()
                 self._idle_timer = loop.call_later(self.idle, self._close_if_idle, connection)
 
-    def _timed_out(self, connection: _Connection, waiter: asyncio.Future) -> None:
+    def _timed_out(self, connection: _Connection, waiter: asyncio.Future, timeout: float) -> None:
         if not waiter.done():  # the responses behind it can no longer be told apart: the connection goes
-            connection.fail(LinkError(f"no answer from {self.host}:{self.port} within {self.timeout:g} s"))
+            connection.fail(LinkError(f"no answer from {self.host}:{self.port} within {timeout:g} s"))
 
     def _close_if_idle(self, connection: _Connection) -> None:
         if not connection.waiters and not connection.closed:

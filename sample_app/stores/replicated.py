@@ -63,6 +63,7 @@ MAX_SKEW = 30.0  # seconds a signed request stays valid (clocks of the nodes may
 DELTA_MAX_AGE = 60.0  # a delta older than this on arrival is dropped (a failed peer gets a snapshot instead)
 STARTUP_TIMEOUT = 30.0  # how long a starting node retries peers that are up but fail to give a snapshot
 RETRY_MAX = 1.0  # longest pause between attempts to bring a down peer back
+SNAPSHOT_TIMEOUT = 30.0  # a whole snapshot sent or received (a delta batch: 5 s, Peer.link's own)
 BATCH = 500
 QUEUE_LIMIT = 100_000
 LAG_SAMPLES = 2048
@@ -293,15 +294,15 @@ class ReplicatedStore(MemoryStore):
         peer.last_error = reason
         peer.wakeup.set()
 
-    async def _post(self, peer: Peer, path: str, body: bytes) -> Response:
+    async def _post(self, peer: Peer, path: str, body: bytes, timeout: float | None = None) -> Response:
         headers = {AUTH_HEADER: sign(self.key, "POST", path, body), "Content-Type": "application/json"}
-        return await peer.link.request("POST", path, body, headers)
+        return await peer.link.request("POST", path, body, headers, timeout)
 
-    async def _deliver(self, peer: Peer, path: str, body: bytes) -> bool:
+    async def _deliver(self, peer: Peer, path: str, body: bytes, timeout: float | None = None) -> bool:
         """POST to a peer; False (and the peer marked down) when it fails or the peer was marked down meanwhile."""
         generation = peer.generation
         try:
-            (await self._post(peer, path, body)).raise_for_status()
+            (await self._post(peer, path, body, timeout)).raise_for_status()
         except OSError as error:  # LinkError included
             if peer.generation == generation:
                 peer.failures += 1
@@ -318,7 +319,8 @@ class ReplicatedStore(MemoryStore):
             peer.last_error = f"{type(error).__name__}: {error}"
             return False
         peer.state = JOINING
-        if not await self._deliver(peer, "/_replication/merge", json.dumps(self.snapshot()).encode()):
+        snapshot = json.dumps(self.snapshot()).encode()
+        if not await self._deliver(peer, "/_replication/merge", snapshot, SNAPSHOT_TIMEOUT):
             return False
         peer.state, peer.last_error = UP, ""
         peer.snapshots += 1
@@ -487,7 +489,7 @@ class ReplicatedStore(MemoryStore):
             failed = []
             for peer in self.peers:
                 try:
-                    response = await self._post(peer, "/_replication/snapshot", b"")
+                    response = await self._post(peer, "/_replication/snapshot", b"", SNAPSHOT_TIMEOUT)
                     response.raise_for_status()
                     count = self.merge_snapshot(response.json())
                 except PeerDown:

@@ -75,7 +75,7 @@ def test_drills_on_an_inventory_they_cannot_read_stop_in_one_line_before_any_dri
     from drills.catalog import Params
 
     out = tmp_path / "drills"
-    assert run(plan(["node-stop"], ["redis"]), "inventories/lab.py", {"no_such_variable": "1"}, Params(), out) == 2
+    assert run(plan(["node-stop"], ["redis"]), "inventories/example.py", {"no_such_variable": "1"}, Params(), out) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and error.startswith("drills: ") and "no_such_variable" in error, error
     assert not out.exists(), "drills that could not start wrote results"

@@ -381,7 +381,7 @@ def test_a_live_report_on_an_inventory_it_cannot_read_stops_in_one_line_and_writ
     from reporting.run import run
 
     out = tmp_path / "report"
-    assert run(["redis"], quick=True, out=out, inventory="inventories/lab.py",
+    assert run(["redis"], quick=True, out=out, inventory="inventories/example.py",
                data={"no_such_variable": "1"}) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and error.startswith("report: ") and "no_such_variable" in error, error
