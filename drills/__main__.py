@@ -19,12 +19,11 @@ import time
 import traceback
 from pathlib import Path
 
-from session_kit.inventory import load
 from session_kit.strategies import STRATEGIES
 from session_kit.validate import KitError
 
 from .catalog import DRILLS, Params, configurations
-from .cluster import ROOT, DrillError, Target
+from .cluster import ROOT, DrillError, Target, check_inventory
 
 OUT = ROOT / "report" / "drills"
 
@@ -51,9 +50,8 @@ def headline(result: dict) -> str:
 
 
 def run(pairs: list[tuple[str, str, str]], inventory: str, data: dict, params: Params, out: Path) -> int:
-    try:  # an inventory that cannot be read (the lab not up, a wrong value) stops here, in one line, before any drill
-        for strategy in dict.fromkeys(strategy for _, strategy, _ in pairs):  # each, whatever their order
-            load(inventory, {**data, "session_strategy": strategy})
+    try:  # an inventory that cannot be read stops here, in one line, before any drill
+        check_inventory(inventory, data, (strategy for _, strategy, _ in pairs))
     except KitError as error:
         print(f"drills: {error}", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,13 @@ def slowest_steps(lines: str, count: int = 8) -> list[dict[str, Any]]:
         if entry["step"] not in slowest or entry["seconds"] > slowest[entry["step"]]["seconds"]:
             slowest[entry["step"]] = entry
     return sorted(slowest.values(), key=lambda e: -e["seconds"])[:count]
+
+
+def check_inventory(inventory: str, data: dict[str, Any], strategies: Iterable[str]) -> None:
+    """Read the inventory as a Target will, once per strategy (whatever their order): KitError (the lab not up, a
+    wrong value) before any step of a run touches a host or writes a result."""
+    for strategy in dict.fromkeys(strategies):
+        load(inventory, {**data, "session_strategy": strategy})
 
 
 class Target:

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from drills.catalog import DRILLS, LAB_INVENTORY, Params, configurations
-from drills.cluster import ROOT, Target
-from session_kit.inventory import load
+from drills.cluster import ROOT, Target, check_inventory
 from session_kit.validate import KitError
 
 from . import measure, write
@@ -329,9 +328,8 @@ class SkipStep(Exception):
 
 def run(strategies: list[str], quick: bool, out: Path, inventory: str, data: dict[str, Any],
         deploy_scale: list[int] | None = None) -> int:
-    try:  # an inventory that cannot be read (the lab not up, a wrong value) stops here, in one line, with nothing written
-        for strategy in dict.fromkeys(strategies):  # each, so that the order of --strategies does not matter
-            load(inventory, {**data, "session_strategy": strategy})
+    try:  # an inventory that cannot be read stops here, in one line, with nothing written
+        check_inventory(inventory, data, strategies)
     except KitError as error:
         print(f"report: {error}", file=sys.stderr)
         return 2
