@@ -3,7 +3,10 @@
 - Fields: user, counter, created, and d:<key> for each data value (JSON). Only the changed field is written.
 - Every operation on a session is one Lua script over that one key (one round trip, atomic): a change first checks
   that the session still exists (a change racing a logout must not bring back a half session), then
-  HINCRBY/HSET/HDEL; every operation, reads included, slides the expiry (PEXPIRE).
+  HINCRBY/HSET/HDEL.
+- The expiry slides (PEXPIRE) on every change of the data; reads and increments slide it only once more than a tenth
+  of SESSION_TTL has passed since the last slide, as the database and cookie strategies do. A PEXPIRE is a write:
+  sent on to every replica and the AOF, and Redis's CPU on the cores the app shares; a PTTL is a read.
 - Reads and increments of one event-loop turn go as one script call over all their keys (batching.py); on Redis
   Cluster, one call per slot (a script may touch one slot only), the calls to one node in one write.
 - No script touches two keys, so no key needs a hash tag and every key spreads over the cluster's slots: id rotation
@@ -34,7 +37,7 @@ KEY_PATTERNS = ("session:*", "token:*", "user-tokens:*")
 #: these (and to KEY_PATTERNS) can run every strategy on Redis, through Sentinel and on Redis Cluster.
 ACL_COMMANDS = (
     "ping", "select", "evalsha", "eval", "script|load", "cluster|slots", "asking",  # connection, scripts, cluster
-    "hgetall", "hget", "hset", "hdel", "hexists", "hlen", "hincrby", "pexpire", "exists", "del",  # sessions
+    "hgetall", "hget", "hset", "hdel", "hexists", "hlen", "hincrby", "pexpire", "pttl", "exists", "del",  # sessions
     "smembers", "sadd", "srem",  # the token store's per-user index
 )
 
@@ -46,11 +49,13 @@ return 1
 
 # Reads and increments of one event-loop turn go to Redis as one script call over all their keys (batching.py):
 # one command to pack, send, parse and wait for instead of one per request. Each returns one result per key.
+# ARGV[1]: the TTL in ms; ARGV[2]: the remaining TTL (PTTL) below which a read or an increment slides it (a tenth
+# of the TTL has passed). PTTL is -2 for a key that does not exist (and -1 for one without expiry: slid, so given one).
 LOAD_MANY = """
 local result = {}
 for i, key in ipairs(KEYS) do
   local fields = redis.call('HGETALL', key)
-  if #fields > 0 then redis.call('PEXPIRE', key, ARGV[1]) end
+  if #fields > 0 and redis.call('PTTL', key) < tonumber(ARGV[2]) then redis.call('PEXPIRE', key, ARGV[1]) end
   result[i] = fields
 end
 return result
@@ -59,9 +64,10 @@ return result
 INCREMENT_MANY = """
 local result = {}
 for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then
+  local ttl = redis.call('PTTL', key)
+  if ttl ~= -2 then
     result[i] = redis.call('HINCRBY', key, 'counter', 1)
-    redis.call('PEXPIRE', key, ARGV[1])
+    if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', key, ARGV[1]) end
   else
     result[i] = false
   end
@@ -102,6 +108,7 @@ class RedisStore(SessionStore):
         super().__init__(limits)
         self.redis = redis
         self.ttl_ms = limits.ttl * 1000
+        self.slide_below_ms = self.ttl_ms - self.ttl_ms // 10  # reads and increments slide once a tenth has passed
         self._loads = Batcher(self._load_many)
         self._increments = Batcher(self._increment_many)
 
@@ -157,25 +164,32 @@ class RedisStore(SessionStore):
 
     @staticmethod
     def _parse(flat: list[bytes]) -> Session | None:
+        """A session from HGETALL's flat [field, value, ...] list (None for an empty one: no session)."""
         if not flat:
             return None
-        pairs = iter(flat)
-        fields = dict(zip(pairs, pairs))
-        user, counter, created = fields.pop(b"user"), fields.pop(b"counter"), fields.pop(b"created")
-        # What is left are the d:<key> fields.
-        return Session(user=user.decode(), counter=int(counter), created=float(created),
-                       data={name[2:].decode(): json.loads(value) for name, value in fields.items()})
+        if flat[0] == b"user" and flat[2] == b"counter" and flat[4] == b"created":
+            # The order create() writes them in, which HGETALL keeps for a small hash (a listpack): read by position,
+            # half the cost of the dict below on every read. What follows are the d:<key> fields.
+            user, counter, created, rest = flat[1], flat[3], flat[5], flat[6:]
+        else:  # any other order (a large hash's, or a rotated session's copy)
+            pairs = iter(flat)
+            fields = dict(zip(pairs, pairs))
+            user, counter, created = fields.pop(b"user"), fields.pop(b"counter"), fields.pop(b"created")
+            rest = [item for pair in fields.items() for item in pair]
+        data = {rest[i][2:].decode(): json.loads(rest[i + 1]) for i in range(0, len(rest), 2)} if rest else {}
+        return Session(user.decode(), int(counter), data, float(created))
 
     # On a cluster a batch's keys are in many slots: script_each runs the script once per slot, and a slot that
     # fails (its primary failing over) answers its keys with a StoreUnavailable, which the Batcher raises for those
     # requests only.
     async def _load_many(self, handles: Sequence[str]) -> list[Session | None | StoreUnavailable]:
-        replies = await self._call(self.redis.script_each(LOAD_MANY, [self.key(h) for h in handles], [self.ttl_ms]))
+        replies = await self._call(self.redis.script_each(LOAD_MANY, [self.key(h) for h in handles],
+                                                          [self.ttl_ms, self.slide_below_ms]))
         return [flat if isinstance(flat, StoreUnavailable) else self._parse(flat) for flat in replies]
 
     async def _increment_many(self, handles: Sequence[str]) -> list[Change[int] | None | StoreUnavailable]:
         replies = await self._call(self.redis.script_each(INCREMENT_MANY, [self.key(h) for h in handles],
-                                                          [self.ttl_ms]))
+                                                          [self.ttl_ms, self.slide_below_ms]))
         return [counter if counter is None or isinstance(counter, StoreUnavailable) else Change(counter)
                 for counter in replies]
 

@@ -1,0 +1,78 @@
+"""The redis and token stores, driven directly on the real Redis: reads and increments slide the expiry only once a
+tenth of SESSION_TTL has passed (a PEXPIRE is a write, sent on to replicas and the AOF), every other change slides
+it at once; and a session hash is read whatever the order of its fields."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+
+from sample_app.settings import Settings
+from sample_app.stores import build_store
+from sample_app.stores.base import Session
+from sample_app.stores.redis import RedisStore
+from tests.support.cluster import strategy_env
+
+TTL = 600
+
+
+@pytest.fixture(scope="module", params=["redis", "token"])
+def driven(request, backends):
+    settings = Settings.from_env({**strategy_env(request.param, backends, ttl=TTL), "NODE_NAME": "redis-store"})
+    _, store = build_store(settings)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(store.start())
+    client = redis.Redis.from_url(backends.redis.url)
+    yield store, loop.run_until_complete, client
+    client.close()
+    loop.run_until_complete(store.close())
+    loop.close()
+
+
+def test_reads_and_increments_slide_the_expiry_once_a_tenth_of_the_ttl_has_passed(driven):
+    store, run, client = driven
+    handle = run(store.create(Session(user="hot")))
+    key = store.key(handle)
+    client.pexpire(key, (TTL - 30) * 1000)  # 30 s used: within the first tenth (60 s)
+    run(store.load(handle))
+    assert run(store.increment(handle)).value == 1
+    assert client.pttl(key) <= (TTL - 30) * 1000, "within a tenth of the TTL, reads and increments leave it alone"
+
+    client.pexpire(key, (TTL - 70) * 1000)  # 70 s since the last slide: due
+    assert run(store.load(handle)).counter == 1
+    assert client.pttl(key) > (TTL - 5) * 1000, "a read past a tenth of the TTL slides the expiry"
+
+    client.pexpire(key, (TTL - 70) * 1000)
+    assert run(store.increment(handle)).value == 2
+    assert client.pttl(key) > (TTL - 5) * 1000, "an increment past a tenth of the TTL slides the expiry"
+
+    client.pexpire(key, (TTL - 30) * 1000)
+    run(store.set_data(handle, "theme", "dark"))
+    assert client.pttl(key) > (TTL - 5) * 1000, "a change of the data slides it at once"
+
+    client.persist(key)  # a session without expiry (written by hand, or by an older node) is given one
+    run(store.load(handle))
+    assert 0 < client.pttl(key) <= TTL * 1000
+
+
+def test_an_expired_or_unknown_session_is_not_brought_back_by_an_increment(driven):
+    store, run, client = driven
+    handle = run(store.create(Session(user="gone")))
+    client.delete(store.key(handle))
+    assert run(store.increment(handle)) is None
+    assert run(store.load(handle)) is None
+    assert client.exists(store.key(handle)) == 0, "no half session left behind"
+
+
+@pytest.mark.parametrize("order", [
+    [b"user", b"ann", b"counter", b"7", b"created", b"1700000000.5", b"d:a", b"[1,2]", b"d:b", b"\"x\""],
+    [b"d:b", b"\"x\"", b"created", b"1700000000.5", b"counter", b"7", b"d:a", b"[1,2]", b"user", b"ann"],
+    [b"counter", b"7", b"user", b"ann", b"created", b"1700000000.5", b"d:a", b"[1,2]", b"d:b", b"\"x\""],
+])
+def test_a_session_hash_reads_the_same_in_any_field_order(order):
+    session = RedisStore._parse(order)
+    assert (session.user, session.counter, session.created, session.data) == ("ann", 7, 1700000000.5,
+                                                                                {"a": [1, 2], "b": "x"})
+    assert RedisStore._parse([]) is None
