@@ -123,7 +123,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("APP_PORT", _int(1, 65535), "8000", "port to listen on"),
     Setting("WORKERS", _int(1, 64), "1",
             "processes serving the port; sticky and replication keep sessions in one process's memory: 1 only"),
-    Setting("SESSION_TTL", _int(1, 30 * 86400), "1800", "seconds of inactivity before a session expires (sliding)"),
+    Setting("SESSION_TTL", _int(1, 30 * 86400), "1800",
+            "seconds of inactivity before a session expires (sliding: each use moves it; reads and increments once a "
+            "tenth of it has passed, so a session may end up to a tenth early)"),
     Setting("SECRET_KEYS", _secret_keys, None,
             "cookie: signing keys, comma-separated, newest first; older keys still verify (rotation)", ("cookie",)),
     Setting("COOKIE_SECURE", _bool, "false", "mark the SESSION cookie Secure (set it behind HTTPS)"),
