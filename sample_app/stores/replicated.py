@@ -138,9 +138,9 @@ class Peer:
 
     def __init__(self, url: str):
         self.url = url
-        # Idle connections to a peer are let go of within a second: a peer that is stopping (a drain) waits until
-        # the connections it holds are closed.
-        self.link = PeerLink(url, connect_timeout=2.0, timeout=5.0, idle=1.0)
+        # PeerLink's defaults: 2 s to connect, 5 s per exchange, and idle connections let go of within a second (a
+        # peer that is stopping, a drain, waits until the connections it holds are closed).
+        self.link = PeerLink(url)
         self.state = DOWN  # until it has taken a snapshot from this node
         self.generation = 0  # bumped when marked down: an answer to an older send no longer counts
         self.queue: collections.deque[dict[str, Any]] = collections.deque()
@@ -152,8 +152,8 @@ class Peer:
 
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "queued": len(self.queue), "sent": self.sent, "batches": self.batches,
-                "failures": self.failures,
-                "dropped": self.dropped, "snapshots": self.snapshots, "last_error": self.last_error}
+                "failures": self.failures, "dropped": self.dropped, "snapshots": self.snapshots,
+                "last_error": self.last_error}
 
 
 class ReplicatedStore(MemoryStore):
