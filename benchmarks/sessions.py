@@ -2,6 +2,7 @@
 
     python -m benchmarks.sessions [--strategies redis,token] [--seconds 5] [--sessions 200] [--json out.json]
     python -m benchmarks.sessions --strategies redis --workers 1,2    # throughput per node against WORKERS
+    python -m benchmarks.sessions --strategies redis --env STORE_POLL_US=0   # a setting of the app nodes
 
 For each strategy it starts real servers on loopback (Redis, PostgreSQL from the Debian packages), one app node
 (replication: two, loading the first, so that every change is really sent to a peer; once per REPLICATION_MODE,
@@ -82,7 +83,7 @@ def wrk(url: str, method: str, path: str, handles: list[str], bearer: bool, seco
 
 def bench_strategy(strategy: str, backends: Backends, args, mode: str = "", workers: int = 1) -> list[dict]:
     label = f"{strategy}/{mode}" if mode else strategy
-    extra_env = {"REPLICATION_MODE": mode} if mode else {}
+    extra_env = {**args.app_env, **({"REPLICATION_MODE": mode} if mode else {})}
     if workers > 1:
         extra_env["WORKERS"] = str(workers)
     cluster = Cluster(strategy, backends, size=2 if strategy == "replication" else 1, extra_env=extra_env).start()
@@ -160,8 +161,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--replication-modes", default="sync,async", help="REPLICATION_MODE values to run replication in")
     parser.add_argument("--workers", default="1",
                         help="WORKERS values to run each strategy at, comma-separated (1,2); sticky and replication: 1")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the app nodes (repeatable), e.g. --env STORE_POLL_US=0")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.env):
+        parser.error(f"--env: NAME=VALUE, got {', '.join(item for item in args.env if '=' not in item)}")
+    args.app_env = dict(item.split("=", 1) for item in args.env)
     try:
         workers = sorted({int(w) for w in args.workers.split(",") if w.strip()})
     except ValueError:
@@ -176,7 +182,8 @@ def main(argv: list[str]) -> int:
         parser.error("wrk is not installed (apt-get install wrk, or ./kit setup)")
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  wrk -t1 -c32 -d{args.seconds}s, {args.sessions} sessions, "
           f"app processes per node: {','.join(map(str, workers))}, median of {args.rounds} interleaved rounds; "
-          f"ratio = req/s / GET /ping req/s of the same node and path, same run", flush=True)
+          f"ratio = req/s / GET /ping req/s of the same node and path, same run"
+          + "".join(f"; {name}={value}" for name, value in args.app_env.items()), flush=True)
     backends = Backends(redis=RedisServer().start(), postgres=PostgresServer().start())
     rows = []
     try:

@@ -141,6 +141,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATABASE_URL", _url("postgresql", "postgres"), None,
             "database: postgresql://USER:PASSWORD@HOST:PORT/DB", ("database",)),
     Setting("DATABASE_POOL_SIZE", _int(1, 100), "4", "database: connections per node"),
+    Setting("STORE_POLL_US", _int(0, 100_000), "500",
+            "redis, token, database: microseconds a worker keeps polling instead of sleeping while it waits for its "
+            "store (more throughput under load, some CPU spent waiting; 0: off)"),
     Setting("PEERS", _peers, "", "replication: the other nodes' base URLs, comma-separated (http://10.0.0.2:8000,...)"),
     Setting("REPLICATION_KEY", str, None, "replication: shared key that authenticates deltas between peers",
             ("replication",)),
@@ -180,6 +183,7 @@ class Settings:
     redis_cluster_nodes: tuple[tuple[str, int], ...]
     database_url: str
     database_pool_size: int
+    store_poll_us: int
     peers: tuple[str, ...]
     replication_key: str
     replication_mode: str

@@ -24,12 +24,17 @@ def _sticky(settings: Settings, limits: Limits) -> SessionStore:
 
 def _database(settings: Settings, limits: Limits) -> SessionStore:
     from .postgres import PostgresStore
-    return PostgresStore(limits, settings.database_url, settings.database_pool_size)
+    return PostgresStore(limits, settings.database_url, settings.database_pool_size, poll=_poll(settings))
 
 
 def _replication(settings: Settings, limits: Limits) -> SessionStore:
     from .replicated import ReplicatedStore
     return ReplicatedStore(limits, settings.node_name, settings.peers, settings.replication_key)
+
+
+def _poll(settings: Settings) -> float:
+    """Seconds the event loop polls while a batch is out (batching.py)."""
+    return settings.store_poll_us / 1_000_000
 
 
 def _lean_redis(settings: Settings):
@@ -43,12 +48,12 @@ def _lean_redis(settings: Settings):
 
 def _redis(settings: Settings, limits: Limits) -> SessionStore:
     from .redis import RedisStore
-    return RedisStore(limits, _lean_redis(settings))
+    return RedisStore(limits, _lean_redis(settings), poll=_poll(settings))
 
 
 def _token(settings: Settings, limits: Limits) -> SessionStore:
     from .token import TokenStore
-    return TokenStore(limits, _lean_redis(settings))
+    return TokenStore(limits, _lean_redis(settings), poll=_poll(settings))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -189,7 +189,7 @@ class _Lane:
 
 
 class PostgresStore(SessionStore):
-    def __init__(self, limits: Limits, url: str, pool_size: int):
+    def __init__(self, limits: Limits, url: str, pool_size: int, poll: float = 0.0):
         super().__init__(limits)
         self.url = url
         self.pool = psycopg_pool.AsyncConnectionPool(
@@ -202,8 +202,8 @@ class PostgresStore(SessionStore):
         self._load_lane = _Lane(self, b"session_kit_load_many", LOAD_MANY)
         self._increment_lane = _Lane(self, b"session_kit_increment_many", INCREMENT_MANY)
         # One statement of each kind in flight: the requests that arrive meanwhile make the next batch.
-        self._loads = Batcher(self._load_many, concurrency=1)
-        self._increments = Batcher(self._increment_many, concurrency=1)
+        self._loads = Batcher(self._load_many, concurrency=1, poll=poll)
+        self._increments = Batcher(self._increment_many, concurrency=1, poll=poll)
 
     async def start(self) -> None:
         await self.pool.open(wait=False)

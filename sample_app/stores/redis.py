@@ -104,13 +104,13 @@ class RedisStore(SessionStore):
     key_prefix = "session:"
     index_prefix = ""  # "" keeps no per-user index
 
-    def __init__(self, limits: Limits, redis: LeanRedis):
+    def __init__(self, limits: Limits, redis: LeanRedis, poll: float = 0.0):
         super().__init__(limits)
         self.redis = redis
         self.ttl_ms = limits.ttl * 1000
         self.slide_below_ms = self.ttl_ms - self.ttl_ms // 10  # reads and increments slide once a tenth has passed
-        self._loads = Batcher(self._load_many)
-        self._increments = Batcher(self._increment_many)
+        self._loads = Batcher(self._load_many, poll=poll)
+        self._increments = Batcher(self._increment_many, poll=poll)
 
     async def close(self) -> None:
         await self.redis.close()

@@ -136,3 +136,44 @@ def test_concurrent_batches_of_shared_sessions_count_every_increment(database):
     assert all(change is not None for change in changes)
     for handle in handles:
         assert run(store.load(handle)).counter == 100
+
+
+def test_while_a_batch_is_out_the_loop_polls_for_at_most_the_window():
+    """STORE_POLL_US: while a batch is out the loop turns without sleeping (a callback every turn: the process burns
+    CPU instead of blocking in epoll_wait), for at most the window after the batch went; once the batch is back, or
+    the window is over, it sleeps again."""
+    import time
+
+    from sample_app.stores.batching import POLLER
+
+    async def cpu_share(seconds: float) -> float:
+        """The process's CPU time over a wait of `seconds`, as a share of it."""
+        start_cpu, start = time.process_time(), time.monotonic()
+        await asyncio.sleep(seconds)
+        return (time.process_time() - start_cpu) / (time.monotonic() - start)
+
+    async def scenario():
+        polling = Batcher(Recorder(delay=0.5), poll=0.2)
+        out = asyncio.ensure_future(polling.submit(1))
+        await asyncio.sleep(0)
+        polled = await cpu_share(0.1)  # within the window, the batch out
+        early = POLLER.turning
+        await asyncio.sleep(0.2)
+        late, slept = POLLER.turning, await cpu_share(0.1)  # past the window, the batch still out
+        assert await out == 10
+        quick = Batcher(Recorder(delay=0.01), poll=1.0)
+        assert await quick.submit(2) == 20
+        await asyncio.sleep(0.01)
+        after_quick = POLLER.turning  # the batch came back long before the window's end
+        off = Batcher(Recorder(delay=0.3))
+        pending = asyncio.ensure_future(off.submit(3))
+        await asyncio.sleep(0)
+        without, off_share = POLLER.turning, await cpu_share(0.1)
+        await pending
+        return polled, early, late, slept, after_quick, without, off_share
+
+    polled, early, late, slept, after_quick, without, off_share = asyncio.run(scenario())
+    assert early and polled > 0.25, f"a batch out within the window: the loop polls ({polled:.0%} of a core)"
+    assert not late and slept < 0.1, f"past the window it sleeps, the batch still out ({slept:.0%} of a core)"
+    assert not after_quick, "a batch back: no more polling"
+    assert not without and off_share < 0.1, f"poll=0 (STORE_POLL_US=0): never ({off_share:.0%} of a core)"
