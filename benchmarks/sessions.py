@@ -3,6 +3,7 @@
     python -m benchmarks.sessions [--strategies redis,token] [--seconds 5] [--sessions 200] [--json out.json]
     python -m benchmarks.sessions --strategies redis --workers 1,2    # throughput per node against WORKERS
     python -m benchmarks.sessions --strategies redis --env STORE_POLL_US=0   # a setting of the app nodes
+    python -m benchmarks.sessions --strategies redis --compare "STORE_POLL_US=0;STORE_POLL_US=500"  # side by side
 
 For each strategy it starts real servers on loopback (Redis, PostgreSQL from the Debian packages), one app node
 (replication: two, loading the first, so that every change is really sent to a peer; once per REPLICATION_MODE,
@@ -82,43 +83,58 @@ def wrk(url: str, method: str, path: str, handles: list[str], bearer: bool, seco
 
 
 def bench_strategy(strategy: str, backends: Backends, args, mode: str = "", workers: int = 1) -> list[dict]:
+    """One node per variant of the app's settings (--compare; one node without it), each behind its own Nginx; the
+    variants take turns within every round, so that the machine's drift touches them alike."""
     label = f"{strategy}/{mode}" if mode else strategy
-    extra_env = {**args.app_env, **({"REPLICATION_MODE": mode} if mode else {})}
+    base_env = {**args.app_env, **({"REPLICATION_MODE": mode} if mode else {})}
     if workers > 1:
-        extra_env["WORKERS"] = str(workers)
-    cluster = Cluster(strategy, backends, size=2 if strategy == "replication" else 1, extra_env=extra_env).start()
-    nginx = Nginx([cluster.urls[0].removeprefix("http://")]).start() if Nginx.available() and not args.direct_only \
-        else None
+        base_env["WORKERS"] = str(workers)
+    nodes: list[tuple[str, Cluster, Nginx | None, list[str]]] = []  # variant, cluster, nginx, handles
     rows = []
     try:
-        handles = []
-        for i in range(args.sessions):
-            client = SessionClient(bearer=cluster.bearer)
-            assert client.login(cluster.urls[0], f"user{i}").status_code == 200
-            handles.append(client.handle)
-        targets = [("direct", cluster.urls[0])] + ([("nginx", nginx.url)] if nginx else [])
-        for via, url in targets:
-            wrk(url, "GET", "/ping", [], False, 1)  # warm up: connections, code paths, caches
-            # The machine is noisy: the endpoints take turns, round after round, and each figure is the median run.
-            runs: dict[str, list[dict]] = {path: [] for _, _, path in ENDPOINTS}
+        for variant in args.variants:
+            cluster = Cluster(strategy, backends, size=2 if strategy == "replication" else 1,
+                              extra_env={**base_env, **variant})
+            nodes.append((" ".join(f"{k}={v}" for k, v in variant.items()), cluster, None, []))
+            cluster.start()
+            if Nginx.available() and not args.direct_only:
+                nodes[-1] = (*nodes[-1][:2], Nginx([cluster.urls[0].removeprefix("http://")]).start(), [])
+            for i in range(args.sessions):
+                client = SessionClient(bearer=cluster.bearer)
+                assert client.login(cluster.urls[0], f"user{i}").status_code == 200
+                nodes[-1][3].append(client.handle)
+        for via in ("direct", "nginx"):
+            targets = [(variant, cluster.urls[0] if via == "direct" else nginx.url, cluster.bearer, handles)
+                       for variant, cluster, nginx, handles in nodes if via == "direct" or nginx]
+            if not targets:
+                continue
+            for _, url, _, _ in targets:
+                wrk(url, "GET", "/ping", [], False, 1)  # warm up: connections, code paths, caches
+            # The machine is noisy: the endpoints (and variants) take turns, round after round; each figure is the
+            # median run.
+            runs: dict[tuple[str, str], list[dict]] = {(t[0], path): [] for t in targets for _, _, path in ENDPOINTS}
             for _ in range(args.rounds):
+                for variant, url, bearer, handles in targets:
+                    for _, method, path in ENDPOINTS:
+                        runs[variant, path].append(wrk(url, method, path, handles, bearer, args.seconds))
+            for variant, _, _, _ in targets:
+                baseline = median_run(runs[variant, "/ping"])["rps"]
                 for _, method, path in ENDPOINTS:
-                    runs[path].append(wrk(url, method, path, handles, cluster.bearer, args.seconds))
-            baseline = median_run(runs["/ping"])["rps"]
-            for _, method, path in ENDPOINTS:
-                row = {"strategy": label, "workers": workers, "via": via, "endpoint": f"{method} {path}",
-                       **median_run(runs[path])}
-                row["ratio"] = row["rps"] / baseline
-                rows.append(row)
-                print_row(row)
+                    row = {"strategy": label, "workers": workers, "via": via, "endpoint": f"{method} {path}",
+                           "variant": variant, **median_run(runs[variant, path])}
+                    row["ratio"] = row["rps"] / baseline
+                    rows.append(row)
+                    print_row(row)
         if mode:
-            lag = requests.get(cluster.urls[1] + "/_replication/status", timeout=5).json()["lag_ms"]
-            print(f"{label:12s} lag on the peer: p50 {lag['p50']} ms  p99 {lag['p99']} ms  max {lag['max']} ms "
-                  f"(last {lag['samples']} deltas)", flush=True)
+            for variant, cluster, _, _ in nodes:
+                lag = requests.get(cluster.urls[1] + "/_replication/status", timeout=5).json()["lag_ms"]
+                print(f"{label:12s} {variant}{' ' if variant else ''}lag on the peer: p50 {lag['p50']} ms  "
+                      f"p99 {lag['p99']} ms  max {lag['max']} ms (last {lag['samples']} deltas)", flush=True)
     finally:
-        if nginx:
-            nginx.destroy()
-        cluster.destroy()
+        for _, cluster, nginx, _ in nodes:
+            if nginx:
+                nginx.destroy()
+            cluster.destroy()
     return rows
 
 
@@ -131,6 +147,8 @@ def print_row(row: dict) -> None:
     mark = "" if goal is None else (f"  goal {goal:.1f}x " + ("met" if row["ratio"] >= goal else "NOT met"))
     errors = f"  ({row['non_2xx']} non-2xx!)" if row["non_2xx"] else ""
     name = row["strategy"] + (f" w{row['workers']}" if row.get("workers", 1) > 1 else "")
+    if row.get("variant"):
+        name += f" [{row['variant']}]"
     print(f"{name:12s} {row['via']:7s} {row['endpoint']:22s} {row['rps']:9.0f} req/s  "
           f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  {row['ratio']:5.2f}x{mark}{errors}", flush=True)
 
@@ -163,11 +181,18 @@ def main(argv: list[str]) -> int:
                         help="WORKERS values to run each strategy at, comma-separated (1,2); sticky and replication: 1")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the app nodes (repeatable), e.g. --env STORE_POLL_US=0")
+    parser.add_argument("--compare", default="", metavar="NAME=VALUE[,...];...",
+                        help="variants of the app's settings, run side by side in turns: STORE_POLL_US=0;STORE_POLL_US=500")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     if any("=" not in item for item in args.env):
         parser.error(f"--env: NAME=VALUE, got {', '.join(item for item in args.env if '=' not in item)}")
     args.app_env = dict(item.split("=", 1) for item in args.env)
+    try:
+        args.variants = [dict(item.split("=", 1) for item in variant.split(",") if item.strip())
+                         for variant in args.compare.split(";") if variant.strip()] or [{}]
+    except ValueError:
+        parser.error(f"--compare: variants NAME=VALUE[,NAME=VALUE] separated by ';', got {args.compare!r}")
     try:
         workers = sorted({int(w) for w in args.workers.split(",") if w.strip()})
     except ValueError:
