@@ -8,12 +8,13 @@
 For each strategy it starts real servers on loopback (Redis, PostgreSQL from the Debian packages), one app node
 (replication: two, loading the first, so that every change is really sent to a peer; once per REPLICATION_MODE,
 sync and async, each followed by the lag the peer measured), logs in --sessions distinct
-sessions, and drives wrk (-t1 -c32) at:
+sessions, and drives wrk (-t1 -c32, or --connections) at:
   GET /ping             no session at all: the baseline, same process, same run
   GET /session          load the session (the handle rotates over all sessions)
   POST /session/counter change the session
 first straight at the app, then through a local Nginx (1 worker, upstream keepalive) when nginx is installed.
-It prints requests/s, p50 and p99 latency, and each session endpoint's throughput as a ratio of the baseline.
+It prints requests/s, p50 and p99 latency, the app's CPU per request (its processes' user + system time from /proc
+around each run), and each session endpoint's throughput as a ratio of the baseline.
 
 --workers 1,2 runs each strategy once per WORKERS value (a node of that many processes sharing its port,
 sample_app/serve.py; sticky and replication run 1 only), each with its own baseline, and ends with a table of
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -47,6 +49,7 @@ ONE_WORKER = ("sticky", "replication")  # sessions in one process's memory: the 
 # throughput as a fraction of the baseline: issue 13's goals (issue 2 had database at 0.6x); and nothing below FLOOR
 GOALS = {"redis": 0.8, "token": 0.8, "database": 0.7}
 FLOOR = 0.5
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 LUA = """
 local handles = {%(handles)s}
@@ -104,20 +107,23 @@ def bench_strategy(strategy: str, backends: Backends, args, mode: str = "", work
                 assert client.login(cluster.urls[0], f"user{i}").status_code == 200
                 nodes[-1][3].append(client.handle)
         for via in ("direct", "nginx"):
-            targets = [(variant, cluster.urls[0] if via == "direct" else nginx.url, cluster.bearer, handles)
-                       for variant, cluster, nginx, handles in nodes if via == "direct" or nginx]
+            targets = [(variant, cluster.urls[0] if via == "direct" else nginx.url, cluster.bearer, handles,
+                        cluster.nodes[0].proc.pid) for variant, cluster, nginx, handles in nodes if via == "direct" or nginx]
             if not targets:
                 continue
-            for _, url, _, _ in targets:
+            for _, url, _, _, _ in targets:
                 wrk(url, "GET", "/ping", [], False, 1)  # warm up: connections, code paths, caches
             # The machine is noisy: the endpoints (and variants) take turns, round after round; each figure is the
             # median run.
             runs: dict[tuple[str, str], list[dict]] = {(t[0], path): [] for t in targets for _, _, path in ENDPOINTS}
             for _ in range(args.rounds):
-                for variant, url, bearer, handles in targets:
+                for variant, url, bearer, handles, pid in targets:
                     for _, method, path in ENDPOINTS:
-                        runs[variant, path].append(wrk(url, method, path, handles, bearer, args.seconds))
-            for variant, _, _, _ in targets:
+                        before = cpu_seconds(pid)
+                        run = wrk(url, method, path, handles, bearer, args.seconds, args.connections)
+                        run["app_us"] = (cpu_seconds(pid) - before) / max(run["rps"] * args.seconds, 1) * 1e6
+                        runs[variant, path].append(run)
+            for variant, _, _, _, _ in targets:
                 baseline = median_run(runs[variant, "/ping"])["rps"]
                 for _, method, path in ENDPOINTS:
                     row = {"strategy": label, "workers": workers, "via": via, "endpoint": f"{method} {path}",
@@ -138,6 +144,21 @@ def bench_strategy(strategy: str, backends: Backends, args, mode: str = "", work
     return rows
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children that are running (a node's workers), from /proc."""
+    total, pids = 0.0, [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:  # gone meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        pids += [int(child) for child in children]
+    return total
+
+
 def median_run(runs: list[dict]) -> dict:
     return sorted(runs, key=lambda run: run["rps"])[len(runs) // 2]
 
@@ -150,7 +171,8 @@ def print_row(row: dict) -> None:
     if row.get("variant"):
         name += f" [{row['variant']}]"
     print(f"{name:12s} {row['via']:7s} {row['endpoint']:22s} {row['rps']:9.0f} req/s  "
-          f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  {row['ratio']:5.2f}x{mark}{errors}", flush=True)
+          f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  app {row['app_us']:5.1f} us/req  "
+          f"{row['ratio']:5.2f}x{mark}{errors}", flush=True)
 
 
 def print_workers_table(rows: list[dict]) -> None:
@@ -181,6 +203,7 @@ def main(argv: list[str]) -> int:
                         help="WORKERS values to run each strategy at, comma-separated (1,2); sticky and replication: 1")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the app nodes (repeatable), e.g. --env STORE_POLL_US=0")
+    parser.add_argument("--connections", type=int, default=32, help="wrk's connections (-c)")
     parser.add_argument("--compare", default="", metavar="NAME=VALUE[,...];...",
                         help="variants of the app's settings, run side by side in turns: STORE_POLL_US=0;STORE_POLL_US=500")
     parser.add_argument("--json", help="also write the rows to this file")
@@ -205,7 +228,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"--strategies: unknown {', '.join(sorted(unknown))} (choose from {', '.join(STRATEGIES)})")
     if not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install wrk, or ./kit setup)")
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  wrk -t1 -c32 -d{args.seconds}s, {args.sessions} sessions, "
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  wrk -t1 -c{args.connections} -d{args.seconds}s, {args.sessions} sessions, "
           f"app processes per node: {','.join(map(str, workers))}, median of {args.rounds} interleaved rounds; "
           f"ratio = req/s / GET /ping req/s of the same node and path, same run"
           + "".join(f"; {name}={value}" for name, value in args.app_env.items()), flush=True)
