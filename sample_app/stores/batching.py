@@ -20,8 +20,9 @@ While a batch is out, the event loop polls instead of sleeping, for at most `pol
 callback every loop turn keeps uvloop from blocking in epoll_wait. Measured under load (redis, wrk -c32, issue 13):
 without it the app slept in epoll about once every 33 requests, waiting for a reply that its store (woken on the
 other core) had not sent yet, and each sleep and wake-up cost more than the wait itself on this kind of virtual
-machine; with a 500 us window the sleeps fell to one in 100-200 requests and throughput rose by a tenth or more. The
-price: CPU burnt while waiting, about 10% more per request with one request at a time (README, "What limits them").
+machine; with a 500 us window the sleeps fell to one in 100-200 requests and session throughput rose by 0-27% on
+10 of 12 endpoints side by side (one 5% lower). The price: CPU burnt while waiting, 8% more per request with one
+request at a time (README, "What limits them").
 """
 
 from __future__ import annotations
