@@ -27,6 +27,7 @@ This is a benchmark, not a test: nothing is asserted. The machine is shared and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -85,6 +86,18 @@ def wrk(url: str, method: str, path: str, handles: list[str], bearer: bool, seco
             "non_2xx": int(errors.group(1)) if errors else 0}
 
 
+@dataclasses.dataclass
+class Variant:
+    """One node (and its Nginx) running one variant of the app's settings, with its logged-in sessions."""
+    name: str  # "NAME=VALUE ..." ("" without --compare)
+    cluster: Cluster
+    nginx: Nginx | None = None
+    handles: list[str] = dataclasses.field(default_factory=list)
+
+    def url(self, via: str) -> str:
+        return self.cluster.urls[0] if via == "direct" else self.nginx.url
+
+
 def bench_strategy(strategy: str, backends: Backends, args, mode: str = "", workers: int = 1) -> list[dict]:
     """One node per variant of the app's settings (--compare; one node without it), each behind its own Nginx; the
     variants take turns within every round, so that the machine's drift touches them alike."""
@@ -92,55 +105,54 @@ def bench_strategy(strategy: str, backends: Backends, args, mode: str = "", work
     base_env = {**args.app_env, **({"REPLICATION_MODE": mode} if mode else {})}
     if workers > 1:
         base_env["WORKERS"] = str(workers)
-    nodes: list[tuple[str, Cluster, Nginx | None, list[str]]] = []  # variant, cluster, nginx, handles
+    variants: list[Variant] = []
     rows = []
     try:
-        for variant in args.variants:
-            cluster = Cluster(strategy, backends, size=2 if strategy == "replication" else 1,
-                              extra_env={**base_env, **variant})
-            nodes.append((" ".join(f"{k}={v}" for k, v in variant.items()), cluster, None, []))
-            cluster.start()
+        for settings in args.variants:
+            variant = Variant(" ".join(f"{k}={v}" for k, v in settings.items()),
+                              Cluster(strategy, backends, size=2 if strategy == "replication" else 1,
+                                      extra_env={**base_env, **settings}))
+            variants.append(variant)
+            variant.cluster.start()
             if Nginx.available() and not args.direct_only:
-                nodes[-1] = (*nodes[-1][:2], Nginx([cluster.urls[0].removeprefix("http://")]).start(), [])
+                variant.nginx = Nginx([variant.cluster.urls[0].removeprefix("http://")]).start()
             for i in range(args.sessions):
-                client = SessionClient(bearer=cluster.bearer)
-                assert client.login(cluster.urls[0], f"user{i}").status_code == 200
-                nodes[-1][3].append(client.handle)
-        for via in ("direct", "nginx"):
-            targets = [(variant, cluster.urls[0] if via == "direct" else nginx.url, cluster.bearer, handles,
-                        cluster.nodes[0].proc.pid) for variant, cluster, nginx, handles in nodes if via == "direct" or nginx]
-            if not targets:
-                continue
-            for _, url, _, _, _ in targets:
-                wrk(url, "GET", "/ping", [], False, 1)  # warm up: connections, code paths, caches
+                client = SessionClient(bearer=variant.cluster.bearer)
+                assert client.login(variant.cluster.urls[0], f"user{i}").status_code == 200
+                variant.handles.append(client.handle)
+        for via in ("direct", "nginx") if variants[0].nginx else ("direct",):
+            for variant in variants:
+                wrk(variant.url(via), "GET", "/ping", [], False, 1)  # warm up: connections, code paths, caches
             # The machine is noisy: the endpoints (and variants) take turns, round after round; each figure is the
             # median run.
-            runs: dict[tuple[str, str], list[dict]] = {(t[0], path): [] for t in targets for _, _, path in ENDPOINTS}
+            runs: dict[tuple[str, str], list[dict]] = {(v.name, path): [] for v in variants for _, _, path in ENDPOINTS}
             for _ in range(args.rounds):
-                for variant, url, bearer, handles, pid in targets:
+                for variant in variants:
+                    pid = variant.cluster.nodes[0].proc.pid
                     for _, method, path in ENDPOINTS:
                         before = cpu_seconds(pid)
-                        run = wrk(url, method, path, handles, bearer, args.seconds, args.connections)
+                        run = wrk(variant.url(via), method, path, variant.handles, variant.cluster.bearer,
+                                  args.seconds, args.connections)
                         run["app_us"] = (cpu_seconds(pid) - before) / max(run["rps"] * args.seconds, 1) * 1e6
-                        runs[variant, path].append(run)
-            for variant, _, _, _, _ in targets:
-                baseline = median_run(runs[variant, "/ping"])["rps"]
+                        runs[variant.name, path].append(run)
+            for variant in variants:
+                baseline = median_run(runs[variant.name, "/ping"])["rps"]
                 for _, method, path in ENDPOINTS:
                     row = {"strategy": label, "workers": workers, "via": via, "endpoint": f"{method} {path}",
-                           "variant": variant, **median_run(runs[variant, path])}
+                           "variant": variant.name, **median_run(runs[variant.name, path])}
                     row["ratio"] = row["rps"] / baseline
                     rows.append(row)
                     print_row(row)
         if mode:
-            for variant, cluster, _, _ in nodes:
-                lag = requests.get(cluster.urls[1] + "/_replication/status", timeout=5).json()["lag_ms"]
-                print(f"{label:12s} {variant}{' ' if variant else ''}lag on the peer: p50 {lag['p50']} ms  "
+            for variant in variants:
+                lag = requests.get(variant.cluster.urls[1] + "/_replication/status", timeout=5).json()["lag_ms"]
+                print(f"{label:12s} {variant.name}{' ' if variant.name else ''}lag on the peer: p50 {lag['p50']} ms  "
                       f"p99 {lag['p99']} ms  max {lag['max']} ms (last {lag['samples']} deltas)", flush=True)
     finally:
-        for _, cluster, nginx, _ in nodes:
-            if nginx:
-                nginx.destroy()
-            cluster.destroy()
+        for variant in variants:
+            if variant.nginx:
+                variant.nginx.destroy()
+            variant.cluster.destroy()
     return rows
 
 
@@ -157,6 +169,17 @@ def cpu_seconds(pid: int) -> float:
         total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
         pids += [int(child) for child in children]
     return total
+
+
+def app_settings(items: list[str]) -> dict[str, str]:
+    """NAME=VALUE items as a dict; ValueError for an item without "="."""
+    settings = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(item)
+        settings[name] = value
+    return settings
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -208,14 +231,16 @@ def main(argv: list[str]) -> int:
                         help="variants of the app's settings, run side by side in turns: STORE_POLL_US=0;STORE_POLL_US=500")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
-    if any("=" not in item for item in args.env):
-        parser.error(f"--env: NAME=VALUE, got {', '.join(item for item in args.env if '=' not in item)}")
-    args.app_env = dict(item.split("=", 1) for item in args.env)
     try:
-        args.variants = [dict(item.split("=", 1) for item in variant.split(",") if item.strip())
-                         for variant in args.compare.split(";") if variant.strip()] or [{}]
+        args.app_env = app_settings(args.env)
+    except ValueError:
+        parser.error(f"--env: NAME=VALUE, got {args.env!r}")
+    try:
+        args.variants = [app_settings([item for item in variant.split(",") if item.strip()])
+                         for variant in args.compare.split(";") if variant.strip()]
     except ValueError:
         parser.error(f"--compare: variants NAME=VALUE[,NAME=VALUE] separated by ';', got {args.compare!r}")
+    args.variants = args.variants or [{}]
     try:
         workers = sorted({int(w) for w in args.workers.split(",") if w.strip()})
     except ValueError:
