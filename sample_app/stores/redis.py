@@ -170,13 +170,14 @@ class RedisStore(SessionStore):
         if flat[0] == b"user" and flat[2] == b"counter" and flat[4] == b"created":
             # The order create() writes them in, which HGETALL keeps for a small hash (a listpack): read by position,
             # half the cost of the dict below on every read. What follows are the d:<key> fields.
-            user, counter, created, rest = flat[1], flat[3], flat[5], flat[6:]
-        else:  # any other order (a large hash's, or a rotated session's copy)
+            user, counter, created = flat[1], flat[3], flat[5]
+            data_fields = zip(flat[6::2], flat[7::2]) if len(flat) > 6 else ()
+        else:  # any other order (a large hash, kept as a hashtable, has its own)
             pairs = iter(flat)
             fields = dict(zip(pairs, pairs))
             user, counter, created = fields.pop(b"user"), fields.pop(b"counter"), fields.pop(b"created")
-            rest = [item for pair in fields.items() for item in pair]
-        data = {rest[i][2:].decode(): json.loads(rest[i + 1]) for i in range(0, len(rest), 2)} if rest else {}
+            data_fields = fields.items()
+        data = {name[2:].decode(): json.loads(value) for name, value in data_fields} if data_fields else {}
         return Session(user.decode(), int(counter), data, float(created))
 
     # On a cluster a batch's keys are in many slots: script_each runs the script once per slot, and a slot that
