@@ -17,6 +17,12 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
+#: Reads and increments slide a session's expiry only once this share of SESSION_TTL has passed since its last slide
+#: (every other change slides it at once): a slide is a write (on Redis one that goes on to every replica and the
+#: AOF, on PostgreSQL a new row version, for the cookie a new cookie, for replication a touch sent to every peer),
+#: and a session in use is never more than this share closer to its expiry than a slide on every request would leave.
+SLIDE_AFTER = 0.1
+
 # 32 random bytes, URL-safe base64 without padding: 256 bits, 43 characters.
 _ID_BYTES = 32
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")

@@ -35,7 +35,8 @@ from psycopg.generators import execute as _execute_generator
 from psycopg.types.json import Jsonb
 
 from .batching import Batcher
-from .base import Change, Limits, Session, SessionStore, StoreUnavailable, is_valid_id, new_id, too_many_keys
+from .base import (SLIDE_AFTER, Change, Limits, Session, SessionStore, StoreUnavailable, is_valid_id, new_id,
+                   too_many_keys)
 
 log = logging.getLogger("sample_app.database")
 
@@ -62,11 +63,12 @@ _LIVE = "id = %(id)s AND expires_at > now()"
 # every request that arrived while the previous statement of its kind was out, with one JSON object.
 # $1: the handles, a text[] literal (ids are [A-Za-z0-9_-], nothing to quote); $2: SESSION_TTL in seconds.
 _LANE_TTL = "make_interval(secs => $2::int)"
+_SLIDE_DUE = f"now() + {_LANE_TTL} * {1 - SLIDE_AFTER}"  # an expiry before this is due a slide (base.SLIDE_AFTER)
 # A read slides the expiry of the sessions due for it in the same statement (a data-modifying CTE runs whether or
 # not the outer query reads it): one round trip per batch, never two. The slide skips rows that another transaction
 # holds (SKIP LOCKED): that one is a change, which slides them itself, and a read that never waits for a row lock
 # can never be part of a deadlock. Answer: {id: [username, counter, data, created]}, NULL when none is live.
-LOAD_MANY = f"""WITH found AS (SELECT id, username, counter, data, created, expires_at < now() + {_LANE_TTL} * 0.9 AS stale
+LOAD_MANY = f"""WITH found AS (SELECT id, username, counter, data, created, expires_at < {_SLIDE_DUE} AS stale
                                FROM sessions WHERE id = ANY($1::text[]) AND expires_at > now()),
                      due AS (SELECT s.id FROM sessions s JOIN found f ON s.id = f.id
                              WHERE f.stale AND s.expires_at > now() FOR UPDATE OF s SKIP LOCKED),
@@ -78,7 +80,7 @@ LOAD_MANY = f"""WITH found AS (SELECT id, username, counter, data, created, expi
 # work. Answer: {id: counter after the batch}, NULL when none is live.
 INCREMENT_MANY = f"""WITH wanted AS (SELECT id, count(*) AS n FROM unnest($1::text[]) AS id GROUP BY id),
                           done AS (UPDATE sessions s SET counter = s.counter + w.n,
-                                          expires_at = CASE WHEN s.expires_at < now() + {_LANE_TTL} * 0.9
+                                          expires_at = CASE WHEN s.expires_at < {_SLIDE_DUE}
                                                             THEN now() + {_LANE_TTL} ELSE s.expires_at END
                                    FROM wanted w WHERE s.id = w.id AND s.expires_at > now() RETURNING s.id, s.counter)
                      SELECT json_object_agg(id, counter)::text FROM done"""

@@ -31,7 +31,8 @@ import json
 from typing import Any, Sequence
 
 from .batching import Batcher
-from .base import Change, Limits, Session, SessionStore, StoreUnavailable, is_valid_id, new_id, too_many_keys
+from .base import (SLIDE_AFTER, Change, Limits, Session, SessionStore, StoreUnavailable, is_valid_id, new_id,
+                   too_many_keys)
 from .resp import ClusterRedis, LeanRedis, RedisError
 
 _FIXED_FIELDS = 3  # user, counter, created
@@ -115,7 +116,7 @@ class RedisStore(SessionStore):
         super().__init__(limits)
         self.redis = redis
         self.ttl_ms = limits.ttl * 1000
-        self.slide_below_ms = self.ttl_ms - self.ttl_ms // 10  # reads and increments slide once a tenth has passed
+        self.slide_below_ms = round(self.ttl_ms * (1 - SLIDE_AFTER))  # reads and increments slide below it
         self._loads = Batcher(self._load_many, poll=poll)
         self._increments = Batcher(self._increment_many, poll=poll)
 

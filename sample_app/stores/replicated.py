@@ -52,7 +52,7 @@ import secrets
 import time
 from typing import Any, Awaitable
 
-from .base import Limits, Session
+from .base import SLIDE_AFTER, Limits, Session
 from .memory import MemoryStore
 from .peer_link import PeerDown, PeerLink, Response
 
@@ -173,7 +173,7 @@ class ReplicatedStore(MemoryStore):
         self.tombstones: dict[str, float] = {}  # deleted handle -> when
         self.tombstone_keep = limits.ttl + DELTA_MAX_AGE + 2 * MAX_SKEW
         self.touched: dict[str, float] = {}  # handle -> the expiry last sent to the peers
-        self.touch_every = limits.ttl / 10
+        self.touch_every = limits.ttl * SLIDE_AFTER
         self.links: dict[str, tuple[str, int]] = {}  # origin -> (its epoch, highest sequence number applied)
         self.guard = ReplayGuard()
         self.received = self.duplicates = self.stale = 0

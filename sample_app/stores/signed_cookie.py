@@ -38,7 +38,7 @@ import time
 import zlib
 from typing import Any
 
-from .base import Change, Limits, Rejected, Session, SessionStore, new_id, too_many_keys
+from .base import SLIDE_AFTER, Change, Limits, Rejected, Session, SessionStore, new_id, too_many_keys
 
 MAX_COOKIE_BYTES = 4096
 COOKIE_NAME = "SESSION"
@@ -169,7 +169,7 @@ class SignedCookieStore(SessionStore):
             return None
         signed_at, counter, body, decoded = opened
         session = self._session(counter, decoded)
-        if time.time() - signed_at > self.limits.ttl / 10:
+        if time.time() - signed_at > self.limits.ttl * SLIDE_AFTER:
             session.renewed_handle = self._sign(counter, body)  # the same body: nothing to encode
         return session
 
