@@ -43,10 +43,21 @@ class NotSent(StoreUnavailable):
     """No connection could be made (or set up): the command never left, so it may be sent elsewhere."""
 
 
+class _Replies:
+    """The waiter of several commands sent together: its future gets all their replies (an error reply in place, as
+    a hiredis.ReplyError) once the last is in. One future per batch of commands instead of one per command: a
+    batch of reads is two commands per session (redis.py)."""
+
+    __slots__ = ("future", "count", "replies")
+
+    def __init__(self, future: asyncio.Future, count: int) -> None:
+        self.future, self.count, self.replies = future, count, []
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
-        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        self.waiters: collections.deque[asyncio.Future | _Replies] = collections.deque()
         self.pending: list[bytes] = []
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -70,7 +81,13 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
-            waiter = self.waiters.popleft()
+            waiter = self.waiters[0]
+            if waiter.__class__ is _Replies:
+                waiter.replies.append(reply)
+                if len(waiter.replies) < waiter.count:
+                    continue
+                reply, waiter = waiter.replies, waiter.future
+            self.waiters.popleft()
             self.oldest_sent = self.loop.time()
             if waiter.done():
                 continue
@@ -84,20 +101,33 @@ class _Protocol(asyncio.Protocol):
         self.watchdog.cancel()
         while self.waiters:
             waiter = self.waiters.popleft()
+            if waiter.__class__ is _Replies:
+                waiter = waiter.future
             if not waiter.done():
                 waiter.set_exception(StoreUnavailable(f"redis connection lost: {exc or 'closed by server'}"))
 
     def send(self, command: Sequence[Any]) -> asyncio.Future:
+        """Send one command; the future gets its reply (an error reply: RedisError)."""
+        waiter = self.loop.create_future()
+        self._queue(waiter, hiredis.pack_command(tuple(command)))
+        return waiter
+
+    def send_all(self, commands: Sequence[Sequence[Any]]) -> asyncio.Future:
+        """Send commands together; the future gets the list of their replies, error replies in place."""
+        waiter = self.loop.create_future()
+        pack = hiredis.pack_command
+        self._queue(_Replies(waiter, len(commands)), b"".join([pack(tuple(command)) for command in commands]))
+        return waiter
+
+    def _queue(self, waiter: asyncio.Future | _Replies, packed: bytes) -> None:
         if self.closed:
             raise StoreUnavailable("redis connection closed")
-        waiter = self.loop.create_future()
         if not self.waiters:
             self.oldest_sent = self.loop.time()
         self.waiters.append(waiter)
         if not self.pending:
             self.loop.call_soon(self._flush)
-        self.pending.append(hiredis.pack_command(tuple(command)))
-        return waiter
+        self.pending.append(packed)
 
     def _flush(self) -> None:
         if self.pending and self.transport is not None and not self.closed:
@@ -189,10 +219,14 @@ class LeanRedis:
         proto = self._proto
         if proto is None or proto.closed:
             proto = await self._connect()
-        waiters = [proto.send(command) for command in commands]
-        # Replies arrive in order: once the last is in, all are. No per-call timer: the watchdog enforces TIMEOUT.
-        await waiters[-1]
-        return [waiter.result() for waiter in waiters]
+        if len(commands) == 1:
+            return [await proto.send(commands[0])]
+        # No per-call timer: the watchdog enforces TIMEOUT.
+        replies = await proto.send_all(commands)
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                raise RedisError(str(reply))
+        return replies
 
     async def script(self, source: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         sha = self._scripts.get(source)
