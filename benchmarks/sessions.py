@@ -14,7 +14,8 @@ sessions, and drives wrk (-t1 -c32, or --connections) at:
   POST /session/counter change the session
 first straight at the app, then through a local Nginx (1 worker, upstream keepalive) when nginx is installed.
 It prints requests/s, p50 and p99 latency, the app's CPU per request (its processes' user + system time from /proc
-around each run), and each session endpoint's throughput as a ratio of the baseline.
+around each run), and each session endpoint's throughput as a ratio of the baseline: the median over rounds of
+its run's req/s over the baseline's run of the same round (a paired ratio, as the peers benchmark takes it).
 
 --workers 1,2 runs each strategy once per WORKERS value (a node of that many processes sharing its port,
 sample_app/serve.py; sticky and replication run 1 only), each with its own baseline, and ends with a table of
@@ -32,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -136,11 +138,11 @@ def bench_strategy(strategy: str, backends: Backends, args, mode: str = "", work
                         run["app_us"] = (cpu_seconds(pid) - before) / max(run["rps"] * args.seconds, 1) * 1e6
                         runs[variant.name, path].append(run)
             for variant in variants:
-                baseline = median_run(runs[variant.name, "/ping"])["rps"]
+                baselines = runs[variant.name, "/ping"]
                 for _, method, path in ENDPOINTS:
                     row = {"strategy": label, "workers": workers, "via": via, "endpoint": f"{method} {path}",
                            "variant": variant.name, **median_run(runs[variant.name, path])}
-                    row["ratio"] = row["rps"] / baseline
+                    row["ratio"] = paired_ratio(runs[variant.name, path], baselines)
                     rows.append(row)
                     print_row(row)
         if mode:
@@ -184,6 +186,13 @@ def app_settings(items: list[str]) -> dict[str, str]:
 
 def median_run(runs: list[dict]) -> dict:
     return sorted(runs, key=lambda run: run["rps"])[len(runs) // 2]
+
+
+def paired_ratio(runs: list[dict], baselines: list[dict]) -> float:
+    """The median over rounds of each run's req/s over its own round's baseline (seconds apart on the same node):
+    the machine's drift between rounds (this VM's baseline moved 12-19 k req/s within one run) cancels out, which it
+    does not in a ratio of two medians taken from different rounds."""
+    return statistics.median(run["rps"] / max(base["rps"], 1e-9) for run, base in zip(runs, baselines))
 
 
 def print_row(row: dict) -> None:
@@ -255,7 +264,7 @@ def main(argv: list[str]) -> int:
         parser.error("wrk is not installed (apt-get install wrk, or ./kit setup)")
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  wrk -t1 -c{args.connections} -d{args.seconds}s, {args.sessions} sessions, "
           f"app processes per node: {','.join(map(str, workers))}, median of {args.rounds} interleaved rounds; "
-          f"ratio = req/s / GET /ping req/s of the same node and path, same run"
+          f"ratio = median over rounds of req/s / GET /ping req/s of the same node, path and round"
           + "".join(f"; {name}={value}" for name, value in args.app_env.items()), flush=True)
     backends = Backends(redis=RedisServer().start(), postgres=PostgresServer().start())
     rows = []
