@@ -192,7 +192,7 @@ def paired_ratio(runs: list[dict], baselines: list[dict]) -> float:
     """The median over rounds of each run's req/s over its own round's baseline (seconds apart on the same node):
     the machine's drift between rounds (this VM's baseline moved 12-19 k req/s within one run) cancels out, which it
     does not in a ratio of two medians taken from different rounds."""
-    return statistics.median(run["rps"] / max(base["rps"], 1e-9) for run, base in zip(runs, baselines))
+    return statistics.median(run["rps"] / max(base["rps"], 1e-9) for run, base in zip(runs, baselines, strict=True))
 
 
 def print_row(row: dict) -> None:

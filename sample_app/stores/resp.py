@@ -81,6 +81,7 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
+            self.oldest_sent = self.loop.time()  # Redis is answering: the watchdog's clock starts again
             waiter = self.waiters[0]
             if waiter.__class__ is _Replies:
                 waiter.replies.append(reply)
@@ -88,7 +89,6 @@ class _Protocol(asyncio.Protocol):
                     continue
                 reply, waiter = waiter.replies, waiter.future
             self.waiters.popleft()
-            self.oldest_sent = self.loop.time()
             if waiter.done():
                 continue
             if isinstance(reply, hiredis.ReplyError):
@@ -113,7 +113,9 @@ class _Protocol(asyncio.Protocol):
         return waiter
 
     def send_all(self, commands: Sequence[Sequence[Any]]) -> asyncio.Future:
-        """Send commands together; the future gets the list of their replies, error replies in place."""
+        """Send commands together (at least one); the future gets the list of their replies, error replies in place."""
+        if not commands:  # a waiter for no reply would take the next command's
+            raise ValueError("send_all: no commands")
         waiter = self.loop.create_future()
         pack = hiredis.pack_command
         self._queue(_Replies(waiter, len(commands)), b"".join([pack(tuple(command)) for command in commands]))
@@ -216,6 +218,8 @@ class LeanRedis:
 
     async def pipeline(self, *commands: Sequence[Any]) -> list[Any]:
         """Send commands together (not as a transaction) and return their replies; an error reply raises."""
+        if not commands:
+            return []
         proto = self._proto
         if proto is None or proto.closed:
             proto = await self._connect()
