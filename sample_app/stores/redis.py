@@ -9,12 +9,12 @@
   sent on to every replica and the AOF, and Redis's CPU on the cores the app shares; a PTTL is a read.
 - Reads and increments of one event-loop turn go together (batching.py): the increments as one script call over all
   their keys, the reads as plain HGETALL and PTTL commands in one write (then one PEXPIRE each for the few due a
-  slide, not waited for). A read in Lua cost Redis twice the CPU of the same commands sent plainly (8-11 us per session against
-  4.3-4.7 with 14 sessions per batch, from Redis's own CPU; under wrk 9.2 -> 3.8-4.7 us per read, the app's CPU per
-  read unchanged): the script converts every field to Lua and back.
-  The read needs no atomicity (a slide that lands after a logout is a no-op on a missing key); an increment does (no
-  half session), and stays a script. On Redis Cluster both are one script call per slot (a script may touch one
-  slot only), the calls to one node in one write, so that a slot that fails fails its own sessions only.
+  slide, not waited for). A read in Lua cost Redis twice the CPU of the same commands sent plainly (8-11 us per
+  session against 4.3-4.7 with 14 sessions per batch, from Redis's own CPU; under wrk 9.2 -> 3.8-4.7 us per read,
+  the app's CPU per read unchanged): the script converts every field to Lua and back. The read needs no atomicity
+  (a slide that lands after a logout is a no-op on a missing key); an increment does (no half session), and stays a
+  script. On Redis Cluster both are one script call per slot (a script may touch one slot only), the calls to one
+  node in one write, so that a slot that fails fails its own sessions only.
 - No script touches two keys, so no key needs a hash tag and every key spreads over the cluster's slots: id rotation
   (login on an existing session) writes the new key, then deletes the old one (never RENAME); the token store's
   per-user index is changed by commands of its own (see TokenStore).
