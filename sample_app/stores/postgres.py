@@ -116,11 +116,11 @@ class _Lane:
     """A connection of its own for one batched statement, prepared once, used by one batch at a time (the Batcher's
     concurrency is 1). It is opened on first use and dropped on any connection error; the next batch opens another.
 
-    The statement's round trip is libpq's, nonblocking, with the connection's socket watched by the event loop for as
-    long as a statement is out and the lane is in use (one registration for the connection's life under load), not
-    psycopg's wait: that registers the socket and unregisters it, arms a timer and polls once per statement, 65-76 us of
-    the app's CPU per statement on this kind of machine (single statements in a loop), against batches of 8-11 requests
-    under wrk -c32 (issue 13)."""
+    The statement's round trip is libpq's, nonblocking, with the connection's socket watched by the event loop from
+    the first statement on (one registration for the connection's life while the server says nothing unasked), not
+    psycopg's wait, which registers the socket, unregisters it, arms a timer and polls once per statement: about 40 us
+    less of the app's CPU per statement, a statement answering 8-11 requests under wrk -c32 (`python -m
+    benchmarks.postgres_lane`; README, the database section under "Benchmark"; issue 13)."""
 
     TICK = 0.1  # seconds (_tick)
 
