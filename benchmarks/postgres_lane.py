@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -34,12 +33,7 @@ from sample_app.stores.base import Limits, Session
 from sample_app.stores.postgres import PostgresStore
 from tests.support.servers import PostgresServer
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+from .sessions import cpu_seconds
 
 
 async def psycopg_wait(store: PostgresStore, handles: list[str]) -> object:
