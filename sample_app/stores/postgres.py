@@ -33,6 +33,7 @@ import psycopg
 import psycopg_pool
 from psycopg import pq
 from psycopg.generators import execute as _execute_generator
+from psycopg.generators import send as _send_generator
 from psycopg.types.json import Jsonb
 
 from .batching import Batcher
@@ -120,7 +121,12 @@ class _Lane:
     the first statement on (one registration for the connection's life while the server says nothing unasked), not
     psycopg's wait, which registers the socket, unregisters it, arms a timer and polls once per statement: about 40 us
     less of the app's CPU per statement, a statement answering 8-11 requests under wrk -c32 (`python -m
-    benchmarks.postgres_lane`; README, the database section under "Benchmark"; issue 13)."""
+    benchmarks.postgres_lane`; README, the database section under "Benchmark"; issue 13).
+
+    A server that has gone: its goodbye (a FATAL error) ends the statement at once, as the closed connection would.
+    uvloop closes its watch of a socket in error after one last callback; a tick every TICK seconds while statements
+    are out reads the socket of a statement out since the previous tick and watches it anew, so that no statement can
+    wait on a watch that is gone."""
 
     TICK = 0.1  # seconds (_tick)
 
@@ -132,7 +138,7 @@ class _Lane:
         self.watching = False
         self.waiter: asyncio.Future | None = None  # the statement out, answered by _readable
         self.results: list[pq.abc.PGresult] = []
-        self.ticking = False
+        self.ticking = False  # a tick is due on self.loop
         self.ticked: asyncio.Future | None = None  # the statement out at the last tick
 
     async def _open(self) -> psycopg.AsyncConnection:
@@ -148,26 +154,42 @@ class _Lane:
             await conn.close()
             raise
         conn.pgconn.nonblocking = 1
-        self.loop, self.fd, self.watching, self.waiter = asyncio.get_running_loop(), conn.pgconn.socket, False, None
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # a tick due on another loop never comes
+            self.ticking, self.ticked = False, None
+        self.loop, self.fd, self.watching, self.waiter = loop, conn.pgconn.socket, False, None
         return conn
+
+    def _watch(self) -> None:
+        if not self.watching:
+            self.loop.add_reader(self.fd, self._readable)
+            self.watching = True
 
     def _unwatch(self) -> None:
         if self.watching:
             self.watching = False
             if not self.loop.is_closed():
-                self.loop.remove_reader(self.fd)
+                with contextlib.suppress(OSError, ValueError):  # a socket libpq closed on a protocol error
+                    self.loop.remove_reader(self.fd)
+
+    def _answer(self, outcome: list | BaseException) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            if isinstance(outcome, BaseException):
+                waiter.set_exception(outcome)
+            else:
+                waiter.set_result(outcome)
 
     async def _drop(self) -> None:
         if self.conn is not None:
-            with contextlib.suppress(Exception):
-                self._unwatch()
-            conn, self.conn, self.waiter = self.conn, None, None
+            self._unwatch()
+            conn, self.conn = self.conn, None
+            self._answer(psycopg.OperationalError("the connection was dropped"))
             with contextlib.suppress(Exception):
                 await conn.close()
 
     def _readable(self) -> None:
-        waiter = self.waiter
-        if waiter is None:
+        if self.waiter is None or self.conn is None:
             # The server spoke with no statement out: its goodbye before a restart, most likely. It stays unread, for
             # the next statement to find before its own answer (how run() tells that nothing was applied); unwatched
             # until then, or the loop would call this again on every turn.
@@ -181,54 +203,57 @@ class _Lane:
                 if result is None:  # the statement's results are all in
                     break
                 self.results.append(result)
+                if (result.status == pq.ExecStatus.FATAL_ERROR
+                        and result.error_field(pq.DiagnosticField.SEVERITY_NONLOCALIZED) == b"FATAL"):
+                    break  # the server's goodbye: it closes the connection, nothing more comes
             else:
                 return  # more to come
         except psycopg.Error as error:
-            self._unwatch()
-            # The connection ended. If the server said why first (its goodbye: a FATAL_ERROR result), that is the
-            # answer, as psycopg's own fetch has it; otherwise the loss is.
+            # The connection ended. If the server said why first (a FATAL_ERROR result), that is the answer, as
+            # psycopg's own fetch has it; otherwise the loss is.
             if not any(result.status == pq.ExecStatus.FATAL_ERROR for result in self.results):
-                self.waiter = None
-                if not waiter.done():
-                    waiter.set_exception(error)
+                self._unwatch()
+                self._answer(error)
                 return
-        self.waiter = None
-        if not waiter.done():
-            waiter.set_result(self.results)
+        if pgconn.status != pq.ConnStatus.OK:
+            self._unwatch()  # libpq closed the socket (or will): no watch on its number, which a new socket may take
+        self._answer(self.results)
 
-    def _tick(self) -> None:
-        """Every TICK seconds while statements are out: a statement out since the last tick reads its socket whether
-        or not the loop said it was readable. uvloop stops watching a socket in error (a reset: a statement sent to a
-        server that has gone) without calling back, and the statement would wait forever."""
-        if self.waiter is None or self.loop.is_closed():
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self.loop or loop.is_closed():
+            return  # a tick of a loop gone by: _open let go of it
+        if self.waiter is None:
             self.ticking, self.ticked = False, None
             return
-        if self.waiter is self.ticked:
-            self._readable()
-        self.ticked = self.waiter
-        self.loop.call_later(self.TICK, self._tick)
+        try:
+            if self.waiter is self.ticked:  # out since the last tick: read, and watch anew in case the watch is gone
+                self._readable()
+                if self.waiter is not None:
+                    self._unwatch()
+                    self._watch()
+        finally:
+            self.ticked = self.waiter
+            loop.call_later(self.TICK, self._tick, loop)
 
     async def _round_trip(self, conn: psycopg.AsyncConnection, params: list[bytes]) -> list:
         pgconn = conn.pgconn
         self.results, self.waiter = [], self.loop.create_future()
-        if not self.ticking:
-            self.ticking, self.ticked = True, None
-            self.loop.call_later(self.TICK, self._tick)
+        waiter = self.waiter
         try:
+            if not self.ticking:
+                self.ticking, self.ticked = True, None
+                self.loop.call_later(self.TICK, self._tick, self.loop)
             pgconn.send_query_prepared(self.name, params)
-            while pgconn.flush():  # the socket's buffer is full (a very large batch): wait until it takes the rest
-                writable = self.loop.create_future()
-                self.loop.add_writer(self.fd, lambda: writable.done() or writable.set_result(None))
-                try:
-                    await writable
-                finally:
-                    self.loop.remove_writer(self.fd)
-            if not self.watching:
-                self.loop.add_reader(self.fd, self._readable)
-                self.watching = True
-            return await self.waiter
+            if pgconn.flush():  # the socket's buffer is full (a very large batch): psycopg's wait sends the rest
+                self._unwatch()  # its wait takes the socket for itself, and lets go of it when done
+                await conn.wait(_send_generator(pgconn))
+            self._watch()
+            return await waiter
         finally:
-            self.waiter = None
+            if self.waiter is waiter:
+                self.waiter = None
+            if waiter.done() and not waiter.cancelled():
+                waiter.exception()  # retrieved: a failure nobody awaited (a cancel meanwhile) is not logged as lost
 
     @staticmethod
     def _check(results: list, conn: psycopg.AsyncConnection, status: pq.ExecStatus) -> Any:
@@ -244,9 +269,10 @@ class _Lane:
     async def run(self, handles: Sequence[str]) -> Any:
         """The statement's one value, parsed (None: SQL NULL)."""
         params = [("{" + ",".join(handles) + "}").encode(), str(self.store.limits.ttl).encode()]
+        loop = asyncio.get_running_loop()  # once per batch (a getpid() on Python 3.11: see batching.py)
         for attempt in range(_ROLLBACK_RETRIES + 1):
             try:
-                if self.conn is None or self.conn.closed or self.loop.is_closed():
+                if self.conn is None or self.conn.closed or self.loop is not loop:
                     await self._drop()
                     self.conn = await self._open()
                 conn = self.conn
@@ -267,9 +293,15 @@ class _Lane:
                     raise StoreUnavailable(f"postgresql: {str(error).strip()}") from None
             except BaseException as error:
                 # Whatever else happened (a dead server, a cancelled task halfway through a round trip), the
-                # connection's state is unknown: the next batch starts from a new one.
+                # connection's state is unknown: the next batch starts from a new one. A statement cancelled while
+                # the server runs it (an increment waiting for a row lock) is cancelled there too, as psycopg's wait
+                # did, so that it is not applied after its requests were failed.
+                if (isinstance(error, asyncio.CancelledError) and self.conn is not None
+                        and self.conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE):
+                    with contextlib.suppress(Exception):
+                        await self.conn.cancel_safe(timeout=2)
                 await self._drop()
-                if isinstance(error, _UNAVAILABLE):
+                if isinstance(error, (*_UNAVAILABLE, OSError)):
                     raise StoreUnavailable(f"postgresql: {str(error).strip() or type(error).__name__}") from None
                 raise
         value = result.get_value(0, 0)
@@ -279,6 +311,7 @@ class _Lane:
         if self.conn is not None:
             self._unwatch()
             conn, self.conn = self.conn, None
+            self._answer(psycopg.OperationalError("the store is closing"))
             await conn.close()
 
 

@@ -138,41 +138,6 @@ def test_concurrent_batches_of_shared_sessions_count_every_increment(database):
         assert run(store.load(handle)).counter == 100
 
 
-class CountingLoop(asyncio.SelectorEventLoop):
-    """asyncio's own loop, counting the sockets registered for reading."""
-    readers = 0
-
-    def add_reader(self, fd, callback, *args):
-        self.readers += 1
-        return super().add_reader(fd, callback, *args)
-
-
-def test_a_lane_watches_its_socket_once_not_once_per_statement(backends):
-    """A batch's round trip on a lane registers nothing with the event loop: psycopg's wait registered the socket and
-    removed it for every statement, with a timer (60-80 us of the app's CPU a statement, issue 13). 50 reads and 50
-    increments, one at a time, after each lane's first statement: no new registration, every answer right."""
-    settings = Settings.from_env({**strategy_env("database", backends, ttl=600), "NODE_NAME": "lanes"})
-    _, store = build_store(settings)
-    loop = CountingLoop()
-    try:
-        loop.run_until_complete(store.start())
-        handle = loop.run_until_complete(store.create(Session(user="watched")))
-        loop.run_until_complete(store.load(handle))
-        loop.run_until_complete(store.increment(handle))  # each lane's connection opened, its socket watched
-        before = loop.readers
-
-        async def one_at_a_time():
-            for i in range(50):
-                assert (await store.increment(handle)).value == i + 2
-                assert (await store.load(handle)).counter == i + 2
-
-        loop.run_until_complete(one_at_a_time())
-        assert loop.readers == before, f"{loop.readers - before} registrations for 100 statements"
-    finally:
-        loop.run_until_complete(store.close())
-        loop.close()
-
-
 def test_while_a_batch_is_out_the_loop_polls_for_at_most_the_window():
     """STORE_POLL_US: while a batch is out the loop turns without sleeping (a callback every turn: the process burns
     CPU instead of blocking in epoll_wait), for at most the window after the batch went; once the batch is back, or

@@ -1,0 +1,206 @@
+"""The database store's lanes (sample_app/stores/postgres.py: _Lane), on a real PostgreSQL of their own (these tests
+restart it), on asyncio's loop and on uvloop (the app's): a lane watches its socket for the connection's life, and no
+statement waits on a watch that is gone, after a restart, a change of event loop, a cancel or a close."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+import pytest
+
+from sample_app.stores.base import Limits, Session, StoreUnavailable
+from sample_app.stores.postgres import PostgresStore, _Lane
+from tests.support.servers import PostgresServer
+
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": lambda: __import__("uvloop").new_event_loop()}
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = PostgresServer().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def run(request):
+    """Runs a test's coroutine on a new loop of the parameter's kind, 20 s at most."""
+    def run(coroutine):
+        with asyncio.Runner(loop_factory=LOOPS[request.param]) as runner:
+            return runner.run(asyncio.wait_for(coroutine, 20))
+    return run
+
+
+def new_store(postgres: PostgresServer) -> PostgresStore:
+    return PostgresStore(Limits(ttl=600, max_data_keys=8), postgres.url, pool_size=2)
+
+
+async def started(store: PostgresStore, user: str) -> str:
+    """The store started, with one session of `user` read and incremented once: both lanes open and idle."""
+    await store.start()
+    handle = await store.create(Session(user=user))
+    assert (await store.increment(handle)).value == 1
+    assert (await store.load(handle)).counter == 1
+    return handle
+
+
+async def within(seconds: float, awaitable):
+    """The awaitable's result and how long it took; a TimeoutError past `seconds`."""
+    started = time.monotonic()
+    result = await asyncio.wait_for(awaitable, seconds)
+    return result, time.monotonic() - started
+
+
+def counter(postgres: PostgresServer, handle: str) -> int:
+    with psycopg.connect(postgres.url, autocommit=True) as sql:
+        return sql.execute("SELECT counter FROM sessions WHERE id = %s", (handle,)).fetchone()[0]
+
+
+class CountingLoop(asyncio.SelectorEventLoop):
+    """asyncio's own loop, remembering every socket registered for reading."""
+
+    def __init__(self):
+        super().__init__()
+        self.registered: list[int] = []
+
+    def add_reader(self, fd, callback, *args):
+        self.registered.append(fd)
+        return super().add_reader(fd, callback, *args)
+
+
+def test_a_lane_watches_its_socket_once_not_once_per_statement(postgres):
+    """A batch's round trip on a lane registers nothing with the event loop: psycopg's wait registered the socket and
+    removed it for every statement, with a timer (about 40 us of the app's CPU a statement, issue 13). 50 reads and
+    50 increments, one at a time, after each lane's first statement: no new registration of a lane's socket."""
+    store, loop = new_store(postgres), CountingLoop()
+    try:
+        loop.run_until_complete(store.start())
+        handle = loop.run_until_complete(store.create(Session(user="watched")))
+        loop.run_until_complete(store.load(handle))
+        loop.run_until_complete(store.increment(handle))  # each lane's connection opened, its socket watched
+        lanes, before = {store._load_lane.fd, store._increment_lane.fd}, len(loop.registered)
+
+        async def one_at_a_time():
+            for i in range(50):
+                assert (await store.increment(handle)).value == i + 2
+                assert (await store.load(handle)).counter == i + 2
+
+        loop.run_until_complete(one_at_a_time())
+        again = [fd for fd in loop.registered[before:] if fd in lanes]
+        assert not again, f"{len(again)} registrations of the lanes' sockets for 100 statements"
+    finally:
+        loop.run_until_complete(store.close())
+        loop.close()
+
+
+def test_the_first_statements_after_a_restart_answer_at_once_without_the_tick(postgres, run, monkeypatch):
+    """The server's goodbye, unread on an idle lane, ends the next statement at once (a FATAL error: nothing more
+    comes), and the statement goes again on a new connection: a read, and an increment counted exactly once. With the
+    tick pushed out to 30 s, nothing here may wait for it (uvloop closes its watch of a socket in error after one
+    callback: the goodbye read, the reset behind it never reported)."""
+    monkeypatch.setattr(_Lane, "TICK", 30.0)
+    store = new_store(postgres)
+
+    async def main():
+        try:
+            handle = await started(store, "restarted")
+            postgres.stop()
+            postgres.start()
+            session, took = await within(2, store.load(handle))
+            assert session.counter == 1 and took < 1, f"first read after the restart: {took:.2f} s"
+            change, took = await within(2, store.increment(handle))
+            assert change.value == 2 and took < 1, f"first increment after the restart: {took:.2f} s"
+            assert counter(postgres, handle) == 2, "the increment was applied once"
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_a_lane_follows_its_store_to_a_new_event_loop(postgres, run):
+    """Statements on one loop, that loop closed (a tick still due on it), then statements on a new one, across a
+    restart of the server: the lane opens a connection watched by the new loop, and its ticks run there."""
+    store = new_store(postgres)
+
+    async def first():
+        await store.pool.open()
+        handle = await store.create(Session(user="moving"))
+        await store.pool.close()
+        assert (await store._load_lane.run([handle]))[handle][1] == 0
+        return handle
+
+    async def second(handle):
+        assert (await store._load_lane.run([handle]))[handle][1] == 0  # a new connection, on this loop
+        postgres.stop()
+        postgres.start()
+        found, took = await within(2, store._load_lane.run([handle]))
+        assert found[handle][0] == "moving" and took < 1.5, f"first statement after the restart: {took:.2f} s"
+        await store._load_lane.close()
+        await store._increment_lane.close()
+
+    handle = run(first())
+    run(second(handle))
+
+
+async def blocked_increment(store: PostgresStore, postgres: PostgresServer, handle: str):
+    """An increment of the session sent and waiting on the server for a row lock that a transaction holds: the
+    request's future and the holding connection (roll it back to let the increment through)."""
+    holder = psycopg.connect(postgres.url)
+    holder.execute("SELECT 1 FROM sessions WHERE id = %s FOR UPDATE", (handle,))
+    waiting = asyncio.ensure_future(store.increment(handle))
+    for _ in range(200):
+        if store._increment_lane.waiter is not None:
+            await asyncio.sleep(0.05)  # and on the server, waiting for the lock
+            return waiting, holder
+        await asyncio.sleep(0.01)
+    raise AssertionError("no increment went out")
+
+
+def test_a_cancelled_increment_is_cancelled_on_the_server_too(postgres, run):
+    """An increment batch cancelled while the server runs it (waiting for a row lock) is cancelled there as well, so
+    it is not applied after its requests were failed; the lane lets go of its connection, and the next increment
+    counts."""
+    store = new_store(postgres)
+
+    async def main():
+        try:
+            handle = await started(store, "cancelled")
+            waiting, holder = await blocked_increment(store, postgres, handle)
+            try:
+                (batch,) = store._increments.running
+                batch.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await within(3, waiting)
+                lane = store._increment_lane
+                assert lane.conn is None and not lane.watching and lane.waiter is None
+            finally:
+                holder.rollback()
+                holder.close()
+            await asyncio.sleep(0.3)  # had the statement gone on, it would have taken the lock by now
+            assert counter(postgres, handle) == 1, "the cancelled increment was applied on the server"
+            change, _ = await within(2, store.increment(handle))
+            assert change.value == 2
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_closing_the_store_fails_a_statement_out_at_once(postgres, run):
+    """store.close() while an increment waits on the server: its request fails at once (the store is unavailable),
+    it does not wait for the server, nor forever."""
+    store = new_store(postgres)
+
+    async def main():
+        waiting, holder = await blocked_increment(store, postgres, await started(store, "closing"))
+        try:
+            await within(3, store.close())
+            with pytest.raises(StoreUnavailable):
+                await within(1, waiting)
+        finally:
+            holder.rollback()
+            holder.close()
+
+    run(main())
