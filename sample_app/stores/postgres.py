@@ -226,11 +226,12 @@ class _Lane:
             self.ticking, self.ticked = False, None
             return
         try:
-            if self.waiter is self.ticked:  # out since the last tick: read, and watch anew in case the watch is gone
+            # Out since the last tick, and watched (not while psycopg's wait sends a large batch): the watch may be
+            # gone, so a new one (for this statement and the next), then read what has come.
+            if self.waiter is self.ticked and self.watching:
+                self._unwatch()
+                self._watch()
                 self._readable()
-                if self.waiter is not None:
-                    self._unwatch()
-                    self._watch()
         finally:
             self.ticked = self.waiter
             loop.call_later(self.TICK, self._tick, loop)
