@@ -140,9 +140,15 @@ class _Lane:
         self.results: list[pq.abc.PGresult] = []
         self.ticking = False  # a tick is due on self.loop
         self.ticked: asyncio.Future | None = None  # the statement out at the last tick
+        self.closed = False  # by close(): no connection is opened again
 
     async def _open(self) -> psycopg.AsyncConnection:
-        conn = await psycopg.AsyncConnection.connect(self.store.url, autocommit=True, connect_timeout=2)
+        # A server that stops answering without closing (a network cut, a frozen host) sends no reset: the kernel
+        # gives the connection up after 10 s of unacknowledged data, or 5 s idle plus 3 unanswered keepalives 2 s
+        # apart, instead of TCP's 15 minutes, for which every batched read or increment of the node would queue.
+        conn = await psycopg.AsyncConnection.connect(self.store.url, autocommit=True, connect_timeout=2,
+                                                     tcp_user_timeout=10_000, keepalives=1, keepalives_idle=5,
+                                                     keepalives_interval=2, keepalives_count=3)
         try:
             await self.store._ensure_schema(conn)
             # A generic plan, made once: PostgreSQL would otherwise plan these statements anew on every execution
@@ -153,6 +159,9 @@ class _Lane:
         except BaseException:
             await conn.close()
             raise
+        if self.closed:  # closed while this one was being opened
+            await conn.close()
+            raise StoreUnavailable("postgresql: the store is closed")
         conn.pgconn.nonblocking = 1
         loop = asyncio.get_running_loop()
         if loop is not self.loop:  # a tick due on another loop never comes
@@ -174,17 +183,23 @@ class _Lane:
 
     def _answer(self, outcome: list | BaseException) -> None:
         waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done():
+        if waiter is not None and not waiter.done() and not waiter.get_loop().is_closed():
             if isinstance(outcome, BaseException):
                 waiter.set_exception(outcome)
             else:
                 waiter.set_result(outcome)
 
-    async def _drop(self) -> None:
-        if self.conn is not None:
+    def _let_go(self) -> psycopg.AsyncConnection | None:
+        """The lane's connection, taken off the lane: unwatched, and a statement out on it failed."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
             self._unwatch()
-            conn, self.conn = self.conn, None
             self._answer(psycopg.OperationalError("the connection was dropped"))
+        return conn
+
+    async def _drop(self) -> None:
+        conn = self._let_go()
+        if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
 
@@ -272,6 +287,8 @@ class _Lane:
         params = [("{" + ",".join(handles) + "}").encode(), str(self.store.limits.ttl).encode()]
         loop = asyncio.get_running_loop()  # once per batch (a getpid() on Python 3.11: see batching.py)
         for attempt in range(_ROLLBACK_RETRIES + 1):
+            if self.closed:
+                raise StoreUnavailable("postgresql: the store is closed")
             try:
                 if self.conn is None or self.conn.closed or self.loop is not loop:
                     await self._drop()
@@ -299,8 +316,13 @@ class _Lane:
                 # did, so that it is not applied after its requests were failed.
                 if (isinstance(error, asyncio.CancelledError) and self.conn is not None
                         and self.conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE):
-                    with contextlib.suppress(Exception):
-                        await self.conn.cancel_safe(timeout=2)
+                    conn = self._let_go()  # off the lane first: a second cancel must not leave it there
+                    try:
+                        with contextlib.suppress(Exception):
+                            await asyncio.shield(conn.cancel_safe(timeout=2))
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await conn.close()
                 await self._drop()
                 if isinstance(error, (*_UNAVAILABLE, OSError)):
                     raise StoreUnavailable(f"postgresql: {str(error).strip() or type(error).__name__}") from None
@@ -309,10 +331,9 @@ class _Lane:
         return None if value is None else json.loads(value)
 
     async def close(self) -> None:
-        if self.conn is not None:
-            self._unwatch()
-            conn, self.conn = self.conn, None
-            self._answer(psycopg.OperationalError("the store is closing"))
+        self.closed = True
+        conn = self._let_go()
+        if conn is not None:
             await conn.close()
 
 

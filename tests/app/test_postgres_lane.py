@@ -67,10 +67,11 @@ class CountingLoop(asyncio.SelectorEventLoop):
         return super().add_reader(fd, callback, *args)
 
 
-def test_a_lane_watches_its_socket_once_not_once_per_statement(postgres):
+def test_a_lane_watches_its_socket_once_not_once_per_statement(postgres, monkeypatch):
     """A batch's round trip on a lane registers nothing with the event loop: psycopg's wait registered the socket and
     removed it for every statement, with a timer (about 40 us of the app's CPU a statement, issue 13). 50 reads and
     50 increments, one at a time, after each lane's first statement: no new registration of a lane's socket."""
+    monkeypatch.setattr(_Lane, "TICK", 30.0)  # a statement slowed past two ticks by a busy machine is watched anew
     store, loop = new_store(postgres), CountingLoop()
     try:
         loop.run_until_complete(store.start())
@@ -118,41 +119,62 @@ def test_the_first_statements_after_a_restart_answer_at_once_without_the_tick(po
 
 def test_a_lane_follows_its_store_to_a_new_event_loop(postgres, run):
     """Statements on one loop, that loop closed (a tick still due on it), then statements on a new one, across a
-    restart of the server: the lane opens a connection watched by the new loop, and its ticks run there."""
+    restart of the server: the lane opens a connection watched by the new loop, and its ticks run there (a statement
+    whose watch is gone is still answered)."""
     store = new_store(postgres)
+    lane = store._increment_lane
 
     async def first():
         await store.pool.open()
         handle = await store.create(Session(user="moving"))
         await store.pool.close()
-        assert (await store._load_lane.run([handle]))[handle][1] == 0
+        assert (await lane.run([handle]))[handle] == 1
         return handle
 
     async def second(handle):
-        assert (await store._load_lane.run([handle]))[handle][1] == 0  # a new connection, on this loop
+        assert (await lane.run([handle]))[handle] == 2  # a new connection, on this loop
         postgres.stop()
         postgres.start()
-        found = await within(2, store._load_lane.run([handle]))
-        assert found[handle][0] == "moving"
-        await store._load_lane.close()
-        await store._increment_lane.close()
+        assert (await within(2, lane.run([handle])))[handle] == 3
+        holder = await hold_row(postgres, handle)
+        try:
+            waiting = asyncio.ensure_future(lane.run([handle]))
+            await until_waiting_for_the_lock(postgres)
+            asyncio.get_running_loop().remove_reader(lane.fd)  # only a tick can answer it now
+        finally:
+            holder.rollback()
+            holder.close()
+        assert (await within(2, waiting))[handle] == 4
+        await lane.close()
 
     handle = run(first())
     run(second(handle))
 
 
-async def blocked_increment(store: PostgresStore, postgres: PostgresServer, handle: str):
-    """An increment of the session sent and waiting on the server for a row lock that a transaction holds: the
-    request's future and the holding connection (roll it back to let the increment through)."""
+async def hold_row(postgres: PostgresServer, handle: str) -> psycopg.Connection:
+    """A transaction holding the session's row lock (roll it back to let an increment of it through)."""
     holder = psycopg.connect(postgres.url)
     holder.execute("SELECT 1 FROM sessions WHERE id = %s FOR UPDATE", (handle,))
+    return holder
+
+
+async def until_waiting_for_the_lock(postgres: PostgresServer) -> None:
+    """Until a statement of the server waits for a lock (the increment, blocked by hold_row)."""
+    with psycopg.connect(postgres.url, autocommit=True) as sql:
+        for _ in range(300):
+            if sql.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'").fetchone()[0]:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError("no statement waits for the row lock")
+
+
+async def blocked_increment(store: PostgresStore, postgres: PostgresServer, handle: str):
+    """An increment of the session sent and waiting on the server for the row lock that a transaction holds: the
+    request's future and the holding connection."""
+    holder = await hold_row(postgres, handle)
     waiting = asyncio.ensure_future(store.increment(handle))
-    for _ in range(200):
-        if store._increment_lane.waiter is not None:
-            await asyncio.sleep(0.05)  # and on the server, waiting for the lock
-            return waiting, holder
-        await asyncio.sleep(0.01)
-    raise AssertionError("no increment went out")
+    await until_waiting_for_the_lock(postgres)
+    return waiting, holder
 
 
 def test_a_cancelled_increment_is_cancelled_on_the_server_too(postgres, run):
@@ -187,15 +209,19 @@ def test_a_cancelled_increment_is_cancelled_on_the_server_too(postgres, run):
 
 def test_closing_the_store_fails_a_statement_out_at_once(postgres, run):
     """store.close() while an increment waits on the server: its request fails at once (the store is unavailable),
-    it does not wait for the server, nor forever."""
+    it does not wait for the server, nor forever; and a read after the close opens no connection again."""
     store = new_store(postgres)
 
     async def main():
-        waiting, holder = await blocked_increment(store, postgres, await started(store, "closing"))
+        handle = await started(store, "closing")
+        waiting, holder = await blocked_increment(store, postgres, handle)
         try:
             await within(3, store.close())
             with pytest.raises(StoreUnavailable):
                 await within(1, waiting)
+            with pytest.raises(StoreUnavailable):  # and nothing opens a connection again
+                await within(1, store.load(handle))
+            assert store._load_lane.conn is None and store._increment_lane.conn is None
         finally:
             holder.rollback()
             holder.close()
