@@ -197,11 +197,19 @@ class _Lane:
             self._answer(psycopg.OperationalError("the connection was dropped"))
         return conn
 
-    async def _drop(self) -> None:
+    async def _drop(self, cancel: bool = False) -> None:
+        """Closes the lane's connection; with `cancel`, a statement the server is still running is cancelled there
+        first (shielded). The connection is off the lane before anything is awaited: a second cancel of the caller
+        must not leave it there."""
         conn = self._let_go()
         if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
+            try:
+                if cancel and conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(conn.cancel_safe(timeout=2))
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.close()
 
     def _readable(self) -> None:
         if self.waiter is None or self.conn is None:
@@ -253,8 +261,8 @@ class _Lane:
 
     async def _round_trip(self, conn: psycopg.AsyncConnection, params: list[bytes]) -> list:
         pgconn = conn.pgconn
-        self.results, self.waiter = [], self.loop.create_future()
-        waiter = self.waiter
+        self.results = []
+        waiter = self.waiter = self.loop.create_future()
         try:
             if not self.ticking:
                 self.ticking, self.ticked = True, None
@@ -314,16 +322,7 @@ class _Lane:
                 # connection's state is unknown: the next batch starts from a new one. A statement cancelled while
                 # the server runs it (an increment waiting for a row lock) is cancelled there too, as psycopg's wait
                 # did, so that it is not applied after its requests were failed.
-                if (isinstance(error, asyncio.CancelledError) and self.conn is not None
-                        and self.conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE):
-                    conn = self._let_go()  # off the lane first: a second cancel must not leave it there
-                    try:
-                        with contextlib.suppress(Exception):
-                            await asyncio.shield(conn.cancel_safe(timeout=2))
-                    finally:
-                        with contextlib.suppress(Exception):
-                            await conn.close()
-                await self._drop()
+                await self._drop(cancel=isinstance(error, asyncio.CancelledError))
                 if isinstance(error, (*_UNAVAILABLE, OSError)):
                     raise StoreUnavailable(f"postgresql: {str(error).strip() or type(error).__name__}") from None
                 raise
