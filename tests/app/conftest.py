@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -25,3 +26,15 @@ def eventually(check, timeout: float = 3.0, interval: float = 0.02):
         if (result is not None and result is not False) or time.monotonic() > deadline:
             return result
         time.sleep(interval)
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request):
+    """Runs a test's coroutine on a new loop of asyncio's kind and of uvloop's (the app's: sample_app/serve.py), 20 s
+    at most."""
+    factory = asyncio.new_event_loop if request.param == "asyncio" else __import__("uvloop").new_event_loop
+
+    def run(coroutine):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(asyncio.wait_for(coroutine, 20))
+    return run

@@ -53,17 +53,6 @@ class Server:
             writer.close()
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request):
-    """Runs a test's coroutine on asyncio's loop and on uvloop (the app's: sample_app/serve.py), 20 s at most."""
-    factory = asyncio.new_event_loop if request.param == "asyncio" else __import__("uvloop").new_event_loop
-
-    def run(coroutine):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(asyncio.wait_for(coroutine, 20))
-    return run
-
-
 def test_pipelined_requests_come_back_in_order_on_one_connection(run):
     async def main():
         async with Server() as server:

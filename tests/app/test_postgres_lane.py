@@ -1,6 +1,7 @@
 """The database store's lanes (sample_app/stores/postgres.py: _Lane), on a real PostgreSQL of their own (these tests
 restart it), on asyncio's loop and on uvloop (the app's): a lane watches its socket for the connection's life, and no
-statement waits on a watch that is gone, after a restart, a change of event loop, a cancel or a close."""
+statement waits on a watch that is gone, after a restart, a change of event loop, a cancel or a close. (`run`: the
+coroutine on each kind of loop, tests/app/conftest.py.)"""
 
 from __future__ import annotations
 
@@ -13,23 +14,11 @@ from sample_app.stores.base import Limits, Session, StoreUnavailable
 from sample_app.stores.postgres import PostgresStore, _Lane
 from tests.support.servers import PostgresServer
 
-LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": lambda: __import__("uvloop").new_event_loop()}
-
-
 @pytest.fixture(scope="module")
 def postgres():
     server = PostgresServer().start()
     yield server
     server.destroy()
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def run(request):
-    """Runs a test's coroutine on a new loop of the parameter's kind, 20 s at most."""
-    def run(coroutine):
-        with asyncio.Runner(loop_factory=LOOPS[request.param]) as runner:
-            return runner.run(asyncio.wait_for(coroutine, 20))
-    return run
 
 
 def new_store(postgres: PostgresServer) -> PostgresStore:
