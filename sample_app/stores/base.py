@@ -23,6 +23,11 @@ T = TypeVar("T")
 #: and a session in use is never more than this share closer to its expiry than a slide on every request would leave.
 SLIDE_AFTER = 0.1
 
+#: Seconds a store's server may take to answer a command or statement before its requests get a 503: a server that
+#: accepts connections but answers nothing (a hung host, a frozen VM: the kernel still acknowledges what is sent)
+#: must fail requests within seconds, not hold them until the balancer gives up.
+STORE_TIMEOUT = 2.0
+
 # 32 random bytes, URL-safe base64 without padding: 256 bits, 43 characters.
 _ID_BYTES = 32
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")

@@ -14,7 +14,9 @@ The loop is looked up once, not per request: on Python 3.11 asyncio.get_running_
 calls it) makes a getpid() system call each time, one per request on the hot path (strace; issue 13).
 
 A batch that fails fails each of its requests; a result that is an exception (a Redis Cluster batch whose keys were on
-several nodes, one of them failing) fails its own request only.
+several nodes, one of them failing) fails its own request only. A failure that `shares(error)` (PostgreSQL: a
+server that did not answer in time) also fails every request that arrived while that batch was out, instead of
+making them wait as long again, batch after batch, behind it.
 
 While a batch is out, the event loop polls instead of sleeping, for at most `poll` seconds (STORE_POLL_US): a
 callback every loop turn keeps uvloop from blocking in epoll_wait. Measured under load (redis, wrk -c32, issue 13):
@@ -70,9 +72,11 @@ POLLER = _Poller()
 
 class Batcher(Generic[Item, Result]):
     def __init__(self, run: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]], limit: int = 256,
-                 concurrency: int | None = None, poll: float = 0.0):
-        """poll: seconds the loop keeps polling while a batch is out (0: it may sleep at once)."""
-        self.run, self.limit, self.poll = run, limit, poll
+                 concurrency: int | None = None, poll: float = 0.0,
+                 shares: Callable[[BaseException], bool] | None = None):
+        """poll: seconds the loop keeps polling while a batch is out (0: it may sleep at once); shares(error): the
+        requests waiting when a batch fails with this error fail with it (bounded concurrency)."""
+        self.run, self.limit, self.poll, self.shares = run, limit, poll, shares
         self.concurrency = concurrency if concurrency is not None else float("inf")
         self.pending: list[tuple[Item, asyncio.Future]] = []
         self.running: set[asyncio.Task] = set()  # the batches in flight (bounded concurrency only)
@@ -111,6 +115,8 @@ class Batcher(Generic[Item, Result]):
         try:
             results = await self.run([item for item, _ in batch])
         except BaseException as error:  # every waiter gets the store's error (StoreUnavailable: a 503 each)
+            if self.shares is not None and self.shares(error):
+                batch, self.pending = batch + self.pending, []
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)

@@ -16,6 +16,11 @@
   plus a few per row) is skipped there, and so is psycopg's wait: the lane sends the prepared statement through the
   libpq wrapper, nonblocking, and the event loop watches its socket (_Lane). Everything else goes through the pool and
   cursors as usual.
+- A server that accepts and acknowledges but answers nothing (a hung host, a frozen VM) fails requests within
+  STORE_TIMEOUT (2 s), as Redis does: a lane's tick fails a statement out that long and cancels it on the server in
+  the background, and the requests that waited behind it fail with it (not 2 s more per batch); the pool's work is
+  given up after as long, psycopg's own cancel (up to 10 s against such a server) left to the background. The
+  purge, which no request waits for, waits as long as it takes.
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ from psycopg.generators import send as _send_generator
 from psycopg.types.json import Jsonb
 
 from .batching import Batcher
-from .base import (SLIDE_AFTER, Change, Limits, Session, SessionStore, StoreUnavailable, is_valid_id, new_id,
-                   too_many_keys)
+from .base import (SLIDE_AFTER, STORE_TIMEOUT, Change, Limits, Session, SessionStore, StoreUnavailable, is_valid_id,
+                   new_id, too_many_keys)
 
 log = logging.getLogger("sample_app.database")
 
@@ -110,6 +115,20 @@ def _before_command_complete(error: psycopg.Error) -> bool:
 
 class _ServerRestarted(StoreUnavailable):
     """A pooled connection of the server's previous run: its goodbye (AdminShutdown) came before anything else."""
+
+
+class _Hopeless(StoreUnavailable):
+    """A failure that a second try at once would meet again: no answer within STORE_TIMEOUT (a server that accepts
+    and acknowledges but answers nothing: a hung host, a frozen VM), or no new connection."""
+
+
+def _is_hopeless(error: BaseException) -> bool:
+    return isinstance(error, _Hopeless)
+
+
+def _no_answer(seconds: float) -> _Hopeless:
+    return _Hopeless(f"postgresql: no answer within {seconds:g} s")
+
 _ROLLBACK_RETRIES = 2
 
 
@@ -141,6 +160,7 @@ class _Lane:
         self.ticking = False  # a tick is due on self.loop
         self.ticked: asyncio.Future | None = None  # the statement out at the last tick
         self.closed = False  # by close(): no connection is opened again
+        self.sent_at = 0.0  # loop time the statement out was sent (_tick fails it after STORE_TIMEOUT)
 
     async def _open(self) -> psycopg.AsyncConnection:
         # A server that stops answering without closing (a network cut, a frozen host) sends no reset: the kernel
@@ -203,13 +223,17 @@ class _Lane:
         must not leave it there."""
         conn = self._let_go()
         if conn is not None:
-            try:
-                if cancel and conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(conn.cancel_safe(timeout=2))
-            finally:
+            await self._end(conn, cancel)
+
+    @staticmethod
+    async def _end(conn: psycopg.AsyncConnection, cancel: bool) -> None:
+        try:
+            if cancel and conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
                 with contextlib.suppress(Exception):
-                    await conn.close()
+                    await asyncio.shield(conn.cancel_safe(timeout=STORE_TIMEOUT))
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     def _readable(self) -> None:
         if self.waiter is None or self.conn is None:
@@ -255,6 +279,8 @@ class _Lane:
                 self._unwatch()
                 self._watch()
                 self._readable()
+            if self.waiter is not None and loop.time() - self.sent_at > STORE_TIMEOUT:
+                self._answer(_no_answer(STORE_TIMEOUT))  # run() lets the connection go, its cancel in the background
         finally:
             self.ticked = self.waiter
             loop.call_later(self.TICK, self._tick, loop)
@@ -263,6 +289,7 @@ class _Lane:
         pgconn = conn.pgconn
         self.results = []
         waiter = self.waiter = self.loop.create_future()
+        self.sent_at = self.loop.time()
         try:
             if not self.ticking:
                 self.ticking, self.ticked = True, None
@@ -270,7 +297,7 @@ class _Lane:
             pgconn.send_query_prepared(self.name, params)
             if pgconn.flush():  # the socket's buffer is full (a very large batch): psycopg's wait sends the rest
                 self._unwatch()  # its wait takes the socket for itself, and lets go of it when done
-                await conn.wait(_send_generator(pgconn))
+                await conn.wait(_send_generator(pgconn), timeout=STORE_TIMEOUT)
             self._watch()
             return await waiter
         finally:
@@ -300,7 +327,12 @@ class _Lane:
             try:
                 if self.conn is None or self.conn.closed or self.loop is not loop:
                     await self._drop()
-                    self.conn = await self._open()
+                    try:  # connect_timeout bounds the connection; the statements that prepare it, the bound here
+                        self.conn = await self.store._bounded(self._open(), 2 * STORE_TIMEOUT)
+                    except StoreUnavailable as error:
+                        raise _Hopeless(str(error)) from None
+                    except _UNAVAILABLE as error:
+                        raise _Hopeless(f"postgresql: {str(error).strip() or type(error).__name__}") from None
                 conn = self.conn
                 result = self._check(await self._round_trip(conn, params), conn, pq.ExecStatus.TUPLES_OK)
                 break
@@ -317,6 +349,13 @@ class _Lane:
                 # node never deadlocks with itself: one batch of a kind at a time.) The connection is still good.
                 if attempt == _ROLLBACK_RETRIES:
                     raise StoreUnavailable(f"postgresql: {str(error).strip()}") from None
+            except _Hopeless:
+                # No answer in time: the statement is cancelled on the server (so that it is not applied after its
+                # requests were failed, if the server ever answers) in the background, where no request waits.
+                conn = self._let_go()
+                if conn is not None:
+                    self.store._in_background(self._end(conn, cancel=True))
+                raise
             except BaseException as error:
                 # Whatever else happened (a dead server, a cancelled task halfway through a round trip), the
                 # connection's state is unknown: the next batch starts from a new one. A statement cancelled while
@@ -347,11 +386,14 @@ class PostgresStore(SessionStore):
         self._pool_check = asyncio.Lock()
         self.pool_checked_after: float | None = None  # monotonic time of the last test of the idle connections
         self._purger: asyncio.Task | None = None
+        self._background: set[asyncio.Future] = set()  # _in_background
         self._load_lane = _Lane(self, b"session_kit_load_many", LOAD_MANY)
         self._increment_lane = _Lane(self, b"session_kit_increment_many", INCREMENT_MANY)
         # One statement of each kind in flight: the requests that arrive meanwhile make the next batch.
-        self._loads = Batcher(self._load_many, concurrency=1, poll=poll)
-        self._increments = Batcher(self._increment_many, concurrency=1, poll=poll)
+        # A statement that got no answer in time fails the requests that waited behind it too: each batch would
+        # wait as long again, one after another.
+        self._loads = Batcher(self._load_many, concurrency=1, poll=poll, shares=_is_hopeless)
+        self._increments = Batcher(self._increment_many, concurrency=1, poll=poll, shares=_is_hopeless)
 
     async def start(self) -> None:
         await self.pool.open(wait=False)
@@ -364,7 +406,38 @@ class PostgresStore(SessionStore):
                 await self._purger
         await self._load_lane.close()
         await self._increment_lane.close()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.pool.close()
+
+    def _in_background(self, work: Awaitable[Any]) -> asyncio.Future:
+        """Work that must end but that no request waits for, kept referenced until it does (cancelled by close())."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._done_in_background)
+        return task
+
+    def _done_in_background(self, task: asyncio.Future) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("background work failed: %r", task.exception())
+
+    async def _bounded(self, work: Awaitable[Any], timeout: float | None = None) -> Any:
+        """work's result, or _Hopeless after `timeout` seconds. Work still waiting then is cancelled in the
+        background: psycopg's own cancel of a statement in progress waits for the server (up to 10 s), and a server
+        that answers nothing would hold the request that long."""
+        timeout = STORE_TIMEOUT if timeout is None else timeout
+        task = self._in_background(work)
+        try:
+            done, _ = await asyncio.wait((task,), timeout=timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            raise _no_answer(timeout)
+        return task.result()
 
     @contextlib.asynccontextmanager
     async def _cursor(self, transaction: bool = False):
@@ -380,20 +453,23 @@ class PostgresStore(SessionStore):
             raise StoreUnavailable(f"postgresql: {str(error).strip() or type(error).__name__}") from None
 
     async def _pooled(self, work: Callable[[psycopg.AsyncCursor], Awaitable[Any]], transaction: bool = False) -> Any:
-        """work(cursor) on a pooled connection. Every idle connection of the pool dies with a server restart and
-        would fail one request each: at the first such failure, the pool tests its idle connections and replaces
-        the dead ones (one test at a time), and the work goes again once. The pool's statements may go twice: each
-        sets or deletes what it names, or inserts a new random id (at worst an orphan row the purge removes)."""
+        """work(cursor) on a pooled connection, each try within STORE_TIMEOUT. Every idle connection of the pool dies
+        with a server restart and would fail one request each: at the first such failure, the pool tests its idle
+        connections and replaces the dead ones (one test at a time), and the work goes again once. The pool's
+        statements may go twice: each sets or deletes what it names, or inserts a new random id (at worst an orphan
+        row the purge removes)."""
         try:
-            async with self._cursor(transaction) as cur:
-                return await work(cur)
+            return await self._bounded(self._on_cursor(work, transaction))
         except _ServerRestarted:
             async with self._pool_check:
                 if self.pool_checked_after is None or self.pool_checked_after < time.monotonic() - 1:
-                    await self.pool.check()
+                    await self._bounded(self.pool.check())
                     self.pool_checked_after = time.monotonic()
-            async with self._cursor(transaction) as cur:
-                return await work(cur)
+            return await self._bounded(self._on_cursor(work, transaction))
+
+    async def _on_cursor(self, work: Callable[[psycopg.AsyncCursor], Awaitable[Any]], transaction: bool) -> Any:
+        async with self._cursor(transaction) as cur:
+            return await work(cur)
 
     async def _ensure_schema(self, conn: psycopg.AsyncConnection) -> None:
         if not self._schema_ready:
@@ -443,6 +519,8 @@ class PostgresStore(SessionStore):
         # safe to try again (a change is not: it may have been applied).
         try:
             found = await self._load_lane.run(wanted)
+        except _Hopeless:
+            raise
         except StoreUnavailable:
             found = await self._load_lane.run(wanted)
         found = found or {}

@@ -28,11 +28,11 @@ from redis.asyncio.sentinel import Sentinel
 from redis.connection import parse_url
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-from .base import StoreUnavailable
+from .base import STORE_TIMEOUT, StoreUnavailable
 
 log = logging.getLogger("sample_app.redis")
 
-TIMEOUT = 2.0
+TIMEOUT = STORE_TIMEOUT
 
 
 class RedisError(Exception):

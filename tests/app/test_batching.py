@@ -89,6 +89,27 @@ def test_a_failed_batch_fails_each_of_its_requests_and_the_next_batch_still_goes
     assert after == 90
 
 
+def test_a_shared_failure_fails_the_requests_that_waited_for_it_and_no_other():
+    """shares(error): the requests that arrived while a batch was out fail with its error when it says so (a store
+    that did not answer in time: one wait, not one per batch), and with no other error; a later request goes."""
+    async def scenario(shares):
+        run = Recorder(delay=0.2, fail=True)
+        batcher = Batcher(run, concurrency=1, shares=shares)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(0.05)  # the first batch is out
+        waiting = [asyncio.ensure_future(batcher.submit(i)) for i in range(1, 4)]
+        outcomes = await asyncio.gather(first, *waiting, return_exceptions=True)
+        run.fail = False
+        return run.batches, outcomes, await batcher.submit(9)
+
+    batches, outcomes, after = asyncio.run(scenario(lambda error: isinstance(error, RuntimeError)))
+    assert batches == [[0], [9]], "the requests that waited behind the failure went to the store after it"
+    assert all(isinstance(outcome, RuntimeError) for outcome in outcomes) and after == 90
+    batches, outcomes, after = asyncio.run(scenario(lambda error: isinstance(error, KeyError)))
+    assert batches == [[0], [1, 2, 3], [9]], "an error not shared failed the waiting requests too"
+    assert all(isinstance(outcome, RuntimeError) for outcome in outcomes) and after == 90
+
+
 @pytest.fixture
 def database(backends):
     settings = Settings.from_env({**strategy_env("database", backends, ttl=600), "NODE_NAME": "batching"})

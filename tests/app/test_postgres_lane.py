@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from sample_app.stores.base import Limits, Session, StoreUnavailable
+from sample_app.stores import postgres as postgres_store
 from sample_app.stores.postgres import PostgresStore, _Lane
 from tests.support.servers import PostgresServer
 
@@ -131,8 +132,7 @@ def test_a_lane_follows_its_store_to_a_new_event_loop(postgres, run):
             await until_waiting_for_the_lock(postgres)
             asyncio.get_running_loop().remove_reader(lane.fd)  # only a tick can answer it now
         finally:
-            holder.rollback()
-            holder.close()
+            release(holder)
         assert (await within(2, waiting))[handle] == 4
         await lane.close()
 
@@ -166,6 +166,22 @@ async def blocked_increment(store: PostgresStore, postgres: PostgresServer, hand
     return waiting, holder
 
 
+def release(holder: psycopg.Connection) -> None:
+    holder.rollback()
+    holder.close()
+
+
+async def not_applied_and_the_next_counts(store: PostgresStore, postgres: PostgresServer, handle: str, how: str):
+    """After blocked_increment's lock was released: the increment that `how` ended was not applied, the increment
+    lane let go of its connection, and the next increment counts."""
+    lane = store._increment_lane
+    assert lane.conn is None and not lane.watching and lane.waiter is None
+    await asyncio.sleep(0.3)  # had the statement gone on, it would have taken the lock by now
+    assert counter(postgres, handle) == 1, f"the {how} increment was applied on the server"
+    change = await within(2, store.increment(handle))
+    assert change.value == 2
+
+
 def test_a_cancelled_increment_is_cancelled_on_the_server_too(postgres, run):
     """An increment batch cancelled while the server runs it (waiting for a row lock) is cancelled there as well, so
     it is not applied after its requests were failed; the lane lets go of its connection, and the next increment
@@ -181,15 +197,38 @@ def test_a_cancelled_increment_is_cancelled_on_the_server_too(postgres, run):
                 batch.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await within(3, waiting)
-                lane = store._increment_lane
-                assert lane.conn is None and not lane.watching and lane.waiter is None
             finally:
-                holder.rollback()
-                holder.close()
-            await asyncio.sleep(0.3)  # had the statement gone on, it would have taken the lock by now
-            assert counter(postgres, handle) == 1, "the cancelled increment was applied on the server"
-            change = await within(2, store.increment(handle))
-            assert change.value == 2
+                release(holder)
+            await not_applied_and_the_next_counts(store, postgres, handle, "cancelled")
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_a_statement_unanswered_for_store_timeout_fails_and_is_cancelled_on_the_server(postgres, run, monkeypatch):
+    """An increment the server has not answered after STORE_TIMEOUT (here waiting for a row lock; a frozen server
+    is the app test's) fails as the store being unavailable, at once and not after the server's cancel; the
+    cancel still reaches the server in the background, so the increment is not applied when the lock is released,
+    and the next increment counts."""
+    monkeypatch.setattr(postgres_store, "STORE_TIMEOUT", 0.5)
+    store = new_store(postgres)
+
+    async def main():
+        try:
+            handle = await started(store, "unanswered")
+            waiting, holder = await blocked_increment(store, postgres, handle)
+            try:
+                with pytest.raises(StoreUnavailable, match="no answer within 0.5 s"):
+                    await within(2, waiting)
+                for _ in range(100):  # the cancel, in the background
+                    if not store._background:
+                        break
+                    await asyncio.sleep(0.02)
+                assert not store._background, "the cancel did not end"
+            finally:
+                release(holder)
+            await not_applied_and_the_next_counts(store, postgres, handle, "timed out")
         finally:
             await store.close()
 
@@ -212,8 +251,7 @@ def test_closing_the_store_fails_a_statement_out_at_once(postgres, run):
                 await within(1, store.load(handle))
             assert store._load_lane.conn is None and store._increment_lane.conn is None
         finally:
-            holder.rollback()
-            holder.close()
+            release(holder)
 
     run(main())
 
@@ -229,8 +267,7 @@ def test_a_statement_whose_watch_is_gone_is_answered_by_the_tick(postgres, run):
             waiting, holder = await blocked_increment(store, postgres, handle)
             lane = store._increment_lane
             asyncio.get_running_loop().remove_reader(lane.fd)  # behind the lane's back: it still thinks it watches
-            holder.rollback()
-            holder.close()
+            release(holder)
             change = await within(2, waiting)
             assert change.value == 2
             lane.TICK = 30.0  # from the tick due now on, none for 30 s: the next statement needs its socket watched

@@ -95,6 +95,13 @@ class RedisServer:
                                 capture_output=True, text=True, timeout=10)
         return result.stdout.strip()
 
+    def freeze(self) -> None:
+        """SIGSTOP: the kernel still accepts connections for redis-server, which answers nothing (a hung host)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self, save: bool = True) -> None:
         """Stop the server; with save, its data is written to disk first and comes back on start()."""
         if self.proc and self.proc.poll() is None:
@@ -190,6 +197,23 @@ class PostgresServer:
                             "-c", f"CREATE DATABASE {self.database}"], check=True, capture_output=True, env=env)
             self.database_created = True
         return self
+
+    def processes(self) -> list[int]:
+        """The postmaster and every process it started (backends, checkpointer, walwriter, ...)."""
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
+        return [postmaster, *map(int, children)]
+
+    def freeze(self) -> None:
+        """SIGSTOP to the whole server: the kernel still accepts connections and acknowledges what is sent on them,
+        but nothing answers (a hung host, a frozen VM)."""
+        for pid in self.processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.data.exists():
