@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -124,6 +125,11 @@ class _Hopeless(StoreUnavailable):
 
 def _is_hopeless(error: BaseException) -> bool:
     return isinstance(error, _Hopeless)
+
+
+def _settle(future: asyncio.Future, _: Any) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _no_answer(seconds: float) -> _Hopeless:
@@ -424,18 +430,27 @@ class PostgresStore(SessionStore):
             log.debug("background work failed: %r", task.exception())
 
     async def _bounded(self, work: Awaitable[Any], timeout: float | None = None) -> Any:
-        """work's result, or _Hopeless after `timeout` seconds. Work still waiting then is cancelled in the
-        background: psycopg's own cancel of a statement in progress waits for the server (up to 10 s), and a server
-        that answers nothing would hold the request that long."""
+        """work's result, or _Hopeless after `timeout` seconds. The work runs as a task of its own, so that the
+        request can leave it: still waiting then, it is cancelled in the background, because psycopg's own cancel
+        of a statement in progress waits for the server (up to 10 s), and a server that answers nothing would hold
+        the request that long. (A task, a future and a timer: about 9 us of CPU, where asyncio.wait took 20.)"""
         timeout = STORE_TIMEOUT if timeout is None else timeout
-        task = self._in_background(work)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(work)
+        settled = loop.create_future()
+        task.add_done_callback(functools.partial(_settle, settled))
+        timer = loop.call_later(timeout, _settle, settled, None)
         try:
-            done, _ = await asyncio.wait((task,), timeout=timeout)
+            await settled
         except asyncio.CancelledError:
             task.cancel()
+            self._in_background(task)
             raise
-        if not done:
+        finally:
+            timer.cancel()
+        if not task.done():
             task.cancel()
+            self._in_background(task)
             raise _no_answer(timeout)
         return task.result()
 
