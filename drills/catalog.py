@@ -237,6 +237,57 @@ def store_restart(target: Target, params: Params) -> dict[str, Any]:
     return {"figures": _strip(figures), "goals": goals, "restored": f"{service} running again"}
 
 
+# -- store-freeze ---------------------------------------------------------------------------------------------------
+
+FREEZE_SECONDS = 5.0
+# The app fails a request whose store does not answer within STORE_TIMEOUT (2 s, sample_app/stores/base.py); the
+# slowest request may take that, a reconnection (its connect timeout, 2 s more at most) and the balancer's hop.
+LONGEST_REQUEST_GOAL = 5.0
+# Every process of the store's unit: the Debian package's postgresql.service starts nothing itself (the cluster is
+# postgresql@VERSION-main), so the frozen unit is found by pattern.
+FREEZE_UNIT = {"redis": "redis-server.service", "token": "redis-server.service", "database": "postgresql@*.service"}
+
+
+def store_freeze(target: Target, params: Params) -> dict[str, Any]:
+    """SIGSTOP to every process of the store for FREEZE_SECONDS, under load, then SIGCONT: a hung host or a frozen VM,
+    which accepts connections and acknowledges what is sent but answers nothing, unlike a restart, which refuses or
+    resets at once. The app must fail its requests with a JSON 503 within seconds, not hold them until the balancer
+    gives up, and serve again as soon as the store answers."""
+    role, _ = STORE_SERVICE[target.strategy]
+    node, unit = target.role(role)[0], FREEZE_UNIT[target.strategy]
+
+    def action(mark):
+        mark("freeze")
+        try:
+            target.ssh(node, f"systemctl kill --signal=SIGSTOP '{unit}'")
+            time.sleep(FREEZE_SECONDS)
+        finally:
+            target.ssh(node, f"systemctl kill --signal=SIGCONT '{unit}'")
+            mark("thaw")
+        return {"store": f"{unit} on {node.name}", "frozen_seconds": FREEZE_SECONDS}
+
+    figures = under_load(target, params, action)
+    load: Load = figures["_load"]
+    timed = [o for o in load.outcomes if o.op != "check"]
+    longest = max((o.end - o.start for o in timed), default=0.0)
+    thaw = figures["events"].get("thaw")
+    last_failure = max((o.end for o in timed if o.failed), default=None)
+    figures["longest_request_seconds"] = round(longest, 2)
+    figures["failures_end_after_thaw_seconds"] = (round(max(0.0, last_failure - thaw), 2)
+                                                 if thaw is not None and last_failure is not None else 0.0)
+    failed_not_503 = sum(count for error, count in figures["errors"].items() if not error.startswith("503"))
+    figures["failed_not_503"] = failed_not_503
+    goals = {"errors_are_json_503": goal(0, failed_not_503 + figures["failed_not_json"],
+                                         failed_not_503 == 0 and figures["failed_not_json"] == 0),
+             "longest_request_seconds": goal(f"<= {LONGEST_REQUEST_GOAL:g}", figures["longest_request_seconds"],
+                                             longest <= LONGEST_REQUEST_GOAL),
+             "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0),
+             # counter_higher (an increment answered 503 and applied when the store resumed) is measured, not a
+             # goal: what the store had received before it froze, no client can take back
+             "accepted_increments_lost": goal(0, figures["counter_lower"], figures["counter_lower"] == 0)}
+    return {"figures": _strip(figures), "goals": goals, "restored": f"{unit} resumed (SIGCONT)"}
+
+
 # -- failover (Redis Sentinel, Redis Cluster) -------------------------------------------------------------------------
 
 def _redis_cli(target: Target, node, command: str, port: int | None = None, sentinel: bool = False,
@@ -797,6 +848,8 @@ DRILLS: dict[str, Drill] = {d.name: d for d in (
     Drill("rolling", "a deploy that restarts every app node, under load", rolling),
     Drill("store-restart", "Redis (redis, token) or PostgreSQL (database) restarted under load", store_restart,
           lambda s: s in STORE_SERVICE),
+    Drill("store-freeze", f"Redis (redis, token) or PostgreSQL (database) frozen (SIGSTOP) for {FREEZE_SECONDS:g} s "
+                          "under load, then resumed", store_freeze, lambda s: s in FREEZE_UNIT),
     Drill("failover", "redis_mode=sentinel and cluster: a Redis primary killed under load; its replica takes over",
           failover, lambda s: s in ("redis", "token"), plain=False,
           extra_variants=lambda s: {"sentinel": {"redis_mode": "sentinel"}, "cluster": {"redis_mode": "cluster"}},

@@ -44,6 +44,9 @@ COLUMNS = {
     "store-restart": ("store restart: failed (not JSON 503) / errors for / lost",
                       lambda f: f"{f['failed']} ({f.get('failed_not_503', 0) + f.get('failed_not_json', 0)}) / "
                                 f"{f['failure_window_seconds']} s / {f['sessions_lost']}"),
+    "store-freeze": ("store frozen 5 s: failed (not JSON 503) / longest request / increments failed but applied / lost",
+                     lambda f: f"{f['failed']} ({f.get('failed_not_503', 0) + f.get('failed_not_json', 0)}) / "
+                               f"{f['longest_request_seconds']} s / {f['counter_higher']} / {f['sessions_lost']}"),
     "contention": ("200 parallel increments: lost", lambda f: f"{f['lost_updates']}"),
     "footprint": ("bytes per session (sessions per GiB)",
                   lambda f: f"{f['bytes_per_session']:,.0f} ({f['sessions_per_gib']:,})" if f.get("sessions_per_gib")

@@ -22,7 +22,7 @@ VERDICTS = {
 }
 
 # The drills that break the cluster under load: each counts failed requests and sessions lost.
-FAILURE_DRILLS = ("node-stop", "node-kill", "rolling", "store-restart", "scale-out", "failover")
+FAILURE_DRILLS = ("node-stop", "node-kill", "rolling", "store-restart", "store-freeze", "scale-out", "failover")
 
 ONE_NODE_SHARE = 0.9  # sticky: the busiest node serving this share of one address's requests is "no balancing"
 SLOW_AGAINST_REDIS = 0.8  # database: reads below this fraction of redis's ratio to the baseline are "slow"

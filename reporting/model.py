@@ -306,12 +306,13 @@ class Report:
                 f = lambda *keys, file=file: self.show(s.ref(file, "figures", *keys))
                 back = {"node-stop": ("seconds_until_serving",), "node-kill": ("seconds_until_serving",),
                         "rolling": ("deploy", "seconds"), "scale-out": ("deploy", "seconds"),
-                        "failover": ("seconds_until_writes",)}.get(drill)
+                        "failover": ("seconds_until_writes",),
+                        "store-freeze": ("failures_end_after_thaw_seconds",)}.get(drill)
                 rows.append([label, st, "ok", f("requests"), f("failed"), f("sessions_lost"),
                              f("latency_ms", "p99"), f(*back) if back else "-", verdict])
         if rows:
             self.table(["drill", "strategy", "status", "requests", "failed", "sessions lost", "p99 (ms)",
-                        "node back / deploy / writes back (s)", "goals"], rows)
+                        "node back / deploy / writes back / serving after thaw (s)", "goals"], rows)
         self.deploy_scale()
 
     def deploy_scale(self) -> None:

@@ -30,8 +30,8 @@ from session_kit.validate import KitError
 
 from . import measure, write
 
-FULL_DRILLS = ("node-stop", "node-kill", "rolling", "store-restart", "contention", "cookie-limits", "footprint",
-               "ip-hash-spread", "scale-out", "lag", "failover")
+FULL_DRILLS = ("node-stop", "node-kill", "rolling", "store-restart", "store-freeze", "contention", "cookie-limits",
+               "footprint", "ip-hash-spread", "scale-out", "lag", "failover")
 # Drills the full report runs on fewer strategies than they apply to (its time goal is 30 min): failover's Redis is
 # the same for redis and token, so redis stands for both (./kit drill failover runs both).
 REPORT_STRATEGIES = {"failover": ("redis",)}
@@ -39,7 +39,7 @@ QUICK_DRILLS = ("node-stop", "contention", "footprint", "lag")
 # Seconds each kind of step is expected to take on the lab (2 cores), for the estimate of what is left; the
 # estimate scales them by how long the steps done so far took against theirs.
 ESTIMATE = {"environment": 15, "deploy": 30, "verify": 30, "load": 25, "restore": 45, "node-stop": 20,
-            "node-kill": 20, "rolling": 75, "store-restart": 20, "contention": 5, "cookie-limits": 40,
+            "node-kill": 20, "rolling": 75, "store-restart": 20, "store-freeze": 20, "contention": 5, "cookie-limits": 40,
             "footprint": 45, "ip-hash-spread": 30, "scale-out": 75, "lag": 60, "failover": 40, "deploy-scale": 600}
 QUICK_ESTIMATE = {**ESTIMATE, "verify": 12, "load": 15, "node-stop": 12, "footprint": 10, "lag": 25}
 # --quick verifies the sessions through the balancer only (the checks over SSH of services and sockets are the slow
