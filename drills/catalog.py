@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import shlex
+import subprocess
 import time
 from typing import Any, Callable
 
@@ -256,13 +257,27 @@ def store_freeze(target: Target, params: Params) -> dict[str, Any]:
     role, _ = STORE_SERVICE[target.strategy]
     node, unit = target.role(role)[0], FREEZE_UNIT[target.strategy]
 
+    running = target.ssh(node, f"systemctl list-units --state=running --plain --no-legend '{unit}'").split()
+    if not running:
+        raise DrillError(f"{node.name}: no running unit matches {unit}: nothing to freeze")
+    thaw = f"systemctl kill --signal=SIGCONT '{unit}'"
+
     def action(mark):
+        # The host thaws the store itself 30 s on, whatever becomes of this process or its SSH connection (a
+        # SIGCONT to a running process changes nothing).
+        target.ssh(node, f"systemd-run --quiet --on-active={int(FREEZE_SECONDS) + 30} {thaw}")
         mark("freeze")
         try:
             target.ssh(node, f"systemctl kill --signal=SIGSTOP '{unit}'")
             time.sleep(FREEZE_SECONDS)
         finally:
-            target.ssh(node, f"systemctl kill --signal=SIGCONT '{unit}'")
+            for attempt in range(3):
+                try:
+                    target.ssh(node, thaw, timeout=30)
+                    break
+                except (DrillError, subprocess.TimeoutExpired):
+                    if attempt == 2:
+                        raise
             mark("thaw")
         return {"store": f"{unit} on {node.name}", "frozen_seconds": FREEZE_SECONDS}
 

@@ -106,6 +106,13 @@ TAKE = f"DELETE FROM sessions WHERE {_LIVE} RETURNING username, counter, data, c
 PURGE = f"""SELECT pg_try_advisory_xact_lock({_LOCK_PURGE}) AS mine"""
 PURGE_ROWS = "DELETE FROM sessions WHERE expires_at <= now()"
 
+# Every connection of the store, the lanes' and the pool's. A server that stops answering without closing (a network
+# cut, a host gone) sends no reset: the kernel gives the connection up after 10 s of unacknowledged data, or 5 s idle
+# plus 3 unanswered keepalives 2 s apart, instead of TCP's 15 minutes. (A frozen process on a live host is another
+# matter: its kernel acknowledges everything; STORE_TIMEOUT bounds what a request waits for it.)
+_CONNECT = {"autocommit": True, "connect_timeout": 2, "tcp_user_timeout": 10_000, "keepalives": 1,
+            "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+
 _UNAVAILABLE = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.errors.AdminShutdown)
 
 
@@ -125,6 +132,10 @@ class _Hopeless(StoreUnavailable):
 
 def _is_hopeless(error: BaseException) -> bool:
     return isinstance(error, _Hopeless)
+
+
+async def _close(conn: psycopg.AsyncConnection) -> None:
+    await conn.close()
 
 
 def _settle(future: asyncio.Future, _: Any) -> None:
@@ -169,12 +180,7 @@ class _Lane:
         self.sent_at = 0.0  # loop time the statement out was sent (_tick fails it after STORE_TIMEOUT)
 
     async def _open(self) -> psycopg.AsyncConnection:
-        # A server that stops answering without closing (a network cut, a frozen host) sends no reset: the kernel
-        # gives the connection up after 10 s of unacknowledged data, or 5 s idle plus 3 unanswered keepalives 2 s
-        # apart, instead of TCP's 15 minutes, for which every batched read or increment of the node would queue.
-        conn = await psycopg.AsyncConnection.connect(self.store.url, autocommit=True, connect_timeout=2,
-                                                     tcp_user_timeout=10_000, keepalives=1, keepalives_idle=5,
-                                                     keepalives_interval=2, keepalives_count=3)
+        conn = await psycopg.AsyncConnection.connect(self.store.url, **_CONNECT)
         try:
             await self.store._ensure_schema(conn)
             # A generic plan, made once: PostgreSQL would otherwise plan these statements anew on every execution
@@ -286,7 +292,10 @@ class _Lane:
                 self._watch()
                 self._readable()
             if self.waiter is not None and loop.time() - self.sent_at > STORE_TIMEOUT:
-                self._answer(_no_answer(STORE_TIMEOUT))  # run() lets the connection go, its cancel in the background
+                if self.watching:
+                    self._readable()  # an answer that came while the loop was held up (timers run before I/O)
+                if self.waiter is not None:
+                    self._answer(_no_answer(STORE_TIMEOUT))  # run() lets the connection go, cancels in the background
         finally:
             self.ticked = self.waiter
             loop.call_later(self.TICK, self._tick, loop)
@@ -334,7 +343,7 @@ class _Lane:
                 if self.conn is None or self.conn.closed or self.loop is not loop:
                     await self._drop()
                     try:  # connect_timeout bounds the connection; the statements that prepare it, the bound here
-                        self.conn = await self.store._bounded(self._open(), 2 * STORE_TIMEOUT)
+                        self.conn = await self.store._bounded(self._open(), 2 * STORE_TIMEOUT, dispose=_close)
                     except StoreUnavailable as error:
                         raise _Hopeless(str(error)) from None
                     except _UNAVAILABLE as error:
@@ -386,8 +395,7 @@ class PostgresStore(SessionStore):
         super().__init__(limits)
         self.url = url
         self.pool = psycopg_pool.AsyncConnectionPool(
-            url, min_size=pool_size, max_size=pool_size, open=False, timeout=2.0,
-            kwargs={"autocommit": True, "connect_timeout": 2})
+            url, min_size=pool_size, max_size=pool_size, open=False, timeout=STORE_TIMEOUT, kwargs=dict(_CONNECT))
         self._schema_ready = False
         self._pool_check = asyncio.Lock()
         self.pool_checked_after: float | None = None  # monotonic time of the last test of the idle connections
@@ -429,11 +437,14 @@ class PostgresStore(SessionStore):
         if not task.cancelled() and task.exception() is not None:
             log.debug("background work failed: %r", task.exception())
 
-    async def _bounded(self, work: Awaitable[Any], timeout: float | None = None) -> Any:
+    async def _bounded(self, work: Awaitable[Any], timeout: float | None = None,
+                       dispose: Callable[[Any], Awaitable[Any]] | None = None) -> Any:
         """work's result, or _Hopeless after `timeout` seconds. The work runs as a task of its own, so that the
-        request can leave it: still waiting then, it is cancelled in the background, because psycopg's own cancel
-        of a statement in progress waits for the server (up to 10 s), and a server that answers nothing would hold
-        the request that long. (A task, a future and a timer: about 9 us of CPU, where asyncio.wait took 20.)"""
+        request can leave it without waiting for it (a task, a future and a timer: about 9 us of CPU, where
+        asyncio.wait took 20). Work left behind (timed out, or its request cancelled) is cancelled in the
+        background: psycopg's cancel of a statement in progress waits for the server (up to 10 s, then it closes
+        the connection), so that a statement given up is not applied later when the server can still say so; a
+        result that came all the same goes to `dispose` (a lane's new connection: closed)."""
         timeout = STORE_TIMEOUT if timeout is None else timeout
         loop = asyncio.get_running_loop()
         task = loop.create_task(work)
@@ -443,16 +454,29 @@ class PostgresStore(SessionStore):
         try:
             await settled
         except asyncio.CancelledError:
-            task.cancel()
-            self._in_background(task)
+            self._leave(task, dispose)
             raise
         finally:
             timer.cancel()
         if not task.done():
-            task.cancel()
-            self._in_background(task)
+            self._leave(task, dispose)
             raise _no_answer(timeout)
         return task.result()
+
+    def _leave(self, task: asyncio.Task, dispose: Callable[[Any], Awaitable[Any]] | None) -> None:
+        task.cancel()
+        if dispose is None:
+            self._in_background(task)
+            return
+
+        async def disposed() -> None:
+            try:
+                result = await task
+            except BaseException:
+                return
+            await dispose(result)
+
+        self._in_background(disposed())
 
     @contextlib.asynccontextmanager
     async def _cursor(self, transaction: bool = False):
@@ -478,8 +502,9 @@ class PostgresStore(SessionStore):
         except _ServerRestarted:
             async with self._pool_check:
                 if self.pool_checked_after is None or self.pool_checked_after < time.monotonic() - 1:
-                    await self._bounded(self.pool.check())
+                    # set first: the requests queued behind a check that failed do not run one each
                     self.pool_checked_after = time.monotonic()
+                    await self._bounded(self.pool.check())
             return await self._bounded(self._on_cursor(work, transaction))
 
     async def _on_cursor(self, work: Callable[[psycopg.AsyncCursor], Awaitable[Any]], transaction: bool) -> Any:

@@ -213,6 +213,11 @@ def test_what_the_rule_accepts_round_trips(cluster, victim):
 
 # -- a store outage is a 503, never a 500 or a hang ------------------------------------------------------------------
 
+# STORE_TIMEOUT (2 s) plus Redis's watchdog period (0.5 s) and a busy machine's slack; below twice STORE_TIMEOUT, so
+# that requests failing one batch after another, or after a cancel awaited in line, would not pass
+FROZEN_BOUND = 3.8
+
+
 @pytest.mark.parametrize("strategy", ["redis", "token", "database"])
 def test_store_that_accepts_but_never_answers_is_503_then_recovers(strategy):
     """SIGSTOP to the store's server: the kernel still accepts connections and acknowledges what is sent on them, but
@@ -239,12 +244,12 @@ def test_store_that_accepts_but_never_answers_is_503_then_recovers(strategy):
                 response = request()
                 took = time.monotonic() - started
                 assert_json_error(response, 503, "store_unavailable")
-                assert took < 8, f"{attempt}: 503 after {took:.1f} s"
+                assert took < FROZEN_BOUND, f"{attempt}: 503 after {took:.1f} s"
             started = time.monotonic()
             with ThreadPoolExecutor(8) as pool:
                 statuses = list(pool.map(lambda _: client.post(url + "/session/counter").status_code, range(8)))
             took = time.monotonic() - started
-            assert statuses == [503] * 8 and took < 8, f"8 requests at once: {statuses} after {took:.1f} s"
+            assert statuses == [503] * 8 and took < FROZEN_BOUND, f"8 requests at once: {statuses} after {took:.1f} s"
             assert_json_error(probe.get(url + "/healthz"), 503, "store_unavailable")
         finally:
             server.thaw()

@@ -211,12 +211,12 @@ def test_a_statement_unanswered_for_store_timeout_fails_and_is_cancelled_on_the_
     is the app test's) fails as the store being unavailable, at once and not after the server's cancel; the
     cancel still reaches the server in the background, so the increment is not applied when the lock is released,
     and the next increment counts."""
-    monkeypatch.setattr(postgres_store, "STORE_TIMEOUT", 0.5)
     store = new_store(postgres)
 
     async def main():
         try:
             handle = await started(store, "unanswered")
+            monkeypatch.setattr(postgres_store, "STORE_TIMEOUT", 0.5)  # after the start: the tick reads it each time
             waiting, holder = await blocked_increment(store, postgres, handle)
             try:
                 with pytest.raises(StoreUnavailable, match="no answer within 0.5 s"):

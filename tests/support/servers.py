@@ -198,22 +198,28 @@ class PostgresServer:
             self.database_created = True
         return self
 
-    def processes(self) -> list[int]:
-        """The postmaster and every process it started (backends, checkpointer, walwriter, ...)."""
-        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
-        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
-        return [postmaster, *map(int, children)]
+    def postmaster(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def children(self) -> list[int]:
+        """Every process the postmaster started (backends, checkpointer, walwriter, ...)."""
+        found = subprocess.run(["pgrep", "-P", str(self.postmaster())], capture_output=True, text=True).stdout
+        return [int(pid) for pid in found.split()]
 
     def freeze(self) -> None:
         """SIGSTOP to the whole server: the kernel still accepts connections and acknowledges what is sent on them,
-        but nothing answers (a hung host, a frozen VM)."""
-        for pid in self.processes():
-            os.kill(pid, signal.SIGSTOP)
+        but nothing answers (a hung host, a frozen VM). The postmaster first, so that it forks no backend after the
+        children were listed."""
+        os.kill(self.postmaster(), signal.SIGSTOP)
+        for pid in self.children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
-        for pid in self.processes():
+        for pid in self.children():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
+        os.kill(self.postmaster(), signal.SIGCONT)
 
     def stop(self) -> None:
         if self.data.exists():
