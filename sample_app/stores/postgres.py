@@ -293,7 +293,7 @@ class _Lane:
                 self._readable()
             if self.waiter is not None and loop.time() - self.sent_at > STORE_TIMEOUT:
                 if self.watching:
-                    self._readable()  # an answer that came while the loop was held up (timers run before I/O)
+                    self._readable()  # an answer that came while the loop was held up, on a loop running timers first
                 if self.waiter is not None:
                     self._answer(_no_answer(STORE_TIMEOUT))  # run() lets the connection go, cancels in the background
         finally:
