@@ -137,6 +137,13 @@ def _strip(figures: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
+def json_503_goal(figures: dict[str, Any]) -> dict[str, Any]:
+    """Every failed request the app's JSON 503 (a store away): counts the others into figures["failed_not_503"]."""
+    not_503 = figures["failed_not_503"] = sum(count for error, count in figures["errors"].items()
+                                              if not error.startswith("503"))
+    return goal(0, not_503 + figures["failed_not_json"], not_503 == 0 and figures["failed_not_json"] == 0)
+
+
 def zero_loss_goals(target: Target, figures: dict[str, Any]) -> dict[str, Any]:
     if target.strategy not in SHARED:
         return {}
@@ -230,10 +237,7 @@ def store_restart(target: Target, params: Params) -> dict[str, Any]:
         return {"store": f"{service} on {node.name}"}
 
     figures = under_load(target, params, action)
-    failed_not_503 = sum(count for error, count in figures["errors"].items() if not error.startswith("503"))
-    figures["failed_not_503"] = failed_not_503
-    goals = {"errors_are_json_503": goal(0, failed_not_503 + figures["failed_not_json"],
-                                         failed_not_503 == 0 and figures["failed_not_json"] == 0),
+    goals = {"errors_are_json_503": json_503_goal(figures),
              "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0)}
     return {"figures": _strip(figures), "goals": goals, "restored": f"{service} running again"}
 
@@ -290,10 +294,7 @@ def store_freeze(target: Target, params: Params) -> dict[str, Any]:
     figures["longest_request_seconds"] = round(longest, 2)
     figures["failures_end_after_thaw_seconds"] = (round(max(0.0, last_failure - thaw), 2)
                                                  if thaw is not None and last_failure is not None else 0.0)
-    failed_not_503 = sum(count for error, count in figures["errors"].items() if not error.startswith("503"))
-    figures["failed_not_503"] = failed_not_503
-    goals = {"errors_are_json_503": goal(0, failed_not_503 + figures["failed_not_json"],
-                                         failed_not_503 == 0 and figures["failed_not_json"] == 0),
+    goals = {"errors_are_json_503": json_503_goal(figures),
              "longest_request_seconds": goal(f"<= {LONGEST_REQUEST_GOAL:g}", figures["longest_request_seconds"],
                                              longest <= LONGEST_REQUEST_GOAL),
              "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0),
@@ -429,13 +430,10 @@ def failover(target: Target, params: Params, within: float = 60) -> dict[str, An
     figures["write_outage_seconds"] = round(max(o.end for o in failed) - min(o.start for o in failed), 2) \
         if failed else 0.0
     figures["increments_failed"] = len(failed)
-    failed_not_503 = sum(count for error, count in figures["errors"].items() if not error.startswith("503"))
-    figures["failed_not_503"] = failed_not_503
     wait = "down-after" if mode == "sentinel" else "node timeout"
     goals = {"writes_back_within": goal(f"<= {old.bound:g} s ({wait} + 10 s)", figures["seconds_until_writes"],
                                         figures["seconds_until_writes"] <= old.bound),
-             "errors_are_json_503": goal(0, failed_not_503 + figures["failed_not_json"],
-                                         failed_not_503 == 0 and figures["failed_not_json"] == 0),
+             "errors_are_json_503": json_503_goal(figures),
              "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0)}
     return {"figures": _strip(figures), "goals": goals,
             "restored": f"{old.label} started again, a replica of {figures['promoted']} "
