@@ -138,6 +138,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_CLUSTER_NODES", _host_ports, "",
             "redis, token: Redis Cluster seed nodes host:port; when set, the app follows the cluster's slot map "
             "(REDIS_URL then gives only the user and password)"),
+    Setting("REDIS_CACHE_SESSIONS", _int(0, 1_000_000), "10000",
+            "redis, token: sessions each worker keeps a copy of, kept fresh by Redis (client-side caching, RESP3 "
+            "CLIENT TRACKING): a read still waits for one Redis round trip per batch, so it sees every node's writes; "
+            "0: off; not on Redis Cluster"),
     Setting("DATABASE_URL", _url("postgresql", "postgres"), None,
             "database: postgresql://USER:PASSWORD@HOST:PORT/DB", ("database",)),
     Setting("DATABASE_POOL_SIZE", _int(1, 100), "4", "database: connections per node"),
@@ -181,6 +185,7 @@ class Settings:
     redis_sentinels: tuple[tuple[str, int], ...]
     redis_sentinel_master: str
     redis_cluster_nodes: tuple[tuple[str, int], ...]
+    redis_cache_sessions: int
     database_url: str
     database_pool_size: int
     store_poll_us: int

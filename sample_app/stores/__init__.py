@@ -46,14 +46,25 @@ def _lean_redis(settings: Settings):
     return LeanRedis(settings.redis_url, settings.redis_sentinels, settings.redis_sentinel_master)
 
 
+def _tracked_reads(settings: Settings):
+    """The connection reads go over, answered from the node's copies (client_cache.py); None on Redis Cluster or
+    with REDIS_CACHE_SESSIONS=0."""
+    from .client_cache import ClientCache
+    from .resp import LeanRedis
+    if settings.redis_cluster_nodes or not settings.redis_cache_sessions:
+        return None
+    return LeanRedis(settings.redis_url, settings.redis_sentinels, settings.redis_sentinel_master,
+                     tracker=ClientCache(settings.redis_cache_sessions))
+
+
 def _redis(settings: Settings, limits: Limits) -> SessionStore:
     from .redis import RedisStore
-    return RedisStore(limits, _lean_redis(settings), poll=_poll(settings))
+    return RedisStore(limits, _lean_redis(settings), poll=_poll(settings), reads=_tracked_reads(settings))
 
 
 def _token(settings: Settings, limits: Limits) -> SessionStore:
     from .token import TokenStore
-    return TokenStore(limits, _lean_redis(settings), poll=_poll(settings))
+    return TokenStore(limits, _lean_redis(settings), poll=_poll(settings), reads=_tracked_reads(settings))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,9 @@
   (a slide that lands after a logout is a no-op on a missing key); an increment does (no half session), and stays a
   script. On Redis Cluster both are one script call per slot (a script may touch one slot only), the calls to one
   node in one write, so that a slot that fails fails its own sessions only.
+- Reads on a single Redis or through Sentinel go over a second connection, RESP3 with CLIENT TRACKING on, and the
+  node answers from its own copy of a session it read before, once one round trip on that connection has shown that
+  Redis sent no invalidation for it (client_cache.py: why every node still reads every write; REDIS_CACHE_SESSIONS).
 - No script touches two keys, so no key needs a hash tag and every key spreads over the cluster's slots: id rotation
   (login on an existing session) writes the new key, then deletes the old one (never RENAME); the token store's
   per-user index is changed by commands of its own (see TokenStore).
@@ -33,6 +36,7 @@ import logging
 from typing import Any, Sequence
 
 from .batching import Batcher
+from .client_cache import ClientCache
 from .base import (SLIDE_AFTER, Change, Limits, Session, SessionStore, StoreUnavailable, is_valid_id, new_id,
                    too_many_keys)
 from .resp import ClusterRedis, LeanRedis, RedisError
@@ -48,6 +52,7 @@ KEY_PATTERNS = ("session:*", "token:*", "user-tokens:*")
 #: these (and to KEY_PATTERNS) can run every strategy on Redis, through Sentinel and on Redis Cluster.
 ACL_COMMANDS = (
     "ping", "select", "evalsha", "eval", "script|load", "cluster|slots", "asking",  # connection, scripts, cluster
+    "hello", "client|tracking",  # the reads' tracking connection (client_cache.py)
     "hgetall", "hget", "hset", "hdel", "hexists", "hlen", "hincrby", "pexpire", "pttl", "exists", "del",  # sessions
     "smembers", "sadd", "srem",  # the token store's per-user index
 )
@@ -116,9 +121,14 @@ class RedisStore(SessionStore):
     key_prefix = "session:"
     index_prefix = ""  # "" keeps no per-user index
 
-    def __init__(self, limits: Limits, redis: LeanRedis, poll: float = 0.0):
+    def __init__(self, limits: Limits, redis: LeanRedis | ClusterRedis, poll: float = 0.0,
+                 reads: LeanRedis | None = None):
+        """reads: a tracking connection (LeanRedis with a ClientCache as its tracker) that reads go over, answered
+        from the node's copies where it holds them (client_cache.py); None: every read from Redis."""
         super().__init__(limits)
         self.redis = redis
+        self.reads = reads
+        self.cache: ClientCache[Session] | None = reads.tracker if reads is not None else None  # type: ignore
         self.ttl_ms = limits.ttl * 1000
         self.slide_below_ms = round(self.ttl_ms * (1 - SLIDE_AFTER))  # reads and increments slide below it
         self._loads = Batcher(self._load_many, poll=poll)
@@ -127,9 +137,13 @@ class RedisStore(SessionStore):
 
     async def close(self) -> None:
         await self.redis.close()
+        if self.reads is not None:
+            await self.reads.close()
 
     async def ping(self) -> None:
         await self._call(self.redis.ping())
+        if self.reads is not None:
+            await self._call(self.reads.ping())
 
     @staticmethod
     async def _call(awaitable):
@@ -193,6 +207,15 @@ class RedisStore(SessionStore):
         data = {name[2:].decode(): json.loads(value) for name, value in data_fields} if data_fields else {}
         return Session(user.decode(), int(counter), data, float(created))
 
+    @staticmethod
+    def _parse_map(fields: dict[bytes, bytes]) -> Session | None:
+        """A session from HGETALL's RESP3 reply (a map; empty: no session)."""
+        if not fields:
+            return None
+        data = {name[2:].decode(): json.loads(value) for name, value in fields.items()
+                if name[:2] == b"d:"} if len(fields) > _FIXED_FIELDS else {}
+        return Session(fields[b"user"].decode(), int(fields[b"counter"]), data, float(fields[b"created"]))
+
     # On a cluster a batch's keys are in many slots: script_each runs the script once per slot, and a slot that
     # fails (its primary failing over) answers its keys with a StoreUnavailable, which the Batcher raises for those
     # requests only.
@@ -201,19 +224,65 @@ class RedisStore(SessionStore):
         if isinstance(self.redis, ClusterRedis):
             replies = await self._call(self.redis.script_each(LOAD_MANY, keys, [self.ttl_ms, self.slide_below_ms]))
             return [flat if isinstance(flat, StoreUnavailable) else self._parse(flat) for flat in replies]
+        if self.cache is not None:
+            return await self._load_cached(keys)
         replies = await self._call(self.redis.pipeline(*[command for key in keys
                                                          for command in (("HGETALL", key), ("PTTL", key))]))
         sessions = [self._parse(flat) for flat in replies[::2]]
-        # PTTL: -2 for a key gone since its HGETALL (nothing to slide), -1 for one without expiry (slid: given one).
-        due = [key for key, session, ttl in zip(keys, sessions, replies[1::2])
+        self._slide_due(keys, sessions, replies[1::2])
+        return sessions
+
+    async def _load_cached(self, keys: list[str], copies: bool = True) -> list[Session | None]:
+        """Reads over the tracking connection: the sessions the node holds a copy of, once the batch's one command
+        there is answered (a PING when it holds them all: every invalidation sent before it is then handled); the
+        others read with HGETALL and PTTL, and kept. See client_cache.py for why this reads every node's writes."""
+        cache, loop = self.cache, self._loads.loop
+        # A copy is served while more of its TTL remains than the slide threshold; past it the read goes to Redis.
+        fresh_until = loop.time() + self.slide_below_ms / 1000
+        held, missing = [], []
+        for i, key in enumerate(keys):
+            if copies and cache.get(key, fresh_until) is not None:
+                held.append(i)
+            else:
+                missing.append(i)
+                cache.reading(key)
+        commands = [command for i in missing for command in (("HGETALL", keys[i]), ("PTTL", keys[i]))]
+        try:
+            replies = await self._call(self.reads.pipeline(*(commands or [("PING",)])))
+        except BaseException:
+            for i in missing:
+                cache.read(keys[i], None, 0.0)
+            raise
+        results: list[Session | None] = [None] * len(keys)
+        now = loop.time()
+        for n, i in enumerate(missing):
+            session, ttl = self._parse_map(replies[2 * n]), replies[2 * n + 1]
+            results[i] = session
+            # Kept only while no slide is due: the slide (a PEXPIRE, a change) would invalidate it at once.
+            cache.read(keys[i], session if ttl >= self.slide_below_ms else None, now + ttl / 1000)
+        self._slide_due([keys[i] for i in missing], [results[i] for i in missing], replies[1::2])
+        late = []
+        for i in held:  # still held after the reply: no change to it was sent before the reply
+            results[i] = cache.get(keys[i], float("-inf"))
+            if results[i] is None:
+                late.append(i)
+        if late:  # changed meanwhile: read from Redis
+            for i, session in zip(late, await self._load_cached([keys[i] for i in late], copies=False)):
+                results[i] = session
+        return results
+
+    def _slide_due(self, keys: Sequence[str], sessions: Sequence[Session | None], ttls: Sequence[int]) -> None:
+        """Slide the expiry of the read sessions due for it (PTTL under the threshold: -2 for a key gone since its
+        HGETALL, nothing to slide; -1 for one without expiry, given one)."""
+        due = [key for key, session, ttl in zip(keys, sessions, ttls)
                if session is not None and -2 < ttl < self.slide_below_ms]
         if due:
             # Not waited for: the reads are answered now, as when the script slid them in the same call. The PEXPIREs
-            # follow on the same connection, so any later command of this node finds them done.
+            # go on the store's connection, so any later change of this node finds them done; a read on the tracking
+            # connection meanwhile may find one not done yet and slide it again, a no-op.
             slide = asyncio.ensure_future(self.redis.pipeline(*(("PEXPIRE", key, self.ttl_ms) for key in due)))
             self._slides.add(slide)
             slide.add_done_callback(self._slid)
-        return sessions
 
     def _slid(self, slide: asyncio.Future) -> None:
         self._slides.discard(slide)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 import hiredis
 from redis.asyncio.sentinel import Sentinel
@@ -54,9 +54,23 @@ class _Replies:
         self.future, self.count, self.replies = future, count, []
 
 
+_NO_REPLY = object()  # what the reader answers when no whole reply is in (RESP3 has a boolean: False is a reply)
+
+
+class Tracker(Protocol):
+    """What a tracking connection (RESP3, CLIENT TRACKING ON) tells about the keys read on it (client_cache.py)."""
+
+    def invalidated(self, keys: list[bytes] | None) -> None:
+        """Redis says these keys changed (None: every key, FLUSHALL or a full tracking table)."""
+
+    def lost(self) -> None:
+        """The connection is gone, and with it every invalidation that may have been on its way."""
+
+
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.reader = hiredis.Reader()
+    def __init__(self, tracker: Tracker | None = None) -> None:
+        self.reader = hiredis.Reader(notEnoughData=_NO_REPLY)
+        self.tracker = tracker
         self.waiters: collections.deque[asyncio.Future | _Replies] = collections.deque()
         self.pending: list[bytes] = []
         self.transport: asyncio.Transport | None = None
@@ -80,7 +94,11 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
-        while (reply := self.reader.gets()) is not False:
+        while (reply := self.reader.gets()) is not _NO_REPLY:
+            if reply.__class__ is hiredis.PushNotification:  # RESP3, out of band: ["invalidate", keys or None]
+                if self.tracker is not None and reply[0] == b"invalidate":
+                    self.tracker.invalidated(reply[1])
+                continue
             self.oldest_sent = self.loop.time()  # Redis is answering: the watchdog's clock starts again
             waiter = self.waiters[0]
             if waiter.__class__ is _Replies:
@@ -99,6 +117,8 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.watchdog.cancel()
+        if self.tracker is not None:
+            self.tracker.lost()
         while self.waiters:
             waiter = self.waiters.popleft()
             if waiter.__class__ is _Replies:
@@ -145,9 +165,11 @@ class LeanRedis:
     """One auto-pipelined connection to the Redis master, (re)connected on demand, found through Sentinel if set."""
 
     def __init__(self, url: str, sentinels: tuple[tuple[str, int], ...] = (), master: str = "mymaster", *,
-                 address: tuple[str, int] | None = None, db: int | None = None):
+                 address: tuple[str, int] | None = None, db: int | None = None, tracker: Tracker | None = None):
         """url: redis://[USER:PASSWORD@]HOST:PORT/DB (a user: AUTH USER PASSWORD, an ACL user; none: AUTH PASSWORD);
-        address and db override the URL's (a cluster node: its own address, db 0)."""
+        address and db override the URL's (a cluster node: its own address, db 0). With a tracker the connection
+        speaks RESP3 with CLIENT TRACKING ON: replies come in RESP3 types (HGETALL a dict), and the tracker hears of
+        every change to a key read on it, in order with the replies."""
         options = parse_url(url) if url else {}
         self.host, self.port = address or (options.get("host", "127.0.0.1"), int(options.get("port", 6379)))
         self.username = options.get("username")
@@ -155,6 +177,7 @@ class LeanRedis:
         self.db = int(options.get("db", 0) or 0) if db is None else db
         self.sentinels = sentinels
         self.master = master
+        self.tracker = tracker
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._scripts: dict[str, str] = {}
@@ -185,7 +208,8 @@ class LeanRedis:
         host, port = await self._address()
         loop = asyncio.get_running_loop()
         try:
-            _, proto = await asyncio.wait_for(loop.create_connection(_Protocol, host, port), TIMEOUT)
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(lambda: _Protocol(self.tracker), host, port), TIMEOUT)
         except (OSError, asyncio.TimeoutError) as error:
             why = str(error) or f"no answer in {TIMEOUT} s"
             raise NotSent(f"redis at {host}:{port} unreachable: {why}") from None
@@ -196,6 +220,8 @@ class LeanRedis:
             setup.append(("AUTH", self.password))
         if self.db:
             setup.append(("SELECT", self.db))
+        if self.tracker is not None:
+            setup += [("HELLO", 3), ("CLIENT", "TRACKING", "ON")]
         setup.append(("PING",))  # even without AUTH or SELECT: a connection counts once the server has answered
         try:
             for command in setup:
