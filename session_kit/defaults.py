@@ -90,6 +90,11 @@ REDIS = {
     "redis_maxmemory_policy": Var("noeviction", Choice(
         "noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu",
         "volatile-random", "volatile-ttl")),
+    # Keys Redis remembers for the app's client-side caching (tracking-table-max-keys): every session key an app node
+    # read and kept a copy of, and every unknown one asked for. Beyond it Redis drops keys at random (the nodes lose
+    # those copies, nothing else), so it bounds the table's memory (about 100-200 bytes a key) under a flood of made-up
+    # session ids. 0: no limit.
+    "redis_tracking_table_max_keys": Var(100000, Int(0, 100_000_000)),
     # Snapshots to disk, as pairs of "SECONDS CHANGES": "" disables; the default keeps sessions across a restart.
     "redis_save": Var("300 10 60 10000", RedisSave()),
     # standalone: one Redis, the first host of the `redis` group (any others get a Redis that is not used).
@@ -141,6 +146,9 @@ APP = {
     "app_workers": Var("auto", Workers()),
     # PostgreSQL connections per app process: a node holds app_workers times as many.
     "app_database_pool_size": Var(4, Int(1, 100)),
+    # redis, token: sessions each app process keeps a copy of, kept fresh by Redis (client-side caching; reads still
+    # wait for one round trip, so every node reads every write); 0: off. Not used with redis_mode=cluster.
+    "app_redis_cache_sessions": Var(10000, Int(0, 1_000_000)),
     # debug | info | warning | error
     "app_log_level": Var("info", Choice("debug", "info", "warning", "error")),
     # How many app nodes a deploy restarts at a time (the others keep serving).

@@ -95,6 +95,7 @@ def app_environment(strategy: Strategy, data, secrets: dict[str, str], node: str
         password = quote(secrets["redis_password"], safe="")  # percent-encoded: any character round-trips
         user = quote(str(data.get("redis_user")), safe="")
         env["REDIS_URL"] = f"redis://{user}:{password}@{redis_ip}:{data.get('redis_port')}/0"
+        env["REDIS_CACHE_SESSIONS"] = str(data.get("app_redis_cache_sessions"))
         if data.get("redis_mode") == "cluster":  # the slot map comes from these (REDIS_URL: user, password)
             env["REDIS_CLUSTER_NODES"] = ",".join(f"{ip}:{port}" for ip, port in cluster_nodes)
         if data.get("redis_mode") == "sentinel":  # the primary comes from the Sentinels (REDIS_URL: user, password)

@@ -46,25 +46,27 @@ def _lean_redis(settings: Settings):
     return LeanRedis(settings.redis_url, settings.redis_sentinels, settings.redis_sentinel_master)
 
 
-def _tracked_reads(settings: Settings):
-    """The connection reads go over, answered from the node's copies (client_cache.py); None on Redis Cluster or
-    with REDIS_CACHE_SESSIONS=0."""
+def _redis_connections(settings: Settings):
+    """The store's connection (_lean_redis), and the one its reads go over, answered from the node's copies
+    (client_cache.py), which connects where the store's is; None on Redis Cluster or with REDIS_CACHE_SESSIONS=0."""
     from .client_cache import ClientCache
     from .resp import LeanRedis
+    redis = _lean_redis(settings)
     if settings.redis_cluster_nodes or not settings.redis_cache_sessions:
-        return None
-    return LeanRedis(settings.redis_url, settings.redis_sentinels, settings.redis_sentinel_master,
-                     tracker=ClientCache(settings.redis_cache_sessions))
+        return redis, None
+    return redis, LeanRedis(settings.redis_url, tracker=ClientCache(settings.redis_cache_sessions), follows=redis)
 
 
 def _redis(settings: Settings, limits: Limits) -> SessionStore:
     from .redis import RedisStore
-    return RedisStore(limits, _lean_redis(settings), poll=_poll(settings), reads=_tracked_reads(settings))
+    redis, reads = _redis_connections(settings)
+    return RedisStore(limits, redis, poll=_poll(settings), reads=reads)
 
 
 def _token(settings: Settings, limits: Limits) -> SessionStore:
     from .token import TokenStore
-    return TokenStore(limits, _lean_redis(settings), poll=_poll(settings), reads=_tracked_reads(settings))
+    redis, reads = _redis_connections(settings)
+    return TokenStore(limits, redis, poll=_poll(settings), reads=reads)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,11 @@ sessions at most) and answers from it. Why that is safe with many nodes:
   `filling`; an invalidation of such a key spoils the read, which then answers its request but is not kept.
 - A lost connection (Redis restarted, a Sentinel failover, a timeout) may have carried invalidations that will never
   come: every copy is dropped with it, and in-flight reads are spoiled. The same for Redis's "invalidate everything"
-  (FLUSHALL, its tracking table full).
+  (FLUSHALL). The tracking connection connects where the store's own connection is, and moves with it (resp.py,
+  `follows`): after a Sentinel failover a node never reads from one server and writes to another.
+- Redis's side: it remembers every key read on a tracking connection (sessions that do not exist too) until the key
+  changes, in a table of at most `tracking-table-max-keys` keys (the kit's redis.conf sets it); past it, Redis
+  invalidates keys at random to make room, which costs copies, never correctness.
 - Expiry: a copy holds the session's deadline (its PTTL when read). A copy is served only while more than the
   reads' slide threshold remains; past it the session is read again from Redis, and slid there, as without copies.
   Redis's own expiry of the key invalidates it too.

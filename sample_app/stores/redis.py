@@ -239,7 +239,8 @@ class RedisStore(SessionStore):
         cache, loop = self.cache, self._loads.loop
         # A copy is served while more of its TTL remains than the slide threshold; past it the read goes to Redis.
         fresh_until = loop.time() + self.slide_below_ms / 1000
-        held, missing = [], []
+        held: list[int] = []
+        missing: list[int] = []
         for i, key in enumerate(keys):
             if copies and cache.get(key, fresh_until) is not None:
                 held.append(i)
@@ -247,19 +248,20 @@ class RedisStore(SessionStore):
                 missing.append(i)
                 cache.reading(key)
         commands = [command for i in missing for command in (("HGETALL", keys[i]), ("PTTL", keys[i]))]
+        sent = loop.time()  # a copy's deadline counts from here: never later than the session's own
+        results: list[Session | None] = [None] * len(keys)
+        answered = 0
         try:
             replies = await self._call(self.reads.pipeline(*(commands or [("PING",)])))
-        except BaseException:
-            for i in missing:
+            for n, i in enumerate(missing):
+                session, ttl = self._parse_map(replies[2 * n]), replies[2 * n + 1]
+                results[i] = session
+                # Kept only while no slide is due: the slide (a PEXPIRE, a change) would invalidate it at once.
+                cache.read(keys[i], session if ttl >= self.slide_below_ms else None, sent + ttl / 1000)
+                answered += 1
+        finally:
+            for i in missing[answered:]:  # failed, or a reply that did not parse: nothing kept, nothing left counted
                 cache.read(keys[i], None, 0.0)
-            raise
-        results: list[Session | None] = [None] * len(keys)
-        now = loop.time()
-        for n, i in enumerate(missing):
-            session, ttl = self._parse_map(replies[2 * n]), replies[2 * n + 1]
-            results[i] = session
-            # Kept only while no slide is due: the slide (a PEXPIRE, a change) would invalidate it at once.
-            cache.read(keys[i], session if ttl >= self.slide_below_ms else None, now + ttl / 1000)
         self._slide_due([keys[i] for i in missing], [results[i] for i in missing], replies[1::2])
         late = []
         for i in held:  # still held after the reply: no change to it was sent before the reply

@@ -165,11 +165,15 @@ class LeanRedis:
     """One auto-pipelined connection to the Redis master, (re)connected on demand, found through Sentinel if set."""
 
     def __init__(self, url: str, sentinels: tuple[tuple[str, int], ...] = (), master: str = "mymaster", *,
-                 address: tuple[str, int] | None = None, db: int | None = None, tracker: Tracker | None = None):
+                 address: tuple[str, int] | None = None, db: int | None = None, tracker: Tracker | None = None,
+                 follows: "LeanRedis | None" = None):
         """url: redis://[USER:PASSWORD@]HOST:PORT/DB (a user: AUTH USER PASSWORD, an ACL user; none: AUTH PASSWORD);
         address and db override the URL's (a cluster node: its own address, db 0). With a tracker the connection
         speaks RESP3 with CLIENT TRACKING ON: replies come in RESP3 types (HGETALL a dict), and the tracker hears of
-        every change to a key read on it, in order with the replies."""
+        every change to a key read on it, in order with the replies. With follows (the store's own connection), it
+        connects where that one is connected, and again whenever that one moved (a Sentinel failover): reads and
+        writes never go to two servers, one of them a master no longer (a partitioned one keeps accepting until
+        Sentinel demotes it), and the tracker is told the connection is lost at once."""
         options = parse_url(url) if url else {}
         self.host, self.port = address or (options.get("host", "127.0.0.1"), int(options.get("port", 6379)))
         self.username = options.get("username")
@@ -178,11 +182,18 @@ class LeanRedis:
         self.sentinels = sentinels
         self.master = master
         self.tracker = tracker
+        self.follows = follows
+        self.connected_to: tuple[str, int] | None = None  # where the current connection goes
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._scripts: dict[str, str] = {}
 
     async def _address(self) -> tuple[str, int]:
+        if self.follows is not None:
+            leader = self.follows
+            if leader._proto is None or leader._proto.closed:
+                await leader._connect()
+            return leader.connected_to  # type: ignore[return-value]
         if not self.sentinels:
             return self.host, self.port
         sentinel = Sentinel(list(self.sentinels), socket_timeout=TIMEOUT)
@@ -233,7 +244,7 @@ class LeanRedis:
             proto.close()
             why = error if isinstance(error, StoreUnavailable) else f"no reply in {TIMEOUT} s"
             raise NotSent(f"redis at {host}:{port} did not answer the connection setup: {why}") from None
-        self._proto = proto
+        self._proto, self.connected_to = proto, (host, port)
         return proto
 
     async def execute(self, *command: Any) -> Any:
@@ -247,6 +258,11 @@ class LeanRedis:
         if not commands:
             return []
         proto = self._proto
+        if proto is not None and self.follows is not None and self.connected_to != self.follows.connected_to:
+            proto.close()  # the store's connection moved (a failover): follow it
+            if self.tracker is not None:
+                self.tracker.lost()  # now: the connection's own end is only heard of on a later loop turn
+            proto = None
         if proto is None or proto.closed:
             proto = await self._connect()
         if len(commands) == 1:

@@ -5,14 +5,18 @@ carried are lost."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 
 import pytest
 import redis
 
+from sample_app.stores.client_cache import ClientCache
+from sample_app.stores.resp import LeanRedis
 from tests.support.client import SessionClient
 from tests.support.cluster import Cluster
+from tests.support.servers import RedisServer
 
 ROUNDS = 1000  # each: a write on one node, then four reads alternating between the two
 
@@ -93,3 +97,38 @@ def test_copies_go_with_the_tracking_connection(pair, direct, backends, how):
     assert [a.json()["counter"] for a in answers] == [41, 41], "an old copy outlived its tracking connection"
     assert client.post(pair.urls[0] + "/session/counter").json()["counter"] == 42
     assert client.get(pair.urls[1] + "/session").json()["counter"] == 42
+
+
+def test_the_tracking_connection_moves_where_the_stores_connection_went(redis_server, run):
+    """A Sentinel failover moves the store's connection to the promoted replica; the old master may keep answering
+    until Sentinel demotes it. The reads' connection must follow at its next batch, dropping every copy, so that a
+    node never reads on one server and writes on another."""
+    promoted = RedisServer().start()
+    try:
+        redis.Redis.from_url(redis_server.url).set("cache-move", "old master")
+        redis.Redis.from_url(promoted.url).set("cache-move", "promoted")
+
+        async def scenario():
+            cache = ClientCache(10)
+            store = LeanRedis(redis_server.url)
+            reads = LeanRedis(redis_server.url, tracker=cache, follows=store)
+            try:
+                assert await reads.execute("GET", "cache-move") == b"old master"
+                cache.reading("held")
+                cache.read("held", "a copy", deadline=float("inf"))
+                store.host, store.port = "127.0.0.1", promoted.port  # where Sentinel now says the master is
+                store._proto.close()
+                await asyncio.sleep(0.1)  # its end is heard of
+                await store.ping()  # the store's connection reconnects there
+                assert cache.get("held", 0.0) == "a copy", "nothing told the cache yet: the test shows nothing"
+                value = await reads.execute("GET", "cache-move")
+                return value, reads.connected_to, cache.get("held", 0.0)
+            finally:
+                await store.close()
+                await reads.close()
+
+        value, connected_to, copy = run(scenario())
+        assert (value, connected_to) == (b"promoted", ("127.0.0.1", promoted.port)), "reads stayed on the old master"
+        assert copy is None, "a copy outlived the move"
+    finally:
+        promoted.destroy()
