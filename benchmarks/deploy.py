@@ -46,24 +46,35 @@ def measure(app_nodes: int, strategy: str) -> dict[str, Any]:
         target.wait_settled()
     finally:
         target.close()
-    return {"app_nodes": app_nodes, "hosts": app_nodes + 1, "lab_up_seconds": lab_seconds,
-            "first_apply": first, "noop_apply": again}
+    return {
+        "app_nodes": app_nodes,
+        "hosts": app_nodes + 1,
+        "lab_up_seconds": lab_seconds,
+        "first_apply": first,
+        "noop_apply": again,
+    }
 
 
 def run(counts: list[int], strategy: str, say=print) -> dict[str, Any]:
     """Measure every count; the lab is put back at the size it found whatever happens."""
     found = len(control.status()) or config.DEFAULT_HOSTS
-    result: dict[str, Any] = {"kind": "deploy-scale", "strategy": strategy, "inventory": INVENTORY,
-                              "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                              "runs": []}
+    result: dict[str, Any] = {
+        "kind": "deploy-scale",
+        "strategy": strategy,
+        "inventory": INVENTORY,
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "runs": [],
+    }
     try:
         for count in counts:
             say(f"deploy-scale: {count} app nodes: a fresh lab of {count + 1} hosts, then two applies of {strategy}")
             run_ = measure(count, strategy)
             result["runs"].append(run_)
-            say(f"deploy-scale: {count} app nodes: first apply {run_['first_apply']['seconds']} s "
+            say(
+                f"deploy-scale: {count} app nodes: first apply {run_['first_apply']['seconds']} s "
                 f"({run_['first_apply'].get('changed', '?')} changes), no-op re-apply "
-                f"{run_['noop_apply']['seconds']} s ({run_['noop_apply'].get('changed', '?')} changes)")
+                f"{run_['noop_apply']['seconds']} s ({run_['noop_apply'].get('changed', '?')} changes)"
+            )
     finally:
         say(f"deploy-scale: the lab back at {found} hosts, {strategy} applied")
         control.up(found)
@@ -80,34 +91,50 @@ def goals(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not runs:
         return {}
     slowest_noop = max(r["noop_apply"]["seconds"] for r in runs)
-    found = {"noop_apply_seconds": {"expected": f"<= {NOOP_GOAL_SECONDS}", "measured": slowest_noop,
-                                    "met": slowest_noop <= NOOP_GOAL_SECONDS},
-             "noop_apply_changes": {"expected": 0, "measured": max(r["noop_apply"].get("changed", -1) for r in runs),
-                                    "met": all(r["noop_apply"].get("changed") == 0 for r in runs)}}
+    found = {
+        "noop_apply_seconds": {
+            "expected": f"<= {NOOP_GOAL_SECONDS}",
+            "measured": slowest_noop,
+            "met": slowest_noop <= NOOP_GOAL_SECONDS,
+        },
+        "noop_apply_changes": {
+            "expected": 0,
+            "measured": max(r["noop_apply"].get("changed", -1) for r in runs),
+            "met": all(r["noop_apply"].get("changed") == 0 for r in runs),
+        },
+    }
     if len(runs) > 1:
         small, large = runs[0], runs[-1]
         ratio = round(large["first_apply"]["seconds"] / small["first_apply"]["seconds"], 2)
-        found["first_apply_ratio"] = {"expected": f"<= {FIRST_APPLY_GOAL_RATIO} ({large['app_nodes']} app nodes "
-                                                  f"against {small['app_nodes']})",
-                                      "measured": ratio, "met": ratio <= FIRST_APPLY_GOAL_RATIO}
+        found["first_apply_ratio"] = {
+            "expected": f"<= {FIRST_APPLY_GOAL_RATIO} ({large['app_nodes']} app nodes against {small['app_nodes']})",
+            "measured": ratio,
+            "met": ratio <= FIRST_APPLY_GOAL_RATIO,
+        }
     return found
 
 
 def table(result: dict[str, Any]) -> str:
-    lines = [f"# deploy time against app nodes ({result['strategy']}, {result['when']}; python -m benchmarks.deploy)",
-             f"{'app nodes':>9} {'hosts':>5} {'first apply (s)':>15} {'changes':>7} {'no-op (s)':>9} {'changes':>7}"
-             "   no-op re-apply by stage (s)"]
+    lines = [
+        f"# deploy time against app nodes ({result['strategy']}, {result['when']}; python -m benchmarks.deploy)",
+        f"{'app nodes':>9} {'hosts':>5} {'first apply (s)':>15} {'changes':>7} {'no-op (s)':>9} {'changes':>7}"
+        "   no-op re-apply by stage (s)",
+    ]
     for r in result["runs"]:
         first, noop = r["first_apply"], r["noop_apply"]
         by_stage = ", ".join(f"{stage} {seconds}" for stage, seconds in noop.get("phases", {}).items())
-        lines.append(f"{r['app_nodes']:>9} {r['hosts']:>5} {first['seconds']:>15} {first.get('changed', '?'):>7} "
-                     f"{noop['seconds']:>9} {noop.get('changed', '?'):>7}   {by_stage}")
+        lines.append(
+            f"{r['app_nodes']:>9} {r['hosts']:>5} {first['seconds']:>15} {first.get('changed', '?'):>7} "
+            f"{noop['seconds']:>9} {noop.get('changed', '?'):>7}   {by_stage}"
+        )
     for r in result["runs"]:
         for kind in ("first_apply", "noop_apply"):
             steps = r[kind].get("slowest_steps") or []
             if steps:
-                lines.append(f"{r['app_nodes']} app nodes, {kind.replace('_', ' ')}'s slowest steps: " + "; ".join(
-                    f"{s['step']} {s['seconds']} s ({s['host']})" for s in steps[:5]))
+                lines.append(
+                    f"{r['app_nodes']} app nodes, {kind.replace('_', ' ')}'s slowest steps: "
+                    + "; ".join(f"{s['step']} {s['seconds']} s ({s['host']})" for s in steps[:5])
+                )
     for name, goal in result.get("goals", {}).items():
         lines.append(f"{'ok  ' if goal['met'] else 'MISS'} {name}: {goal['measured']} (goal {goal['expected']})")
     return "\n".join(lines)

@@ -46,9 +46,11 @@ def main(argv: list[str]) -> int:
         time.sleep(5)  # let the hosts settle before reading their memory
         memory = [row["memory_mib"] for row in control.status()]
         down = timed(control.down)
-        rows.append(f"{n:2d} hosts: up {up:5.1f} s from the cached image, idle memory per host "
-                    f"{statistics.mean(memory):.1f} MiB PSS (min {min(memory):.1f}, max {max(memory):.1f}), "
-                    f"down {down:4.1f} s")
+        rows.append(
+            f"{n:2d} hosts: up {up:5.1f} s from the cached image, idle memory per host "
+            f"{statistics.mean(memory):.1f} MiB PSS (min {min(memory):.1f}, max {max(memory):.1f}), "
+            f"down {down:4.1f} s"
+        )
     print("\n# lab figures (python -m benchmarks.lab" + (" --build-image" if args.build_image else "") + ")")
     for row in rows:
         print(row)

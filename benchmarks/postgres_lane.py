@@ -6,13 +6,13 @@ Starts a real PostgreSQL on loopback (as the tests do: TLS on), creates sessions
 read lane's prepared statement (LOAD_MANY, --batch handles) one after another, in turns:
   psycopg   the statement sent through the lane's connection and waited for by psycopg's wait
             (conn.wait(execute generator): a socket registration, a timer and a poll per statement), the lane's way
-            before issue 13's change
+            before the lanes
   lane      _Lane.run: the same statement, its socket watched by the event loop for the connection's life
 It prints the process's CPU time per statement (user + system, time.process_time) of each, round by round, and the
 median, and beside it the CPU of the lane connection's PostgreSQL backend per statement (from /proc: clock ticks,
-10 ms, so a round needs a few hundred statements to read it to a few per cent). The store's JSON parse of the answer is in both. One statement at a time: every wait ends in the event loop
-sleeping, as with light load; under wrk a batch answers 8-11 requests (issue 13's note), so a statement's saving is
-shared by that many.
+10 ms, so a round needs a few hundred statements to read it to a few per cent). The store's JSON parse of the
+answer is in both. One statement at a time: every wait ends in the event loop sleeping, as with light load; under wrk
+a batch answers 8-11 requests, so a statement's saving is shared by that many.
 
 This is a benchmark, not a test: nothing is asserted. The machine is shared and noisy; compare within a run.
 """
@@ -54,7 +54,7 @@ async def measure(args) -> tuple[dict[str, list[float]], dict[str, list[float]]]
         await store.start()
         try:
             handles = [await store.create(Session(user=f"u{i}")) for i in range(max(200, args.batch))]
-            batch = handles[:args.batch]
+            batch = handles[: args.batch]
             assert len(await store._load_lane.run(batch)) == args.batch  # the lane's connection open, statement right
             backend = store._load_lane.conn.info.backend_pid  # the server's process for the lane's connection
             ways = {"psycopg": lambda: psycopg_wait(store, batch), "lane": lambda: store._load_lane.run(batch)}
@@ -67,9 +67,14 @@ async def measure(args) -> tuple[dict[str, list[float]], dict[str, list[float]]]
                         await statement()
                     figures[name].append((time.process_time() - started) / args.statements * 1e6)
                     server_figures[name].append((cpu_seconds(backend) - server_started) / args.statements * 1e6)
-                print(f"round {round_ + 1}: " + "  ".join(f"{name} {figures[name][-1]:6.1f} us (PostgreSQL "
-                                                          f"{server_figures[name][-1]:5.1f})" for name in ways),
-                      flush=True)
+                print(
+                    f"round {round_ + 1}: "
+                    + "  ".join(
+                        f"{name} {figures[name][-1]:6.1f} us (PostgreSQL {server_figures[name][-1]:5.1f})"
+                        for name in ways
+                    ),
+                    flush=True,
+                )
             return figures, server_figures
         finally:
             await store.close()
@@ -85,13 +90,21 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.statements < 1 or args.rounds < 1 or not 1 <= args.batch <= 256:
         parser.error("--statements and --rounds at least 1, --batch 1-256")
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  app CPU per statement (LOAD_MANY, {args.batch} handles), "
-          f"{args.statements} statements per way and round, {args.rounds} rounds in turns", flush=True)
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M')}  app CPU per statement (LOAD_MANY, {args.batch} handles), "
+        f"{args.statements} statements per way and round, {args.rounds} rounds in turns",
+        flush=True,
+    )
     figures, server_figures = uvloop.run(measure(args))
     medians = {name: statistics.median(us) for name, us in figures.items()}
-    print("median: " + "  ".join(f"{name} {us:6.1f} us (PostgreSQL {statistics.median(server_figures[name]):5.1f})"
-                                 for name, us in medians.items())
-          + f"  (app, lane - psycopg: {medians['lane'] - medians['psycopg']:+.1f} us per statement)")
+    print(
+        "median: "
+        + "  ".join(
+            f"{name} {us:6.1f} us (PostgreSQL {statistics.median(server_figures[name]):5.1f})"
+            for name, us in medians.items()
+        )
+        + f"  (app, lane - psycopg: {medians['lane'] - medians['psycopg']:+.1f} us per statement)"
+    )
     return 0
 
 

@@ -70,12 +70,20 @@ def _unit_ms(value: str) -> float:
     return number * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, method: str, path: str, handles: list[str], bearer: bool, seconds: float,
-        connections: int = 32) -> dict[str, float]:
+def wrk(
+    url: str, method: str, path: str, handles: list[str], bearer: bool, seconds: float, connections: int = 32
+) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA % {"handles": ",".join(json.dumps(h) for h in handles) or '""', "method": method,
-                            "path": path, "header": "Authorization" if bearer else "Cookie",
-                            "prefix": "Bearer " if bearer else "SESSION="})
+        script.write(
+            LUA
+            % {
+                "handles": ",".join(json.dumps(h) for h in handles) or '""',
+                "method": method,
+                "path": path,
+                "header": "Authorization" if bearer else "Cookie",
+                "prefix": "Bearer " if bearer else "SESSION=",
+            }
+        )
     try:
         command = ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", script.name, url]
         output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
@@ -84,13 +92,18 @@ def wrk(url: str, method: str, path: str, handles: list[str], bearer: bool, seco
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", output, re.M))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return {"rps": rps, "p50_ms": _unit_ms(latency["50"]), "p99_ms": _unit_ms(latency["99"]),
-            "non_2xx": int(errors.group(1)) if errors else 0}
+    return {
+        "rps": rps,
+        "p50_ms": _unit_ms(latency["50"]),
+        "p99_ms": _unit_ms(latency["99"]),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
 
 
 @dataclasses.dataclass
 class Variant:
     """One node (and its Nginx) running one variant of the app's settings, with its logged-in sessions."""
+
     name: str  # "NAME=VALUE ..." ("" without --compare)
     cluster: Cluster
     nginx: Nginx | None = None
@@ -111,9 +124,12 @@ def bench_strategy(strategy: str, backends: Backends, args, mode: str = "", work
     rows = []
     try:
         for settings in args.variants:
-            variant = Variant(" ".join(f"{k}={v}" for k, v in settings.items()),
-                              Cluster(strategy, backends, size=2 if strategy == "replication" else 1,
-                                      extra_env={**base_env, **settings}))
+            variant = Variant(
+                " ".join(f"{k}={v}" for k, v in settings.items()),
+                Cluster(
+                    strategy, backends, size=2 if strategy == "replication" else 1, extra_env={**base_env, **settings}
+                ),
+            )
             variants.append(variant)
             variant.cluster.start()
             if Nginx.available() and not args.direct_only:
@@ -133,23 +149,39 @@ def bench_strategy(strategy: str, backends: Backends, args, mode: str = "", work
                     pid = variant.cluster.nodes[0].proc.pid
                     for _, method, path in ENDPOINTS:
                         before = cpu_seconds(pid)
-                        run = wrk(variant.url(via), method, path, variant.handles, variant.cluster.bearer,
-                                  args.seconds, args.connections)
+                        run = wrk(
+                            variant.url(via),
+                            method,
+                            path,
+                            variant.handles,
+                            variant.cluster.bearer,
+                            args.seconds,
+                            args.connections,
+                        )
                         run["app_us"] = (cpu_seconds(pid) - before) / max(run["rps"] * args.seconds, 1) * 1e6
                         runs[variant.name, path].append(run)
             for variant in variants:
                 baselines = runs[variant.name, "/ping"]
                 for _, method, path in ENDPOINTS:
-                    row = {"strategy": label, "workers": workers, "via": via, "endpoint": f"{method} {path}",
-                           "variant": variant.name, **median_run(runs[variant.name, path])}
+                    row = {
+                        "strategy": label,
+                        "workers": workers,
+                        "via": via,
+                        "endpoint": f"{method} {path}",
+                        "variant": variant.name,
+                        **median_run(runs[variant.name, path]),
+                    }
                     row["ratio"] = paired_ratio(runs[variant.name, path], baselines)
                     rows.append(row)
                     print_row(row)
         if mode:
             for variant in variants:
                 lag = requests.get(variant.cluster.urls[1] + "/_replication/status", timeout=5).json()["lag_ms"]
-                print(f"{label:12s} {variant.name}{' ' if variant.name else ''}lag on the peer: p50 {lag['p50']} ms  "
-                      f"p99 {lag['p99']} ms  max {lag['max']} ms (last {lag['samples']} deltas)", flush=True)
+                print(
+                    f"{label:12s} {variant.name}{' ' if variant.name else ''}lag on the peer: p50 {lag['p50']} ms  "
+                    f"p99 {lag['p99']} ms  max {lag['max']} ms (last {lag['samples']} deltas)",
+                    flush=True,
+                )
     finally:
         for variant in variants:
             if variant.nginx:
@@ -202,9 +234,12 @@ def print_row(row: dict) -> None:
     name = row["strategy"] + (f" w{row['workers']}" if row.get("workers", 1) > 1 else "")
     if row.get("variant"):
         name += f" [{row['variant']}]"
-    print(f"{name:12s} {row['via']:7s} {row['endpoint']:22s} {row['rps']:9.0f} req/s  "
-          f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  app {row['app_us']:5.1f} us/req  "
-          f"{row['ratio']:5.2f}x{mark}{errors}", flush=True)
+    print(
+        f"{name:12s} {row['via']:7s} {row['endpoint']:22s} {row['rps']:9.0f} req/s  "
+        f"p50 {row['p50_ms']:6.2f} ms  p99 {row['p99_ms']:6.2f} ms  app {row['app_us']:5.1f} us/req  "
+        f"{row['ratio']:5.2f}x{mark}{errors}",
+        flush=True,
+    )
 
 
 def print_workers_table(rows: list[dict]) -> None:
@@ -214,8 +249,9 @@ def print_workers_table(rows: list[dict]) -> None:
     print(f"{'strategy':17s} {'via':7s} {'workers':>7s}" + "".join(f"{endpoint:>28s}" for endpoint in endpoints))
     one = {(r["strategy"], r["via"], r["endpoint"]): r["rps"] for r in rows if r["workers"] == 1}
     found = {(r["strategy"], r["via"], r["workers"], r["endpoint"]): r["rps"] for r in rows}
-    for strategy, via, workers in sorted({(r["strategy"], r["via"], r["workers"]) for r in rows},
-                                         key=lambda key: (key[0], key[1] != "direct", key[2])):
+    for strategy, via, workers in sorted(
+        {(r["strategy"], r["via"], r["workers"]) for r in rows}, key=lambda key: (key[0], key[1] != "direct", key[2])
+    ):
         cells = []
         for endpoint in endpoints:
             rps, base = found.get((strategy, via, workers, endpoint)), one.get((strategy, via, endpoint))
@@ -230,14 +266,28 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3, help="runs per endpoint, taken in turns; the median counts")
     parser.add_argument("--direct-only", action="store_true", help="skip the runs through Nginx")
-    parser.add_argument("--replication-modes", default="sync,async", help="REPLICATION_MODE values to run replication in")
-    parser.add_argument("--workers", default="1",
-                        help="WORKERS values to run each strategy at, comma-separated (1,2); sticky and replication: 1")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="a setting for the app nodes (repeatable), e.g. --env STORE_POLL_US=0")
+    parser.add_argument(
+        "--replication-modes", default="sync,async", help="REPLICATION_MODE values to run replication in"
+    )
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="WORKERS values to run each strategy at, comma-separated (1,2); sticky and replication: 1",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the app nodes (repeatable), e.g. --env STORE_POLL_US=0",
+    )
     parser.add_argument("--connections", type=int, default=32, help="wrk's connections (-c)")
-    parser.add_argument("--compare", default="", metavar="NAME=VALUE[,...];...",
-                        help="variants of the app's settings, run side by side in turns: STORE_POLL_US=0;STORE_POLL_US=500")
+    parser.add_argument(
+        "--compare",
+        default="",
+        metavar="NAME=VALUE[,...];...",
+        help="variants of the app's settings, run side by side in turns: STORE_POLL_US=0;STORE_POLL_US=500",
+    )
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
     try:
@@ -245,8 +295,11 @@ def main(argv: list[str]) -> int:
     except ValueError:
         parser.error(f"--env: NAME=VALUE, got {args.env!r}")
     try:
-        args.variants = [app_settings([item for item in variant.split(",") if item.strip()])
-                         for variant in args.compare.split(";") if variant.strip()]
+        args.variants = [
+            app_settings([item for item in variant.split(",") if item.strip()])
+            for variant in args.compare.split(";")
+            if variant.strip()
+        ]
     except ValueError:
         parser.error(f"--compare: variants NAME=VALUE[,NAME=VALUE] separated by ';', got {args.compare!r}")
     args.variants = args.variants or [{}]
@@ -262,10 +315,14 @@ def main(argv: list[str]) -> int:
         parser.error(f"--strategies: unknown {', '.join(sorted(unknown))} (choose from {', '.join(STRATEGIES)})")
     if not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install wrk, or ./kit setup)")
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  wrk -t1 -c{args.connections} -d{args.seconds}s, {args.sessions} sessions, "
-          f"app processes per node: {','.join(map(str, workers))}, median of {args.rounds} interleaved rounds; "
-          f"ratio = median over rounds of req/s / GET /ping req/s of the same node, path and round"
-          + "".join(f"; {name}={value}" for name, value in args.app_env.items()), flush=True)
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M')}  wrk -t1 -c{args.connections} -d{args.seconds}s, "
+        f"{args.sessions} sessions, "
+        f"app processes per node: {','.join(map(str, workers))}, median of {args.rounds} interleaved rounds; "
+        f"ratio = median over rounds of req/s / GET /ping req/s of the same node, path and round"
+        + "".join(f"; {name}={value}" for name, value in args.app_env.items()),
+        flush=True,
+    )
     backends = Backends(redis=RedisServer().start(), postgres=PostgresServer().start())
     rows = []
     try:

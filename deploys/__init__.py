@@ -1,1 +1,1 @@
-"""pyinfra deploys: one @deploy per component (nginx, redis, postgres, app), and site.py, which applies them by group."""
+"""pyinfra deploys: one @deploy per component (nginx, redis, postgres, app); site.py applies them by group."""

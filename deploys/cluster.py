@@ -19,13 +19,22 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files
 
 from session_kit import secrets as kit_secrets
-from session_kit.platforms import PLATFORM, Platform, platform_of
 from session_kit.inventory import check, private_ip
+from session_kit.platforms import PLATFORM, Platform, platform_of
 from session_kit.strategies import STRATEGIES, Strategy, cluster_layout, lb_method, redis_mode, sentinel_hosts
 from session_kit.validate import KitError
 
-__all__ = ["APT_BOUND", "STEP_BOUND", "Cluster", "ROOT", "bounded", "bounded_deploy", "install_packages", "private_ip",
-           "template"]
+__all__ = [
+    "APT_BOUND",
+    "STEP_BOUND",
+    "Cluster",
+    "ROOT",
+    "bounded",
+    "bounded_deploy",
+    "install_packages",
+    "private_ip",
+    "template",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -49,8 +58,11 @@ def bounded(seconds: int, retries: int = 0) -> dict:
     apt's lock, for one). So the command runs under coreutils' timeout, which stops it and its children at the
     bound (TERM, then KILL 10 s later); `_timeout`, a little longer, still ends the wait when the connection itself
     is stuck."""
-    return {"_shell_executable": f"timeout -k 10 {seconds} sh", "_timeout": seconds + 30,
-            **({"_retries": retries, "_retry_delay": 5} if retries else {})}
+    return {
+        "_shell_executable": f"timeout -k 10 {seconds} sh",
+        "_timeout": seconds + 30,
+        **({"_retries": retries, "_retry_delay": 5} if retries else {}),
+    }
 
 
 STEP_BOUND = bounded(STEP_TIMEOUT)
@@ -62,13 +74,16 @@ def bounded_deploy(name: str, data_defaults: dict, bound: dict = STEP_BOUND):
 
     The bound must be passed as the deploy's global arguments: a deploy's data_defaults cannot carry them (pyinfra
     takes the deploy call's own _timeout, None, over any data default inside it)."""
+
     def decorate(func):
         deployed = deploy(name, data_defaults=data_defaults)(func)
 
         @functools.wraps(func)
         def call(*args, **kwargs):
             return deployed(*args, **{**bound, **kwargs})
+
         return call
+
     return decorate
 
 
@@ -81,10 +96,17 @@ def install_packages(name: str, packages: list[str]):
     the host (APT_BOUND)."""
     if host.name not in _apt_configured:
         _apt_configured.add(host.name)
-        files.put(name="apt: time out and retry stalled downloads", dest=APT_CONF, mode="644", src=io.StringIO(
-            "// Managed by session-kit (deploys/cluster.py): a stalled download fails and is retried, never hangs.\n"
-            f'Acquire::http::Timeout "{APT_HTTP_TIMEOUT}";\nAcquire::https::Timeout "{APT_HTTP_TIMEOUT}";\n'
-            f'Acquire::Retries "{APT_RETRIES}";\nDPkg::Lock::Timeout "60";\n'))
+        files.put(
+            name="apt: time out and retry stalled downloads",
+            dest=APT_CONF,
+            mode="644",
+            src=io.StringIO(
+                "// Managed by session-kit (deploys/cluster.py): "
+                "a stalled download fails and is retried, never hangs.\n"
+                f'Acquire::http::Timeout "{APT_HTTP_TIMEOUT}";\nAcquire::https::Timeout "{APT_HTTP_TIMEOUT}";\n'
+                f'Acquire::Retries "{APT_RETRIES}";\nDPkg::Lock::Timeout "60";\n'
+            ),
+        )
     return apt.packages(name=name, packages=packages, update=True, cache_time=3600, **APT_BOUND)
 
 
@@ -117,9 +139,12 @@ class StepBounds(_StepClock):
         bound, on_host = _bound(arguments)
         elapsed = self.elapsed(host, op_hash)
         if bound and elapsed >= bound - 1:
-            logger.error(f"session-kit: {host.name}: step '{self.step_name(state, op_hash)}' ran past its bound of "
-                         f"{bound} s and " + ("was stopped" if on_host else "pyinfra stopped waiting for it")
-                         + (f" (tried {retry_attempt + 1} times)" if retry_attempt else ""))
+            logger.error(
+                f"session-kit: {host.name}: step '{self.step_name(state, op_hash)}' ran past its bound of "
+                f"{bound} s and "
+                + ("was stopped" if on_host else "pyinfra stopped waiting for it")
+                + (f" (tried {retry_attempt + 1} times)" if retry_attempt else "")
+            )
 
 
 def _bound(arguments) -> tuple[int | None, bool]:
@@ -141,8 +166,12 @@ class StepTimes(_StepClock):
         self.path = path
 
     def _write(self, state, host, op_hash, ok: bool) -> None:
-        entry = {"host": host.name, "step": self.step_name(state, op_hash),
-                 "seconds": round(self.elapsed(host, op_hash), 3), "ok": ok}
+        entry = {
+            "host": host.name,
+            "step": self.step_name(state, op_hash),
+            "seconds": round(self.elapsed(host, op_hash), 3),
+            "ok": ok,
+        }
         with open(self.path, "a") as out:
             out.write(json.dumps(entry) + "\n")
 
@@ -176,8 +205,9 @@ class Cluster:
             self.vars, self.groups = check(host, inventory)
             self.secrets = kit_secrets.load(ROOT / self.vars["secrets_dir"], self.vars["inventory_name"])
             kit_secrets.check_usable(self.vars, self.secrets)
-            self.platform: Platform = platform_of(host.name, host.get_fact(Command, PLATFORM) or "",
-                                                   self.vars["postgres_port"])
+            self.platform: Platform = platform_of(
+                host.name, host.get_fact(Command, PLATFORM) or "", self.vars["postgres_port"]
+            )
         except KitError as error:
             raise PyinfraError(str(error)) from None
         self.strategy: Strategy = STRATEGIES[self.vars["session_strategy"]]
@@ -204,8 +234,10 @@ class Cluster:
         """Redis Cluster's instances (redis_mode=cluster with a strategy that uses Redis; else none): name, ip, port."""
         if redis_mode(self.vars, self.strategy) != "cluster":
             return []
-        return [{"name": h.name, "ip": private_ip(h), "port": port}
-                for h, port in cluster_layout(self.groups["redis"], self.vars["redis_cluster_port"])]
+        return [
+            {"name": h.name, "ip": private_ip(h), "port": port}
+            for h, port in cluster_layout(self.groups["redis"], self.vars["redis_cluster_port"])
+        ]
 
     def runs_sentinel(self) -> bool:
         return any(node["name"] == self.host.name for node in self.sentinel_nodes())

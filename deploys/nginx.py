@@ -24,21 +24,33 @@ def install_nginx(cluster: Cluster) -> None:
     install_packages("Install nginx", ["nginx"])
     pair = []
     if cluster.vars["lb_tls"]:
-        names = tls.subject_names(name for lb in cluster.groups["lb"]
-                                  for name in (lb.data.get("ssh_hostname") or lb.name, private_ip(lb)))
+        names = tls.subject_names(
+            name for lb in cluster.groups["lb"] for name in (lb.data.get("ssh_hostname") or lb.name, private_ip(lb))
+        )
         certificate, key = tls.pair(ROOT, cluster.vars, names)
         pair = [
             files.directory(name="TLS directory", path=TLS_DIR, user="root", group="root", mode="755"),
-            files.put(name="TLS certificate", src=str(certificate), dest=f"{TLS_DIR}/tls.crt", user="root",
-                      group="root", mode="644"),
-            files.put(name="TLS key", src=str(key), dest=f"{TLS_DIR}/tls.key", user="root", group="root",
-                      mode="600"),
+            files.put(
+                name="TLS certificate",
+                src=str(certificate),
+                dest=f"{TLS_DIR}/tls.crt",
+                user="root",
+                group="root",
+                mode="644",
+            ),
+            files.put(name="TLS key", src=str(key), dest=f"{TLS_DIR}/tls.key", user="root", group="root", mode="600"),
         ]
     site = files.template(
-        name="Render the session-kit site", src=template(SITE), dest=SITE, mode="644",
-        strategy=cluster.strategy.name, lb_method=cluster.lb_method,
+        name="Render the session-kit site",
+        src=template(SITE),
+        dest=SITE,
+        mode="644",
+        strategy=cluster.strategy.name,
+        lb_method=cluster.lb_method,
         app_nodes=[{**node, "route": route_of(node["name"])} for node in cluster.nodes("app")],
-        app_port=cluster.vars["app_port"], **cluster.values(NGINX_DEFAULTS))
+        app_port=cluster.vars["app_port"],
+        **cluster.values(NGINX_DEFAULTS),
+    )
     enabled = files.link(name="Enable the site", path="/etc/nginx/sites-enabled/session-kit.conf", target=SITE)
     default = files.link(name="Disable Debian's default site", path="/etc/nginx/sites-enabled/default", present=False)
     changed = any_changed(site, enabled, default, *pair)

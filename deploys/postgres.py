@@ -11,15 +11,14 @@ import unicodedata
 
 from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand
-from pyinfra.facts.postgres import make_psql_command
 from pyinfra.facts.files import File
+from pyinfra.facts.postgres import make_psql_command
 from pyinfra.operations import files, postgres, server, systemd
 from pyinfra.operations.util import any_changed
 
 from session_kit.defaults import POSTGRES_DEFAULTS
 
 from .cluster import Cluster, bounded_deploy, install_packages, private_ip, template
-
 
 # Where the templates are (templates/etc/postgresql/VERSION/main/): the same for every PostgreSQL version.
 ETC = "/etc/postgresql/VERSION/main"
@@ -34,29 +33,51 @@ def install_postgres(cluster: Cluster) -> None:
     ssl_cert, ssl_key = f"{etc}/session-kit-server.crt", f"{etc}/session-kit-server.key"
     made = host.get_fact(File, path=ssl_key) is None and server.shell(
         name="TLS certificate for PostgreSQL (self-signed, made once)",
-        commands=[f"openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN={host.name} "
-                  f"-keyout {ssl_key} -out {ssl_cert} 2>/dev/null",
-                  f"chown postgres:postgres {ssl_key} {ssl_cert}", f"chmod 600 {ssl_key}"])
+        commands=[
+            f"openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN={host.name} "
+            f"-keyout {ssl_key} -out {ssl_cert} 2>/dev/null",
+            f"chown postgres:postgres {ssl_key} {ssl_cert}",
+            f"chmod 600 {ssl_key}",
+        ],
+    )
     conf = files.template(
-        name="Render conf.d/session-kit.conf", src=template(f"{ETC}/conf.d/session-kit.conf"),
-        dest=f"{etc}/conf.d/session-kit.conf", user="postgres", group="postgres", mode="644",
-        private_ip=private_ip(host), ssl_cert=ssl_cert, ssl_key=ssl_key, **values)
+        name="Render conf.d/session-kit.conf",
+        src=template(f"{ETC}/conf.d/session-kit.conf"),
+        dest=f"{etc}/conf.d/session-kit.conf",
+        user="postgres",
+        group="postgres",
+        mode="644",
+        private_ip=private_ip(host),
+        ssl_cert=ssl_cert,
+        ssl_key=ssl_key,
+        **values,
+    )
     changed = any_changed(conf, made) if made else conf.did_change
     hba = files.template(
-        name="Render pg_hba.conf", src=template(f"{ETC}/pg_hba.conf"), dest=f"{etc}/pg_hba.conf",
-        user="postgres", group="postgres", mode="640", app_nodes=cluster.nodes("app"), **values)
+        name="Render pg_hba.conf",
+        src=template(f"{ETC}/pg_hba.conf"),
+        dest=f"{etc}/pg_hba.conf",
+        user="postgres",
+        group="postgres",
+        mode="640",
+        app_nodes=cluster.nodes("app"),
+        **values,
+    )
     # listen_addresses and the TLS pair need a restart; pg_hba.conf only a reload.
     service = "postgresql"  # restarts and reloads reach every cluster (postgresql@VERSION-main)
     systemd.service(name="Restart postgresql", service=service, restarted=True, _if=changed)
-    systemd.service(name="Reload postgresql", service=service, reloaded=True,
-                    _if=lambda: hba.did_change() and not changed())
+    systemd.service(
+        name="Reload postgresql", service=service, reloaded=True, _if=lambda: hba.did_change() and not changed()
+    )
     systemd.service(name="Keep postgresql running and enabled", service=service, running=True, enabled=True)
     # Earlier versions recorded a digest of the password here, before knowing ALTER ROLE had worked.
-    files.file(name="Remove the old password digest", path="/var/lib/postgresql/.session-kit-role-digest",
-               present=False)
+    files.file(
+        name="Remove the old password digest", path="/var/lib/postgresql/.session-kit-role-digest", present=False
+    )
     app_role(values["postgres_user"], cluster.secrets["postgres_password"], _su_user="postgres")
-    postgres.database(name="Sessions database", database=values["postgres_database"], owner="postgres",
-                      _su_user="postgres")
+    postgres.database(
+        name="Sessions database", database=values["postgres_database"], owner="postgres", _su_user="postgres"
+    )
     session_table(values["postgres_user"], values["postgres_database"], _su_user="postgres")
 
 
@@ -70,12 +91,15 @@ class SessionTable(FactBase):
 
     def command(self, role: str, database: str, **psql) -> StringCommand:
         # role and database are checked simple names (session_kit/validate.py: Name).
-        query = (f"SELECT coalesce((SELECT tableowner FROM pg_tables WHERE schemaname = 'public' AND tablename = "
-                 f"'sessions'), '-') || ' ' || coalesce(aclcontains(datacl, makeaclitem(0, datdba, 'CONNECT', false)), "
-                 f"true) || ' ' || has_database_privilege('{role}', '{database}', 'CONNECT') || ' ' || "
-                 f"has_schema_privilege('{role}', 'public', 'CREATE') FROM pg_database WHERE datname = '{database}'")
-        return StringCommand(make_psql_command(database=database), "-XAtc", QuoteString(query), "2>/dev/null",
-                             "||", "true")
+        query = (
+            f"SELECT coalesce((SELECT tableowner FROM pg_tables WHERE schemaname = 'public' AND tablename = "
+            f"'sessions'), '-') || ' ' || coalesce(aclcontains(datacl, makeaclitem(0, datdba, 'CONNECT', false)), "
+            f"true) || ' ' || has_database_privilege('{role}', '{database}', 'CONNECT') || ' ' || "
+            f"has_schema_privilege('{role}', 'public', 'CREATE') FROM pg_database WHERE datname = '{database}'"
+        )
+        return StringCommand(
+            make_psql_command(database=database), "-XAtc", QuoteString(query), "2>/dev/null", "||", "true"
+        )
 
     def process(self, output: list[str]) -> str | None:
         return next((line.strip() for line in output if line.strip()), None)
@@ -93,11 +117,13 @@ def session_table(role: str, database: str, **psql) -> None:
     postgres.sql(
         name="Sessions table owned by the app's role, the database closed to others",
         sql=f"{SCHEMA.strip()}\nALTER TABLE sessions OWNER TO {role};\n"
-            f"REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC;\n"
-            f"GRANT CONNECT ON DATABASE {database} TO {role};\n"
-            "REVOKE CREATE ON SCHEMA public FROM PUBLIC;\n"
-            f"REVOKE CREATE ON SCHEMA public FROM {role};",
-        psql_database=database, **psql)
+        f"REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC;\n"
+        f"GRANT CONNECT ON DATABASE {database} TO {role};\n"
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC;\n"
+        f"REVOKE CREATE ON SCHEMA public FROM {role};",
+        psql_database=database,
+        **psql,
+    )
 
 
 class RoleVerifier(FactBase):
@@ -107,13 +133,21 @@ class RoleVerifier(FactBase):
     def requires_command(self, *args, **kwargs) -> str:
         return "psql"
 
-    def command(self, role: str, psql_user=None, psql_password=None, psql_host=None, psql_port=None,
-                psql_database=None) -> StringCommand:
+    def command(
+        self, role: str, psql_user=None, psql_password=None, psql_host=None, psql_port=None, psql_database=None
+    ) -> StringCommand:
         # role is a checked simple name (session_kit/validate.py: Name), so it needs no quoting inside the SQL.
         query = f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"
         return StringCommand(
-            make_psql_command(user=psql_user, password=psql_password, host=psql_host, port=psql_port,
-                              database=psql_database), "-XAtc", QuoteString(query), "2>/dev/null", "||", "true")
+            make_psql_command(
+                user=psql_user, password=psql_password, host=psql_host, port=psql_port, database=psql_database
+            ),
+            "-XAtc",
+            QuoteString(query),
+            "2>/dev/null",
+            "||",
+            "true",
+        )
 
     def process(self, output: list[str]) -> str | None:
         return next((line.strip() for line in output if line.strip()), None)
@@ -124,9 +158,12 @@ def _saslprep(password: str) -> str:
     non-ASCII spaces become spaces, the characters mapped to nothing are dropped, and NFKC normalises the rest."""
     if password.isascii():
         return password
-    mapped = "".join(" " if unicodedata.category(c) == "Zs" else c for c in password
-                     if c not in "\u00ad\u034f\u1806\u180b\u180c\u180d\u200b\u200c\u200d\u2060\ufeff"
-                     and not "\ufe00" <= c <= "\ufe0f")
+    mapped = "".join(
+        " " if unicodedata.category(c) == "Zs" else c
+        for c in password
+        if c not in "\u00ad\u034f\u1806\u180b\u180c\u180d\u200b\u200c\u200d\u2060\ufeff"
+        and not "\ufe00" <= c <= "\ufe0f"
+    )
     return unicodedata.normalize("NFKC", mapped)
 
 
@@ -159,5 +196,10 @@ def app_role(role: str, password: str, **psql) -> None:
     applied = scram_matches(password, host.get_fact(RoleVerifier, role=role, **psql))
     # pyinfra writes the password inside '...' as it is: double its quotes for SQL (standard_conforming_strings is on
     # by default, so backslashes are plain characters); the shell quoting around the whole statement is pyinfra's.
-    postgres.role(name="App role and its password", role=role, login=True,
-                  password=None if applied else password.replace("'", "''"), **psql)
+    postgres.role(
+        name="App role and its password",
+        role=role,
+        login=True,
+        password=None if applied else password.replace("'", "''"),
+        **psql,
+    )

@@ -52,28 +52,63 @@ def install_redis(cluster: Cluster) -> None:
     mode = values["redis_mode"]
     me = private_ip(host)
     install_packages("Install redis-server", ["redis-server"])
-    read_only = files.template(name="redis-server may not rewrite redis.conf", src=template(READ_ONLY),
-                               dest=READ_ONLY, mode="644", create_remote_dir=True, conf=CONF)
+    read_only = files.template(
+        name="redis-server may not rewrite redis.conf",
+        src=template(READ_ONLY),
+        dest=READ_ONLY,
+        mode="644",
+        create_remote_dir=True,
+        conf=CONF,
+    )
     instance_read_only = files.template(
-        name="Nor its instances (redis-server@PORT) theirs", src=template(READ_ONLY),
-        dest=INSTANCE_READ_ONLY, mode="644", create_remote_dir=True, conf=instance_conf("%i"))
+        name="Nor its instances (redis-server@PORT) theirs",
+        src=template(READ_ONLY),
+        dest=INSTANCE_READ_ONLY,
+        mode="644",
+        create_remote_dir=True,
+        conf=instance_conf("%i"),
+    )
     systemd.daemon_reload(name="Reload systemd units (redis-server)", _if=any_changed(read_only, instance_read_only))
-    settings = {**values, **acl(cluster.secrets), "private_ip": me, "sentinel": mode == "sentinel",
-                "replication": mode != "standalone", "cluster": False,
-                "node_timeout_ms": milliseconds(values["redis_cluster_node_timeout"])}
+    settings = {
+        **values,
+        **acl(cluster.secrets),
+        "private_ip": me,
+        "sentinel": mode == "sentinel",
+        "replication": mode != "standalone",
+        "cluster": False,
+        "node_timeout_ms": milliseconds(values["redis_cluster_node_timeout"]),
+    }
     conf = files.template(
-        name="Render redis.conf", src=template(CONF), dest=CONF, user="root", group="redis", mode="640",
-        port=values["redis_port"], pidfile="/run/redis/redis-server.pid", dbfilename="dump.rdb", **settings)
+        name="Render redis.conf",
+        src=template(CONF),
+        dest=CONF,
+        user="root",
+        group="redis",
+        mode="640",
+        port=values["redis_port"],
+        pidfile="/run/redis/redis-server.pid",
+        dbfilename="dump.rdb",
+        **settings,
+    )
     # Redis cannot reload its configuration: a changed file means a restart. With redis_mode=cluster the instances
     # below serve, and this one is stopped.
     standalone_or_sentinel = mode != "cluster"
-    systemd.service(name="Restart redis", service="redis-server", restarted=True,
-                    _if=lambda: standalone_or_sentinel and any_changed(conf, read_only)())
-    systemd.service(name="Keep redis running and enabled (stopped with redis_mode=cluster)", service="redis-server",
-                    running=standalone_or_sentinel, enabled=standalone_or_sentinel)
+    systemd.service(
+        name="Restart redis",
+        service="redis-server",
+        restarted=True,
+        _if=lambda: standalone_or_sentinel and any_changed(conf, read_only)(),
+    )
+    systemd.service(
+        name="Keep redis running and enabled (stopped with redis_mode=cluster)",
+        service="redis-server",
+        running=standalone_or_sentinel,
+        enabled=standalone_or_sentinel,
+    )
     # ROLE: "master" and its replicas, or "slave", its primary's address and port, ...
-    answer = (host.get_fact(Command, redis_cli(cluster, me, "ROLE", "|| true")) or "").split() \
-        if mode != "cluster" else []  # cluster: this Redis is stopped, and no step below reads its role
+    answer = (
+        (host.get_fact(Command, redis_cli(cluster, me, "ROLE", "|| true")) or "").split() if mode != "cluster" else []
+    )  # cluster: this Redis is stopped, and no step below reads its role
     role = answer[0] if answer else ""
     if mode == "sentinel":
         primary = current_primary(cluster)
@@ -81,14 +116,19 @@ def install_redis(cluster: Cluster) -> None:
         # No Sentinel answering (the first apply, or all of them down): a primary that has replicas is left alone
         leading = primary is None and role == "master" and len(answer) > 2
         primary = primary or cluster.first_ip("redis")
-        server.shell(name=f"Replicate the primary ({primary})",
-                     commands=[redis_cli(cluster, me, f"REPLICAOF {primary} {values['redis_port']}")],
-                     _if=lambda: me != primary and not follows and not leading)
+        server.shell(
+            name=f"Replicate the primary ({primary})",
+            commands=[redis_cli(cluster, me, f"REPLICAOF {primary} {values['redis_port']}")],
+            _if=lambda: me != primary and not follows and not leading,
+        )
     else:
         # Left a replica by redis_mode=sentinel (whose Sentinels retire_redis stopped first): the app's Redis is a
         # primary again, with the sessions it replicated.
-        server.shell(name="Be the primary (REPLICAOF NO ONE)", commands=[redis_cli(cluster, me, "REPLICAOF NO ONE")],
-                     _if=lambda: mode == "standalone" and me == cluster.first_ip("redis") and role == "slave")
+        server.shell(
+            name="Be the primary (REPLICAOF NO ONE)",
+            commands=[redis_cli(cluster, me, "REPLICAOF NO ONE")],
+            _if=lambda: mode == "standalone" and me == cluster.first_ip("redis") and role == "slave",
+        )
     install_cluster_instances(cluster, settings, instance_read_only)
 
 
@@ -102,35 +142,63 @@ def install_cluster_instances(cluster: Cluster, settings: dict, read_only) -> No
     ports = [node["port"] for node in instances if node["ip"] == me]
     for port in ports:
         conf = files.template(
-            name=f"Render redis-{port}.conf (Redis Cluster)", src=template(CONF), dest=instance_conf(port),
-            user="root", group="redis", mode="640", **{**settings, "cluster": True, "sentinel": False}, port=port,
-            pidfile=f"/run/redis-{port}/redis-server.pid", dbfilename=f"dump-{port}.rdb")
-        systemd.service(name=f"Restart redis-server@{port}", service=f"redis-server@{port}", restarted=True,
-                        _if=any_changed(conf, read_only))
-        systemd.service(name=f"Keep redis-server@{port} running and enabled", service=f"redis-server@{port}",
-                        running=True, enabled=True)
+            name=f"Render redis-{port}.conf (Redis Cluster)",
+            src=template(CONF),
+            dest=instance_conf(port),
+            user="root",
+            group="redis",
+            mode="640",
+            **{**settings, "cluster": True, "sentinel": False},
+            port=port,
+            pidfile=f"/run/redis-{port}/redis-server.pid",
+            dbfilename=f"dump-{port}.rdb",
+        )
+        systemd.service(
+            name=f"Restart redis-server@{port}",
+            service=f"redis-server@{port}",
+            restarted=True,
+            _if=any_changed(conf, read_only),
+        )
+        systemd.service(
+            name=f"Keep redis-server@{port} running and enabled",
+            service=f"redis-server@{port}",
+            running=True,
+            enabled=True,
+        )
     if not instances or me != instances[0]["ip"]:
         return
     first = instances[0]["port"]
     # The first instance's nodes file (Redis' own, kept while it is stopped): more than itself, the cluster exists.
-    known = (host.get_fact(Command, f"grep -v '^vars' /var/lib/redis/nodes-{first}.conf 2>/dev/null "
-                                    "| cut -d' ' -f2 | cut -d@ -f1 || true") or "").split()
+    known = (
+        host.get_fact(
+            Command,
+            f"grep -v '^vars' /var/lib/redis/nodes-{first}.conf 2>/dev/null | cut -d' ' -f2 | cut -d@ -f1 || true",
+        )
+        or ""
+    ).split()
     planned = sorted(f"{node['ip']}:{node['port']}" for node in instances)
     if len(known) > 1 and sorted(known) != planned:
-        raise PyinfraError(f"{host.name}: the Redis Cluster here has the nodes {' '.join(sorted(known))}, the "
-                           f"inventory plans {' '.join(planned)}: the kit does not move a running cluster to other "
-                           "hosts (add or remove nodes with redis-cli --cluster, or start over)")
+        raise PyinfraError(
+            f"{host.name}: the Redis Cluster here has the nodes {' '.join(sorted(known))}, the "
+            f"inventory plans {' '.join(planned)}: the kit does not move a running cluster to other "
+            "hosts (add or remove nodes with redis-cli --cluster, or start over)"
+        )
     everyone = " ".join(f"{node['ip']}:{node['port']}" for node in instances)
     server.shell(
         name="Create the Redis Cluster (once)",
-        commands=[redis_cli(cluster, None, f"--cluster create {everyone} --cluster-replicas {CLUSTER_REPLICAS} "
-                                           "--cluster-yes"),
-                  # every instance must see the whole cluster before the app nodes start on it
-                  StringCommand("for i in $(seq 1 300); do",
-                                redis_cli(cluster, me, "CLUSTER INFO", "| grep -q cluster_state:ok", port=first),
-                                "&& exit 0; sleep 0.2; done; echo 'the cluster did not reach cluster_state:ok' >&2;"
-                                " exit 1")],
-        _if=lambda: len(known) < 2)
+        commands=[
+            redis_cli(
+                cluster, None, f"--cluster create {everyone} --cluster-replicas {CLUSTER_REPLICAS} --cluster-yes"
+            ),
+            # every instance must see the whole cluster before the app nodes start on it
+            StringCommand(
+                "for i in $(seq 1 300); do",
+                redis_cli(cluster, me, "CLUSTER INFO", "| grep -q cluster_state:ok", port=first),
+                "&& exit 0; sleep 0.2; done; echo 'the cluster did not reach cluster_state:ok' >&2; exit 1",
+            ),
+        ],
+        _if=lambda: len(known) < 2,
+    )
 
 
 @bounded_deploy("Redis Sentinel", data_defaults=REDIS_DEFAULTS)
@@ -141,12 +209,21 @@ def install_sentinel(cluster: Cluster) -> None:
     sentinels = cluster.sentinel_nodes()
     down_after_ms = milliseconds(values["redis_sentinel_down_after"])
     conf = files.template(
-        name="Render sentinel.conf (once: then it is Sentinel's)", src=template(SENTINEL_CONF), dest=SENTINEL_CONF,
-        user="redis", group="redis", mode="640", mark=SENTINEL_MARK, private_ip=private_ip(host),
-        primary=current_primary(cluster) or cluster.first_ip("redis"), quorum=sentinel_quorum(len(sentinels)),
+        name="Render sentinel.conf (once: then it is Sentinel's)",
+        src=template(SENTINEL_CONF),
+        dest=SENTINEL_CONF,
+        user="redis",
+        group="redis",
+        mode="640",
+        mark=SENTINEL_MARK,
+        private_ip=private_ip(host),
+        primary=current_primary(cluster) or cluster.first_ip("redis"),
+        quorum=sentinel_quorum(len(sentinels)),
         down_after_ms=down_after_ms,
-        replication_password=redis_quote(cluster.secrets["redis_replication_password"]), **values,
-        _if=lambda: not written)
+        replication_password=redis_quote(cluster.secrets["redis_replication_password"]),
+        **values,
+        _if=lambda: not written,
+    )
     # Written once, so a changed redis_sentinel_down_after reaches a running Sentinel as SENTINEL SET (which Sentinel
     # then writes into its file itself).
     sentinel_cli = f"redis-cli -h {private_ip(host)} -p {values['redis_sentinel_port']} SENTINEL"
@@ -154,12 +231,15 @@ def install_sentinel(cluster: Cluster) -> None:
     running = host.get_fact(Command, f"{sentinel_cli} master {master} 2>/dev/null || true") or ""
     fields = running.splitlines()  # one field a line, empty ones too (runid right after a failover)
     current = dict(zip(fields[::2], fields[1::2])).get("down-after-milliseconds")
-    server.shell(name="Set the Sentinel's down-after-milliseconds",
-                 commands=[f"{sentinel_cli} SET {master} down-after-milliseconds {down_after_ms}"],
-                 _if=lambda: written and current is not None and current != str(down_after_ms))
+    server.shell(
+        name="Set the Sentinel's down-after-milliseconds",
+        commands=[f"{sentinel_cli} SET {master} down-after-milliseconds {down_after_ms}"],
+        _if=lambda: written and current is not None and current != str(down_after_ms),
+    )
     systemd.service(name="Restart redis-sentinel", service="redis-sentinel", restarted=True, _if=conf.did_change)
-    systemd.service(name="Keep redis-sentinel running and enabled", service="redis-sentinel", running=True,
-                    enabled=True)
+    systemd.service(
+        name="Keep redis-sentinel running and enabled", service="redis-sentinel", running=True, enabled=True
+    )
 
 
 @bounded_deploy("Redis of another redis_mode retired", data_defaults=REDIS_DEFAULTS)
@@ -173,23 +253,41 @@ def retire_redis(cluster: Cluster) -> None:
     - The kit's Redis on a host that has left the redis group: stopped and disabled.
     Packages and the instances' files stay."""
     ours = not cluster.runs_sentinel() and _sentinel_conf_is_ours()
-    systemd.service(name="Stop the Sentinel left from redis_mode=sentinel", service="redis-sentinel", running=False,
-                    enabled=False, _if=lambda: ours)
+    systemd.service(
+        name="Stop the Sentinel left from redis_mode=sentinel",
+        service="redis-sentinel",
+        running=False,
+        enabled=False,
+        _if=lambda: ours,
+    )
     files.file(name="Remove its sentinel.conf", path=SENTINEL_CONF, present=False, _if=lambda: ours)
     # A Redis of the kit's (its redis.conf carries the mark) on a host no longer in the redis group: its firewall rule
     # is gone with the role, so it stops instead of answering anyone.
-    outside = not cluster.has_role("redis") and (host.get_fact(Command, f"head -n 1 {CONF} 2>/dev/null || true")
-                                                 or "").startswith(REDIS_MARK)
-    systemd.service(name="Stop the Redis of a host no longer in the redis group", service="redis-server",
-                    running=False, enabled=False, _if=lambda: outside)
+    outside = not cluster.has_role("redis") and (
+        host.get_fact(Command, f"head -n 1 {CONF} 2>/dev/null || true") or ""
+    ).startswith(REDIS_MARK)
+    systemd.service(
+        name="Stop the Redis of a host no longer in the redis group",
+        service="redis-server",
+        running=False,
+        enabled=False,
+        _if=lambda: outside,
+    )
     wanted = {node["port"] for node in cluster.cluster_instances() if node["name"] == host.name}
-    active = (host.get_fact(Command, "systemctl list-units --plain --no-legend --state=active "
-                                     "'redis-server@*.service' 2>/dev/null | cut -d' ' -f1 || true") or "").split()
+    active = (
+        host.get_fact(
+            Command,
+            "systemctl list-units --plain --no-legend --state=active "
+            "'redis-server@*.service' 2>/dev/null | cut -d' ' -f1 || true",
+        )
+        or ""
+    ).split()
     for unit in active:
         port = unit.removeprefix("redis-server@").removesuffix(".service")
         if port.isdigit() and int(port) not in wanted:
-            systemd.service(name=f"Stop {unit} (left from redis_mode=cluster)", service=unit, running=False,
-                            enabled=False)
+            systemd.service(
+                name=f"Stop {unit} (left from redis_mode=cluster)", service=unit, running=False, enabled=False
+            )
 
 
 def _sentinel_conf_is_ours() -> bool:
@@ -201,20 +299,31 @@ def current_primary(cluster: Cluster) -> str | None:
     list), or None when none answers (the first apply)."""
     port, name = cluster.vars["redis_sentinel_port"], cluster.vars["redis_sentinel_master"]
     asked = " ".join(node["ip"] for node in cluster.sentinel_nodes())
-    said = (host.get_fact(Command, f"for ip in {asked}; do redis-cli -h $ip -p {port} SENTINEL get-master-addr-by-name "
-                                   f"{name} 2>/dev/null | head -n 1; done; true") or "").split()
+    said = (
+        host.get_fact(
+            Command,
+            f"for ip in {asked}; do redis-cli -h $ip -p {port} SENTINEL get-master-addr-by-name "
+            f"{name} 2>/dev/null | head -n 1; done; true",
+        )
+        or ""
+    ).split()
     redis_ips = {node["ip"] for node in cluster.nodes("redis")}
     named = [ip for ip in said if ip in redis_ips]
     return max(set(named), key=named.count) if named else None
 
 
-def redis_cli(cluster: Cluster, address: str | None, command: str, tail: str = "", port: int | None = None
-              ) -> StringCommand:
+def redis_cli(
+    cluster: Cluster, address: str | None, command: str, tail: str = "", port: int | None = None
+) -> StringCommand:
     """redis-cli as admin against one Redis (address None: no -h/-p, for --cluster), the password masked in pyinfra's
     output."""
     target = f" -h {address} -p {port or cluster.vars['redis_port']}" if address else ""
-    return StringCommand(MaskString("REDISCLI_AUTH=" + shlex.quote(cluster.secrets["redis_admin_password"])),
-                         f"redis-cli --no-auth-warning --user admin{target}", command, *([tail] if tail else []))
+    return StringCommand(
+        MaskString("REDISCLI_AUTH=" + shlex.quote(cluster.secrets["redis_admin_password"])),
+        f"redis-cli --no-auth-warning --user admin{target}",
+        command,
+        *([tail] if tail else []),
+    )
 
 
 def instance_conf(port) -> str:
@@ -239,7 +348,11 @@ def acl(secrets: dict[str, str]) -> dict:
     def digest(secret: str) -> str:
         return hashlib.sha256(secret.encode()).hexdigest()
 
-    return {"app_digest": digest(secrets["redis_password"]), "admin_digest": digest(secrets["redis_admin_password"]),
-            "replication_digest": digest(secrets["redis_replication_password"]),
-            "replication_password": redis_quote(secrets["redis_replication_password"]),
-            "key_patterns": KEY_PATTERNS, "commands": ACL_COMMANDS}
+    return {
+        "app_digest": digest(secrets["redis_password"]),
+        "admin_digest": digest(secrets["redis_admin_password"]),
+        "replication_digest": digest(secrets["redis_replication_password"]),
+        "replication_password": redis_quote(secrets["redis_replication_password"]),
+        "key_patterns": KEY_PATTERNS,
+        "commands": ACL_COMMANDS,
+    }

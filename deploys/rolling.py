@@ -18,7 +18,7 @@ running is started by the app deploy, with nothing to drain). A second apply res
 from __future__ import annotations
 
 import shlex
-from typing import Callable
+from collections.abc import Callable
 
 from pyinfra import host
 from pyinfra.operations import server
@@ -33,15 +33,17 @@ HEALTHY_WITHIN = 120  # seconds a restarted node has to answer /healthz before t
 
 
 def batches(nodes: list[dict[str, str]], size: int) -> list[list[dict[str, str]]]:
-    return [nodes[i:i + size] for i in range(0, len(nodes), size)]
+    return [nodes[i : i + size] for i in range(0, len(nodes), size)]
 
 
 def wait_healthy_command(url: str, within: int, settle: float) -> str:
     """Poll /healthz until it answers 200 (bounded), then wait `settle` seconds for the balancer to take it back."""
     poll = f"until curl -fsS -o /dev/null --max-time 2 {shlex.quote(url)}; do sleep 0.2; done"
-    return (f"timeout {within} sh -c {shlex.quote(poll)} "
-            f"|| {{ echo 'session-kit: {url} not healthy within {within} s after the restart' >&2; exit 1; }}; "
-            f"sleep {settle:g}")
+    return (
+        f"timeout {within} sh -c {shlex.quote(poll)} "
+        f"|| {{ echo 'session-kit: {url} not healthy within {within} s after the restart' >&2; exit 1; }}; "
+        f"sleep {settle:g}"
+    )
 
 
 def restart_app_nodes(cluster: Cluster) -> None:
@@ -58,9 +60,16 @@ def restart_app_nodes(cluster: Cluster) -> None:
             return mine and NEEDS_RESTART.get(me, lambda: False)()
 
         label = ", ".join(names)
-        server.shell(name=f"Rolling restart: {label} (drains, restarts)",
-                     commands=["systemctl restart session-kit-app"], _if=needed, **bounded(120))
+        server.shell(
+            name=f"Rolling restart: {label} (drains, restarts)",
+            commands=["systemctl restart session-kit-app"],
+            _if=needed,
+            **bounded(120),
+        )
         url = f"http://{private_ip(host)}:{port}/healthz"
-        server.shell(name=f"Rolling restart: {label} healthy and back in rotation",
-                     commands=[wait_healthy_command(url, HEALTHY_WITHIN, settle)], _if=needed,
-                     **bounded(HEALTHY_WITHIN + int(settle) + 30))
+        server.shell(
+            name=f"Rolling restart: {label} healthy and back in rotation",
+            commands=[wait_healthy_command(url, HEALTHY_WITHIN, settle)],
+            _if=needed,
+            **bounded(HEALTHY_WITHIN + int(settle) + 30),
+        )

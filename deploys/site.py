@@ -1,10 +1,10 @@
 """Apply everything by group:  pyinfra -y INVENTORY deploys/site.py [--data session_strategy=X]
 
 The inventory is checked first (session_kit/validate.py): a mistake stops the run, with one line naming it, before
-any operation exists. Only what the chosen strategy needs is deployed: Redis for redis and token (and its Sentinels with redis_mode=sentinel), PostgreSQL for
-database; the load balancer and the app nodes always; a host firewall on every host first (deploys/firewall.py). App nodes that must restart do so one batch at a time, each
-drained, restarted and healthy before the next (deploys/rolling.py): a deploy under load fails no request.
-"""
+any operation exists. Only what the chosen strategy needs is deployed: Redis for redis and token (and its Sentinels
+with redis_mode=sentinel), PostgreSQL for database; the load balancer and the app nodes always; a host firewall on
+every host first (deploys/firewall.py). App nodes that must restart do so one batch at a time, each drained,
+restarted and healthy before the next (deploys/rolling.py): a deploy under load fails no request."""
 
 from pyinfra import host, inventory
 

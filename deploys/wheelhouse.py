@@ -42,8 +42,11 @@ def build(python: str) -> Path:
     target = ROOT / "build" / f"wheelhouse-py{python}-{source_hash(python)}"
     if (target / ".complete").exists():
         return target
-    older = [path for path in (ROOT / "build").glob("wheelhouse-*")  # this Python's, and those of before pyX.Y names
-             if path.name.startswith(f"wheelhouse-py{python}-") or not path.name.startswith("wheelhouse-py")]
+    older = [
+        path
+        for path in (ROOT / "build").glob("wheelhouse-*")  # this Python's, and those of before pyX.Y names
+        if path.name.startswith(f"wheelhouse-py{python}-") or not path.name.startswith("wheelhouse-py")
+    ]
     for old in older:
         shutil.rmtree(old, ignore_errors=True)
     tmp = target.with_name(target.name + ".tmp")
@@ -57,12 +60,36 @@ def build(python: str) -> Path:
     machine = platform.machine()
     for leftover in ("lib", f"bdist.linux-{machine}"):  # setuptools' in-tree build directories
         shutil.rmtree(ROOT / "build" / leftover, ignore_errors=True)
-    _quiet([*pip, "download", "--dest", str(tmp), "--only-binary=:all:", "--python-version", python,
-            "--implementation", "cp", "--abi", f"cp{python.replace('.', '')}", "--abi", "abi3", "--abi", "none",
-            "--platform", f"manylinux2014_{machine}", "--platform", f"manylinux_2_17_{machine}",
-            "--platform", f"manylinux_2_28_{machine}", "--platform", "any", str(app_wheel),
-            *MARKER_EXTRAS.get(python, ())],
-           f"downloading the app's dependencies for Python {python}")
+    _quiet(
+        [
+            *pip,
+            "download",
+            "--dest",
+            str(tmp),
+            "--only-binary=:all:",
+            "--python-version",
+            python,
+            "--implementation",
+            "cp",
+            "--abi",
+            f"cp{python.replace('.', '')}",
+            "--abi",
+            "abi3",
+            "--abi",
+            "none",
+            "--platform",
+            f"manylinux2014_{machine}",
+            "--platform",
+            f"manylinux_2_17_{machine}",
+            "--platform",
+            f"manylinux_2_28_{machine}",
+            "--platform",
+            "any",
+            str(app_wheel),
+            *MARKER_EXTRAS.get(python, ()),
+        ],
+        f"downloading the app's dependencies for Python {python}",
+    )
     shutil.rmtree(app_dir)
     write_archive(tmp)
     (tmp / ".complete").write_text("ok\n")

@@ -31,8 +31,12 @@ OUT = ROOT / "report" / "drills"
 def plan(names: list[str], strategies: list[str]) -> list[tuple[str, str, str]]:
     """(drill, strategy, variant) runs, grouped by strategy and then by configuration, so that each configuration is
     deployed once (the plain runs first, then each variant's: catalog.Drill.variants)."""
-    return [(name, strategy, variant) for strategy in strategies
-            for variant, _, covered in configurations(names, strategy) for name in covered]
+    return [
+        (name, strategy, variant)
+        for strategy in strategies
+        for variant, _, covered in configurations(names, strategy)
+        for name in covered
+    ]
 
 
 def file_name(name: str, strategy: str, variant: str) -> str:
@@ -41,11 +45,29 @@ def file_name(name: str, strategy: str, variant: str) -> str:
 
 def headline(result: dict) -> str:
     figures = result["figures"]
-    keys = ("requests", "failed", "failed_on_killed_node", "sessions_lost", "counter_mismatch", "lost_updates",
-            "seconds_until_serving", "failure_window_seconds", "bytes_per_session", "data_bytes_at_limit",
-            "replay_after_logout_accepted", "mode", "lag_ms", "stale_first_reads", "rejoin",
-            "one_24", "many_24", "clients_moved_share", "sessions_lost_share", "seconds_until_promoted",
-            "seconds_until_writes")
+    keys = (
+        "requests",
+        "failed",
+        "failed_on_killed_node",
+        "sessions_lost",
+        "counter_mismatch",
+        "lost_updates",
+        "seconds_until_serving",
+        "failure_window_seconds",
+        "bytes_per_session",
+        "data_bytes_at_limit",
+        "replay_after_logout_accepted",
+        "mode",
+        "lag_ms",
+        "stale_first_reads",
+        "rejoin",
+        "one_24",
+        "many_24",
+        "clients_moved_share",
+        "sessions_lost_share",
+        "seconds_until_promoted",
+        "seconds_until_writes",
+    )
     return ", ".join(f"{key} {figures[key]}" for key in keys if key in figures)
 
 
@@ -66,9 +88,16 @@ def run(pairs: list[tuple[str, str, str]], inventory: str, data: dict, params: P
         print(f"[{index + 1}/{len(pairs)}] {label} (at {elapsed / 60:.1f} min{left})", flush=True)
         overrides = DRILLS[name].variants(strategy)[variant]
         where = DRILLS[name].inventory(inventory)
-        result = {"drill": name, "strategy": strategy, "variant": variant, "overrides": overrides,
-                  "doc": DRILLS[name].doc, "inventory": where, "params": dataclasses.asdict(params),
-                  "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        result = {
+            "drill": name,
+            "strategy": strategy,
+            "variant": variant,
+            "overrides": overrides,
+            "doc": DRILLS[name].doc,
+            "inventory": where,
+            "params": dataclasses.asdict(params),
+            "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
         step_started = time.monotonic()
         wanted = {**data, **overrides, "session_strategy": strategy, "inventory": where}
         try:
@@ -77,8 +106,12 @@ def run(pairs: list[tuple[str, str, str]], inventory: str, data: dict, params: P
                     target.close()
                 target = Target(where, {k: v for k, v in wanted.items() if k != "inventory"})
                 applied = target.apply_unloaded()  # no load yet: nodes that must restart do so at once
-                print(f"      deployed {strategy}" + "".join(f", {k}={v}" for k, v in overrides.items())
-                      + f" ({applied.get('changed', '?')} changes, {applied['seconds']} s)", flush=True)
+                print(
+                    f"      deployed {strategy}"
+                    + "".join(f", {k}={v}" for k, v in overrides.items())
+                    + f" ({applied.get('changed', '?')} changes, {applied['seconds']} s)",
+                    flush=True,
+                )
                 deployed = wanted
             result["lb_method"] = target.deployment.lb_method
             result.update(DRILLS[name].run(target, params))
@@ -102,25 +135,36 @@ def run(pairs: list[tuple[str, str, str]], inventory: str, data: dict, params: P
             print(f"      FAILED: {result['error']}", flush=True)
     if target is not None:
         target.close()
-    print(f"drills: {len(pairs)} run in {(time.monotonic() - started) / 60:.1f} min, {failed} failed, "
-          f"{missed} goals missed; results in {out}", flush=True)
+    print(
+        f"drills: {len(pairs)} run in {(time.monotonic() - started) / 60:.1f} min, {failed} failed, "
+        f"{missed} goals missed; results in {out}",
+        flush=True,
+    )
     return 1 if failed or missed else 0
 
 
 def restore_after_interrupt(inventory: str, data: dict) -> int:
     """Ctrl-C: the drill in progress stopped (its own `finally` put back what it added); re-apply the inventory as it
     is, so that the cluster is as the inventory describes (a stopped node started, a changed setting back)."""
-    print("drills: interrupted; re-applying the inventory as it is, so that the cluster is as it describes "
-          "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+    print(
+        "drills: interrupted; re-applying the inventory as it is, so that the cluster is as it describes "
+        "(Ctrl-C again to stop at once)",
+        file=sys.stderr,
+        flush=True,
+    )
     target = Target(inventory, data)
     try:
         applied = target.apply()
         target.wait_settled()
-        print(f"drills: restored: the inventory applied ({applied.get('changed', '?')} changes, "
-              f"{applied['seconds']} s), every node healthy", file=sys.stderr)
+        print(
+            f"drills: restored: the inventory applied ({applied.get('changed', '?')} changes, "
+            f"{applied['seconds']} s), every node healthy",
+            file=sys.stderr,
+        )
     except KeyboardInterrupt:
-        print(f"drills: stopped; the cluster may be mid-drill: `./kit deploy {inventory}` puts it back",
-              file=sys.stderr)
+        print(
+            f"drills: stopped; the cluster may be mid-drill: `./kit deploy {inventory}` puts it back", file=sys.stderr
+        )
     except DrillError as error:
         print(f"drills: restoring failed: {error}; `./kit deploy {inventory}` puts it back", file=sys.stderr)
     finally:
@@ -132,11 +176,20 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m drills", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"drills: {', '.join(DRILLS)}")
     parser.add_argument("--all", action="store_true", help="every drill for every strategy it applies to")
-    parser.add_argument("--strategy", action="append", choices=list(STRATEGIES),
-                        help="strategy to run on (repeatable; default: all six)")
+    parser.add_argument(
+        "--strategy",
+        action="append",
+        choices=list(STRATEGIES),
+        help="strategy to run on (repeatable; default: all six)",
+    )
     parser.add_argument("--inventory", default="inventories/lab.py")
-    parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
-                        help="other inventory overrides, as pyinfra's --data (e.g. replication_mode=async)")
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other inventory overrides, as pyinfra's --data (e.g. replication_mode=async)",
+    )
     parser.add_argument("--clients", type=int, default=Params.clients)
     parser.add_argument("--seconds", type=float, default=Params.seconds, help="seconds of load around each event")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -144,8 +197,10 @@ def main(argv: list[str]) -> int:
     names = list(DRILLS) if args.all else args.names
     unknown = [n for n in names if n not in DRILLS]
     if not names or unknown:
-        parser.error(f"name a drill ({', '.join(DRILLS)}) or pass --all" +
-                     (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+        parser.error(
+            f"name a drill ({', '.join(DRILLS)}) or pass --all"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+        )
     if args.clients < 1 or args.seconds < 3:
         parser.error("--clients must be at least 1 and --seconds at least 3")
     data = dict(pair.split("=", 1) for pair in args.data)

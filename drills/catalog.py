@@ -16,7 +16,8 @@ import secrets
 import shlex
 import subprocess
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 
@@ -85,20 +86,28 @@ def goal(expected: Any, measured: Any, met: bool) -> dict[str, Any]:
 
 # -- the load around an event ---------------------------------------------------------------------------------------
 
+
 def under_load(target: Target, params: Params, action: Callable[[Callable[[str], None]], Any]) -> dict[str, Any]:
     """Log in the pool, drive it, run `action(mark)` in a thread a third of the way in (mark(name) records the instant
     of an event), keep the load on for the rest, then check every session once more."""
     return under_load_from(target, params, action, None)
 
 
-def under_load_from(target: Target, params: Params, action: Callable[[Callable[[str], None]], Any],
-                    addresses: list[str] | None) -> dict[str, Any]:
+def under_load_from(
+    target: Target, params: Params, action: Callable[[Callable[[str], None]], Any], addresses: list[str] | None
+) -> dict[str, Any]:
     """under_load, with the clients spread over these source addresses (None: this machine's own)."""
 
     async def main():
-        load = Load(target.lb_url, clients=params.clients, bearer=target.deployment.strategy.bearer,
-                    think=params.think, limit_seconds=params.seconds * 20 + 300, local_addresses=addresses,
-                    ssl_context=target.ssl_context())
+        load = Load(
+            target.lb_url,
+            clients=params.clients,
+            bearer=target.deployment.strategy.bearer,
+            think=params.think,
+            limit_seconds=params.seconds * 20 + 300,
+            local_addresses=addresses,
+            ssl_context=target.ssl_context(),
+        )
         await load.open()
         try:
             logged_in = await load.log_in_all()
@@ -139,19 +148,23 @@ def _strip(figures: dict[str, Any]) -> dict[str, Any]:
 
 def json_503_goal(figures: dict[str, Any]) -> dict[str, Any]:
     """Every failed request the app's JSON 503 (a store away): counts the others into figures["failed_not_503"]."""
-    not_503 = figures["failed_not_503"] = sum(count for error, count in figures["errors"].items()
-                                              if not error.startswith("503"))
+    not_503 = figures["failed_not_503"] = sum(
+        count for error, count in figures["errors"].items() if not error.startswith("503")
+    )
     return goal(0, not_503 + figures["failed_not_json"], not_503 == 0 and figures["failed_not_json"] == 0)
 
 
 def zero_loss_goals(target: Target, figures: dict[str, Any]) -> dict[str, Any]:
     if target.strategy not in SHARED:
         return {}
-    return {"failed_requests": goal(0, figures["failed"], figures["failed"] == 0),
-            "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0)}
+    return {
+        "failed_requests": goal(0, figures["failed"], figures["failed"] == 0),
+        "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0),
+    }
 
 
 # -- node-stop, node-kill -------------------------------------------------------------------------------------------
+
 
 def _node(target: Target):
     apps = target.role("app")
@@ -171,8 +184,11 @@ def node_stop(target: Target, params: Params) -> dict[str, Any]:
         return {"node": node.name, "seconds_until_serving": target.wait_healthy(node)}
 
     figures = under_load(target, params, action)
-    return {"figures": _strip(figures), "goals": zero_loss_goals(target, figures),
-            "restored": f"{node.name} started again and healthy"}
+    return {
+        "figures": _strip(figures),
+        "goals": zero_loss_goals(target, figures),
+        "restored": f"{node.name} started again and healthy",
+    }
 
 
 def node_kill(target: Target, params: Params) -> dict[str, Any]:
@@ -201,6 +217,7 @@ def node_kill(target: Target, params: Params) -> dict[str, Any]:
 
 # -- rolling --------------------------------------------------------------------------------------------------------
 
+
 def rolling(target: Target, params: Params) -> dict[str, Any]:
     """A deploy that restarts every app node (a changed app_session_ttl), under load; then the TTL is put back."""
     ttl = int(target.deployment.vars["app_session_ttl"])
@@ -216,14 +233,20 @@ def rolling(target: Target, params: Params) -> dict[str, Any]:
     figures = under_load(target, params, action)
     # no load any more: put the TTL back restarting every node at once (one health wait instead of one per node)
     restored = target.apply_unloaded()
-    return {"figures": _strip(figures), "goals": zero_loss_goals(target, figures),
-            "restored": f"app_session_ttl back to {ttl} (every node restarted at once, no load: {restored['seconds']} s)"}
+    return {
+        "figures": _strip(figures),
+        "goals": zero_loss_goals(target, figures),
+        "restored": f"app_session_ttl back to {ttl} (every node restarted at once, no load: {restored['seconds']} s)",
+    }
 
 
 # -- store-restart --------------------------------------------------------------------------------------------------
 
-STORE_SERVICE = {"redis": ("redis", "redis-server"), "token": ("redis", "redis-server"),
-                 "database": ("db", "postgresql")}
+STORE_SERVICE = {
+    "redis": ("redis", "redis-server"),
+    "token": ("redis", "redis-server"),
+    "database": ("db", "postgresql"),
+}
 
 
 def store_restart(target: Target, params: Params) -> dict[str, Any]:
@@ -237,8 +260,10 @@ def store_restart(target: Target, params: Params) -> dict[str, Any]:
         return {"store": f"{service} on {node.name}"}
 
     figures = under_load(target, params, action)
-    goals = {"errors_are_json_503": json_503_goal(figures),
-             "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0)}
+    goals = {
+        "errors_are_json_503": json_503_goal(figures),
+        "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0),
+    }
     return {"figures": _strip(figures), "goals": goals, "restored": f"{service} running again"}
 
 
@@ -292,35 +317,47 @@ def store_freeze(target: Target, params: Params) -> dict[str, Any]:
     thaw = figures["events"].get("thaw")
     last_failure = max((o.end for o in timed if o.failed), default=None)
     figures["longest_request_seconds"] = round(longest, 2)
-    figures["failures_end_after_thaw_seconds"] = (round(max(0.0, last_failure - thaw), 2)
-                                                 if thaw is not None and last_failure is not None else 0.0)
-    goals = {"errors_are_json_503": json_503_goal(figures),
-             "longest_request_seconds": goal(f"<= {LONGEST_REQUEST_GOAL:g}", figures["longest_request_seconds"],
-                                             longest <= LONGEST_REQUEST_GOAL),
-             "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0),
-             # counter_higher (an increment answered 503 and applied when the store resumed) is measured, not a
-             # goal: what the store had received before it froze, no client can take back
-             "accepted_increments_lost": goal(0, figures["counter_lower"], figures["counter_lower"] == 0)}
+    figures["failures_end_after_thaw_seconds"] = (
+        round(max(0.0, last_failure - thaw), 2) if thaw is not None and last_failure is not None else 0.0
+    )
+    goals = {
+        "errors_are_json_503": json_503_goal(figures),
+        "longest_request_seconds": goal(
+            f"<= {LONGEST_REQUEST_GOAL:g}", figures["longest_request_seconds"], longest <= LONGEST_REQUEST_GOAL
+        ),
+        "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0),
+        # counter_higher (an increment answered 503 and applied when the store resumed) is measured, not a
+        # goal: what the store had received before it froze, no client can take back
+        "accepted_increments_lost": goal(0, figures["counter_lower"], figures["counter_lower"] == 0),
+    }
     return {"figures": _strip(figures), "goals": goals, "restored": f"{unit} resumed (SIGCONT)"}
 
 
 # -- failover (Redis Sentinel, Redis Cluster) -------------------------------------------------------------------------
 
-def _redis_cli(target: Target, node, command: str, port: int | None = None, sentinel: bool = False,
-               check: bool = True) -> str:
+
+def _redis_cli(
+    target: Target, node, command: str, port: int | None = None, sentinel: bool = False, check: bool = True
+) -> str:
     """One redis-cli command on a redis host as admin (port: a Cluster instance's), or (sentinel) to its Sentinel,
     which takes no login."""
     vars_ = target.deployment.vars
     if sentinel:
         return target.ssh(node, f"redis-cli -h {node.ip} -p {vars_['redis_sentinel_port']} {command}", timeout=30)
     password = target.deployment.secrets()["redis_admin_password"]
-    return target.ssh(node, f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --no-auth-warning --user admin "
-                            f"-h {node.ip} -p {port or vars_['redis_port']} {command}", timeout=30, check=check)
+    return target.ssh(
+        node,
+        f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --no-auth-warning --user admin "
+        f"-h {node.ip} -p {port or vars_['redis_port']} {command}",
+        timeout=30,
+        check=check,
+    )
 
 
 @dataclasses.dataclass
 class _Primary:
     """The Redis primary a failover drill kills: where, its unit, and how to tell that another took its place."""
+
     node: Any
     port: int
     unit: str
@@ -335,8 +372,9 @@ def _sentinel_primary(target: Target) -> _Primary:
     by_ip = {node.ip: node for node in target.role("redis")}
 
     def named_by(sentinel) -> str:
-        return (_redis_cli(target, sentinel, f"SENTINEL get-master-addr-by-name {name}", sentinel=True).split()
-                or [""])[0]
+        return (
+            _redis_cli(target, sentinel, f"SENTINEL get-master-addr-by-name {name}", sentinel=True).split() or [""]
+        )[0]
 
     old = by_ip.get(named_by(sentinels[0]))
     if old is None:
@@ -352,23 +390,28 @@ def _sentinel_primary(target: Target) -> _Primary:
 
 
 def _cluster_nodes(target: Target, node, port: int) -> list[list[str]]:
-    return [line.split() for line in _redis_cli(target, node, "CLUSTER NODES", port=port, check=False).splitlines()
-            if len(line.split()) >= 8]
+    return [
+        line.split()
+        for line in _redis_cli(target, node, "CLUSTER NODES", port=port, check=False).splitlines()
+        if len(line.split()) >= 8
+    ]
 
 
 def _cluster_primary(target: Target) -> _Primary:
     """The primary serving slot 0, watched from an instance on another host."""
     instances = target.deployment.cluster_instances()
     rows = _cluster_nodes(target, *instances[0])
-    row = next((r for r in rows if "master" in r[2] and "fail" not in r[2] and r[8:9] and r[8].startswith("0-")),
-               None)
+    row = next((r for r in rows if "master" in r[2] and "fail" not in r[2] and r[8:9] and r[8].startswith("0-")), None)
     if row is None:
         raise DrillError(f"no primary serves slot 0: {rows}")
     address = row[1].split("@")[0]
     ip, port = address.rsplit(":", 1)
     old = next(node for node, _ in instances if node.ip == ip)
-    watcher = next((n, p) for n, p in instances if n.ip != ip) if len({n.ip for n, _ in instances}) > 1 else \
-        next((n, p) for n, p in instances if p != int(port))
+    watcher = (
+        next((n, p) for n, p in instances if n.ip != ip)
+        if len({n.ip for n, _ in instances}) > 1
+        else next((n, p) for n, p in instances if p != int(port))
+    )
 
     def promoted() -> str | None:
         for r in _cluster_nodes(target, *watcher):
@@ -391,15 +434,19 @@ def failover(target: Target, params: Params, within: float = 60) -> dict[str, An
     elif mode == "cluster" and target.deployment.cluster_instances():
         old = _cluster_primary(target)
     else:
-        raise DrillError("failover needs redis_mode=sentinel or cluster (python -m drills failover --data "
-                         "redis_mode=sentinel)")
+        raise DrillError(
+            "failover needs redis_mode=sentinel or cluster (python -m drills failover --data redis_mode=sentinel)"
+        )
     # While it is down, systemd must not bring it back (redis-server's units say Restart=always): a runtime drop-in,
     # gone at the next boot, and removed by the restore.
     no_restart = f"/run/systemd/system/{old.unit}.service.d/drill-no-restart.conf"
 
     def action(mark):
-        target.ssh(old.node, f"mkdir -p {no_restart.rsplit('/', 1)[0]} && "
-                             f"printf '[Service]\\nRestart=no\\n' > {no_restart} && systemctl daemon-reload")
+        target.ssh(
+            old.node,
+            f"mkdir -p {no_restart.rsplit('/', 1)[0]} && "
+            f"printf '[Service]\\nRestart=no\\n' > {no_restart} && systemctl daemon-reload",
+        )
         mark("kill")
         target.ssh(old.node, f"systemctl kill --signal=SIGKILL {old.unit}")
         started = time.monotonic()
@@ -407,8 +454,12 @@ def failover(target: Target, params: Params, within: float = 60) -> dict[str, An
             promoted = old.promoted()
             if promoted:
                 mark("promoted")
-                return {"mode": mode, "killed": old.label, "promoted": promoted,
-                        "seconds_until_promoted": round(time.monotonic() - started, 2)}
+                return {
+                    "mode": mode,
+                    "killed": old.label,
+                    "promoted": promoted,
+                    "seconds_until_promoted": round(time.monotonic() - started, 2),
+                }
             time.sleep(0.1)
         raise DrillError(f"no replica took over within {within} s of killing the primary {old.label}")
 
@@ -427,27 +478,38 @@ def failover(target: Target, params: Params, within: float = 60) -> dict[str, An
     # the first success after the kill says nothing; the last failure says when the killed primary's slots answer.
     failed = [o for o in load.outcomes if o.op == "increment" and o.start >= kill and o.failed]
     figures["seconds_until_writes"] = round(max(o.end for o in failed) - kill, 2) if failed else 0.0
-    figures["write_outage_seconds"] = round(max(o.end for o in failed) - min(o.start for o in failed), 2) \
-        if failed else 0.0
+    figures["write_outage_seconds"] = (
+        round(max(o.end for o in failed) - min(o.start for o in failed), 2) if failed else 0.0
+    )
     figures["increments_failed"] = len(failed)
     wait = "down-after" if mode == "sentinel" else "node timeout"
-    goals = {"writes_back_within": goal(f"<= {old.bound:g} s ({wait} + 10 s)", figures["seconds_until_writes"],
-                                        figures["seconds_until_writes"] <= old.bound),
-             "errors_are_json_503": json_503_goal(figures),
-             "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0)}
-    return {"figures": _strip(figures), "goals": goals,
-            "restored": f"{old.label} started again, a replica of {figures['promoted']} "
-                        f"({time.monotonic() - started:.1f} s)"}
+    goals = {
+        "writes_back_within": goal(
+            f"<= {old.bound:g} s ({wait} + 10 s)",
+            figures["seconds_until_writes"],
+            figures["seconds_until_writes"] <= old.bound,
+        ),
+        "errors_are_json_503": json_503_goal(figures),
+        "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0),
+    }
+    return {
+        "figures": _strip(figures),
+        "goals": goals,
+        "restored": f"{old.label} started again, a replica of {figures['promoted']} "
+        f"({time.monotonic() - started:.1f} s)",
+    }
 
 
 # -- contention -----------------------------------------------------------------------------------------------------
+
 
 def contention(target: Target, params: Params, parallel: int = 200) -> dict[str, Any]:
     """`parallel` increments of ONE session at once through the balancer: how many updates were lost."""
 
     async def main():
-        load = Load(target.lb_url, clients=1, bearer=target.deployment.strategy.bearer,
-                    ssl_context=target.ssl_context())
+        load = Load(
+            target.lb_url, clients=1, bearer=target.deployment.strategy.bearer, ssl_context=target.ssl_context()
+        )
         await load.open()
         try:
             client = load.clients[0]
@@ -455,8 +517,9 @@ def contention(target: Target, params: Params, parallel: int = 200) -> dict[str,
                 raise DrillError("could not log in")
             handle = client.handle
             copies = [dataclasses.replace(client, handle=handle) for _ in range(parallel)]
-            results = await asyncio.gather(*(load.request(copy, "increment", "POST", "/session/counter")
-                                             for copy in copies))
+            results = await asyncio.gather(
+                *(load.request(copy, "increment", "POST", "/session/counter") for copy in copies)
+            )
             # The client keeps what the last answer gave it (the cookie strategy re-issues its cookie on change).
             last = max(range(parallel), key=lambda i: results[i][0].end)
             client.handle = copies[last].handle or handle
@@ -467,16 +530,23 @@ def contention(target: Target, params: Params, parallel: int = 200) -> dict[str,
         return ok, (payload or {}).get("counter"), load.outcomes
 
     ok, counter, outcomes = asyncio.run(main())
-    figures = {"parallel": parallel, "accepted": ok, "final_counter": counter,
-               "lost_updates": ok - (counter or 0), "per_node": summarize(outcomes)["per_node"]}
+    figures = {
+        "parallel": parallel,
+        "accepted": ok,
+        "final_counter": counter,
+        "lost_updates": ok - (counter or 0),
+        "per_node": summarize(outcomes)["per_node"],
+    }
     goals = {}
-    if target.strategy in ATOMIC or (target.strategy == "replication"
-                                     and target.deployment.vars.get("replication_mode", "sync") == "sync"):
+    if target.strategy in ATOMIC or (
+        target.strategy == "replication" and target.deployment.vars.get("replication_mode", "sync") == "sync"
+    ):
         goals["lost_updates"] = goal(0, figures["lost_updates"], figures["lost_updates"] == 0)
     return {"figures": figures, "goals": goals, "restored": "nothing to restore"}
 
 
 # -- cookie-limits --------------------------------------------------------------------------------------------------
+
 
 def cookie_limits(target: Target, params: Params) -> dict[str, Any]:
     """The session size at which the 4 KB cookie limit is reached; replay of a copied cookie after logout."""
@@ -505,15 +575,19 @@ def cookie_limits(target: Target, params: Params) -> dict[str, Any]:
         return stored, refused_at, cookie_bytes, replay
 
     stored, refused_at, cookie_bytes, replay = asyncio.run(main())
-    figures = {"data_bytes_at_limit": stored, "cookie_bytes_at_limit": cookie_bytes,
-               "refused_with": f"{refused_at.status} {refused_at.error}" if refused_at else None,
-               "replay_after_logout_status": replay.status,
-               "replay_after_logout_accepted": replay.status == 200}
+    figures = {
+        "data_bytes_at_limit": stored,
+        "cookie_bytes_at_limit": cookie_bytes,
+        "refused_with": f"{refused_at.status} {refused_at.error}" if refused_at else None,
+        "replay_after_logout_status": replay.status,
+        "replay_after_logout_accepted": replay.status == 200,
+    }
     goals = {"oversize_refused_413": goal(413, refused_at.status if refused_at else None, refused_at is not None)}
     return {"figures": figures, "goals": goals, "restored": "nothing to restore (the drill's own session)"}
 
 
 # -- footprint ------------------------------------------------------------------------------------------------------
+
 
 def footprint(target: Target, params: Params, sessions: int = 10_000, value_bytes: int = 200) -> dict[str, Any]:
     """Bytes per session in the store with `sessions` sessions of one data value of `value_bytes`."""
@@ -525,8 +599,12 @@ def footprint(target: Target, params: Params, sessions: int = 10_000, value_byte
     async def main():
         semaphore = asyncio.Semaphore(64)
         timeout = aiohttp.ClientTimeout(total=30)
-        async with aiohttp.ClientSession(timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
-                                         connector=aiohttp.TCPConnector(ssl=target.ssl_context())) as http:
+        async with aiohttp.ClientSession(
+            timeout=timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            connector=aiohttp.TCPConnector(ssl=target.ssl_context()),
+        ) as http:
             handles: list[str] = []
 
             async def one(i: int) -> None:
@@ -535,10 +613,14 @@ def footprint(target: Target, params: Params, sessions: int = 10_000, value_byte
                         body = await response.json()
                         cookie = response.cookies.get("SESSION")
                         handle = body.get("token") or (cookie.value if cookie else None)
-                    headers = ({"Authorization": f"Bearer {handle}"} if target.deployment.strategy.bearer
-                               else {"Cookie": f"SESSION={handle}"})
-                    async with http.put(target.lb_url + "/session/data/v", json="x" * value_bytes,
-                                        headers=headers) as response:
+                    headers = (
+                        {"Authorization": f"Bearer {handle}"}
+                        if target.deployment.strategy.bearer
+                        else {"Cookie": f"SESSION={handle}"}
+                    )
+                    async with http.put(
+                        target.lb_url + "/session/data/v", json="x" * value_bytes, headers=headers
+                    ) as response:
                         if response.status == 200:
                             handles.append(handle)
 
@@ -550,26 +632,38 @@ def footprint(target: Target, params: Params, sessions: int = 10_000, value_byte
     took = time.monotonic() - started
     after = measure()
     if strategy == "cookie":
-        figures = {"sessions": len(handles), "store": "the client's cookie",
-                   "bytes_per_session": round(sum(len(h) for h in handles) / max(1, len(handles)), 1)}
+        figures = {
+            "sessions": len(handles),
+            "store": "the client's cookie",
+            "bytes_per_session": round(sum(len(h) for h in handles) / max(1, len(handles)), 1),
+        }
     else:
         grown = after - before
-        figures = {"sessions": len(handles), "store": _STORE_NAME.get(strategy, strategy),
-                   "bytes_per_session": round(grown / max(1, len(handles)), 1)}
+        figures = {
+            "sessions": len(handles),
+            "store": _STORE_NAME.get(strategy, strategy),
+            "bytes_per_session": round(grown / max(1, len(handles)), 1),
+        }
     per = figures["bytes_per_session"]
     if strategy != "cookie" and handles and per < value_bytes:
         # each session holds a value of value_bytes: a smaller growth means the store's free space took them in
-        raise DrillError(f"the store grew by {per} bytes per session, less than the {value_bytes} bytes of data each "
-                         f"holds: the measurement is not believable (free space in the store took the sessions in)")
-    figures["sessions_per_gib"] = int(2 ** 30 / per) if per > 0 else None
+        raise DrillError(
+            f"the store grew by {per} bytes per session, less than the {value_bytes} bytes of data each "
+            f"holds: the measurement is not believable (free space in the store took the sessions in)"
+        )
+    figures["sessions_per_gib"] = int(2**30 / per) if per > 0 else None
     figures["value_bytes"] = value_bytes
     figures["create_seconds"] = round(took, 2)
     return {"figures": figures, "goals": {}, "restored": "the drill's sessions expire with the TTL"}
 
 
-_STORE_NAME = {"redis": "Redis used_memory", "token": "Redis used_memory",
-               "database": "PostgreSQL table + indexes", "sticky": "app RSS, summed over nodes",
-               "replication": "app RSS per node (every node holds every session)"}
+_STORE_NAME = {
+    "redis": "Redis used_memory",
+    "token": "Redis used_memory",
+    "database": "PostgreSQL table + indexes",
+    "sticky": "app RSS, summed over nodes",
+    "replication": "app RSS per node (every node holds every session)",
+}
 
 
 def _compact_store(target: Target) -> None:
@@ -597,6 +691,7 @@ def _store_bytes(target: Target) -> Callable[[], float]:
 
         return redis_bytes
     if strategy == "database":
+
         def table_bytes() -> float:
             return float(_psql(target, "SELECT coalesce(pg_total_relation_size('sessions'), 0)").strip() or 0)
 
@@ -618,8 +713,10 @@ def _store_bytes(target: Target) -> Callable[[], float]:
 
 # -- lag (replication) ------------------------------------------------------------------------------------------------
 
-def lag(target: Target, params: Params, writes: int = 200, rejoin_sessions: tuple[int, ...] = (1_000, 10_000)
-        ) -> dict[str, Any]:
+
+def lag(
+    target: Target, params: Params, writes: int = 200, rejoin_sessions: tuple[int, ...] = (1_000, 10_000)
+) -> dict[str, Any]:
     """Write on one node, poll the others straight (not through the balancer) until they see it: the lag, in the mode
     deployed; and a write then a read through the balancer, as a client does them: the stale reads. Then, for each
     pool size, the time a restarted node takes to pull its snapshot and serve again."""
@@ -628,8 +725,9 @@ def lag(target: Target, params: Params, writes: int = 200, rejoin_sessions: tupl
     mode = target.deployment.vars.get("replication_mode", "sync")
 
     async def measure_lag() -> tuple[list[float], int]:
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
-                                         timeout=aiohttp.ClientTimeout(total=10)) as http:
+        async with aiohttp.ClientSession(
+            cookie_jar=aiohttp.DummyCookieJar(), trust_env=False, timeout=aiohttp.ClientTimeout(total=10)
+        ) as http:
             async with http.post(target.node_url(writer) + "/login", json={"username": "lag"}) as response:
                 handle = response.cookies["SESSION"].value
             headers = {"Cookie": f"SESSION={handle}"}
@@ -652,13 +750,19 @@ def lag(target: Target, params: Params, writes: int = 200, rejoin_sessions: tupl
         """As a client sees it: a write through the balancer, then at once a read through it (round robin sends it
         to another node, mostly): the reads that showed the value before the write."""
         bearer = target.deployment.strategy.bearer
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
-                                         timeout=aiohttp.ClientTimeout(total=10),
-                                         connector=aiohttp.TCPConnector(ssl=target.ssl_context())) as http:
+        async with aiohttp.ClientSession(
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            timeout=aiohttp.ClientTimeout(total=10),
+            connector=aiohttp.TCPConnector(ssl=target.ssl_context()),
+        ) as http:
             async with http.post(target.lb_url + "/login", json={"username": "lag-rr"}) as response:
                 body = await response.json()
-                headers = ({"Authorization": f"Bearer {body['token']}"} if bearer else
-                           {"Cookie": f"SESSION={response.cookies['SESSION'].value}"})
+                headers = (
+                    {"Authorization": f"Bearer {body['token']}"}
+                    if bearer
+                    else {"Cookie": f"SESSION={response.cookies['SESSION'].value}"}
+                )
             reads = cross = stale = refused = 0
             for _ in range(writes):
                 async with http.post(target.lb_url + "/session/counter", headers=headers) as response:
@@ -674,19 +778,28 @@ def lag(target: Target, params: Params, writes: int = 200, rejoin_sessions: tupl
                 reads += 1
                 cross += read_on != wrote_on
                 stale += body.get("counter") != counter
-            return {"lb_method": target.deployment.lb_method, "writes": writes, "writes_refused": refused,
-                    "reads": reads, "read_on_another_node": cross, "stale": stale,
-                    "stale_share": round(stale / max(1, reads), 4)}
+            return {
+                "lb_method": target.deployment.lb_method,
+                "writes": writes,
+                "writes_refused": refused,
+                "reads": reads,
+                "read_on_another_node": cross,
+                "stale": stale,
+                "stale_share": round(stale / max(1, reads), 4),
+            }
 
     lags, stale = asyncio.run(measure_lag())
     through_balancer = asyncio.run(stale_through_balancer())
     lags.sort()
-    pct = (lambda q: round(lags[min(len(lags) - 1, int(q * len(lags)))], 2))
+    pct = lambda q: round(lags[min(len(lags) - 1, int(q * len(lags)))], 2)
     figures: dict[str, Any] = {
-        "mode": mode, "writes": writes, "reads": len(lags),
+        "mode": mode,
+        "writes": writes,
+        "reads": len(lags),
         "lag_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": round(lags[-1], 2)},
         "lag_ms_samples": [round(x, 3) for x in lags],
-        "stale_first_reads": stale, "stale_first_read_share": round(stale / max(1, len(lags)), 4),
+        "stale_first_reads": stale,
+        "stale_first_read_share": round(stale / max(1, len(lags)), 4),
         "through_balancer": through_balancer,
     }
     rejoin = {}
@@ -708,8 +821,10 @@ def lag(target: Target, params: Params, writes: int = 200, rejoin_sessions: tupl
         started = time.monotonic()
         target.ssh(node, "systemctl start session-kit-app")
         target.wait_healthy(node, within=120)
-        rejoin[str(count)] = {"seconds": round(time.monotonic() - started, 2),
-                              "sessions_pulled": _session_count(target, node)}
+        rejoin[str(count)] = {
+            "seconds": round(time.monotonic() - started, 2),
+            "sessions_pulled": _session_count(target, node),
+        }
     figures["rejoin"] = rejoin
     goals = {}
     if mode == "sync":
@@ -735,9 +850,13 @@ async def _log_in_many(base_url: str, count: int, ssl_context) -> None:
     if count <= 0:
         return
     semaphore = asyncio.Semaphore(64)
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
-                                     timeout=aiohttp.ClientTimeout(total=30),
-                                     connector=aiohttp.TCPConnector(ssl=ssl_context)) as http:
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        timeout=aiohttp.ClientTimeout(total=30),
+        connector=aiohttp.TCPConnector(ssl=ssl_context),
+    ) as http:
+
         async def one(i: int) -> None:
             async with semaphore:
                 async with http.post(base_url + "/login", json={"username": f"many{i}"}) as response:
@@ -747,6 +866,7 @@ async def _log_in_many(base_url: str, count: int, ssl_context) -> None:
 
 
 # -- ip-hash-spread, scale-out (need the lab: client addresses in many /24s) -------------------------------------------
+
 
 def _lab_client_addresses(target: Target) -> list[str]:
     if not target.inventory.endswith("inventories/lab.py"):
@@ -759,9 +879,15 @@ def _lab_client_addresses(target: Target) -> list[str]:
 
 def _load_once(target: Target, params: Params, addresses: list[str] | None, seconds: float) -> dict[str, Any]:
     async def main():
-        load = Load(target.lb_url, clients=params.clients, bearer=target.deployment.strategy.bearer,
-                    think=params.think, limit_seconds=seconds, local_addresses=addresses,
-                    ssl_context=target.ssl_context())
+        load = Load(
+            target.lb_url,
+            clients=params.clients,
+            bearer=target.deployment.strategy.bearer,
+            think=params.think,
+            limit_seconds=seconds,
+            local_addresses=addresses,
+            ssl_context=target.ssl_context(),
+        )
         await load.open()
         try:
             await load.log_in_all()
@@ -785,10 +911,12 @@ def ip_hash_spread(target: Target, params: Params) -> dict[str, Any]:
     seconds = max(4.0, params.seconds / 2)
     one = _load_once(target, params, None, seconds)
     many = _load_once(target, params, addresses, seconds)
-    figures = {"lb_method": target.deployment.lb_method, "app_nodes": len(nodes),
-               "one_24": {"clients": params.clients, "networks": 1, "share": _shares(one["per_node"], nodes)},
-               "many_24": {"clients": params.clients, "networks": len(addresses),
-                           "share": _shares(many["per_node"], nodes)}}
+    figures = {
+        "lb_method": target.deployment.lb_method,
+        "app_nodes": len(nodes),
+        "one_24": {"clients": params.clients, "networks": 1, "share": _shares(one["per_node"], nodes)},
+        "many_24": {"clients": params.clients, "networks": len(addresses), "share": _shares(many["per_node"], nodes)},
+    }
     for key in ("one_24", "many_24"):
         shares = figures[key]["share"].values()
         figures[key]["max_share"] = max(shares)
@@ -809,8 +937,13 @@ def scale_out(target: Target, params: Params) -> dict[str, Any]:
     hosts = len(target.deployment.nodes)
 
     def lab_hosts(count: int) -> None:
-        result = subprocess.run([sys.executable, "-m", "lab", "up", "--hosts", str(count)], cwd=ROOT,
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [sys.executable, "-m", "lab", "up", "--hosts", str(count)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if result.returncode != 0:
             raise DrillError(f"lab up --hosts {count}: {result.stderr.strip()[-300:]}")
         _lab_client_addresses(target)  # routes back to the client networks in the new host too
@@ -844,8 +977,11 @@ def scale_out(target: Target, params: Params) -> dict[str, Any]:
     figures["sessions_lost_share"] = round(figures["sessions_lost"] / params.clients, 3)
     goals = zero_loss_goals(target, figures) if target.strategy in SHARED else {}
     goals.pop("failed_requests", None)  # a reload under load may fail a request the balancer had in hand
-    return {"figures": _strip(figures), "goals": goals,
-            "restored": f"the added node removed and the cluster applied as before ({restored['seconds']} s)"}
+    return {
+        "figures": _strip(figures),
+        "goals": goals,
+        "restored": f"the added node removed and the cluster applied as before ({restored['seconds']} s)",
+    }
 
 
 def _main_node(nodes) -> str | None:
@@ -855,29 +991,62 @@ def _main_node(nodes) -> str | None:
     return max(counts, key=counts.get) if counts else None
 
 
-DRILLS: dict[str, Drill] = {d.name: d for d in (
-    Drill("node-stop", "a clean stop of one app node under load (systemctl stop), then start", node_stop),
-    Drill("node-kill", "SIGKILL of one app node under load; systemd brings it back", node_kill),
-    Drill("rolling", "a deploy that restarts every app node, under load", rolling),
-    Drill("store-restart", "Redis (redis, token) or PostgreSQL (database) restarted under load", store_restart,
-          lambda s: s in STORE_SERVICE),
-    Drill("store-freeze", f"Redis (redis, token) or PostgreSQL (database) frozen (SIGSTOP) for {FREEZE_SECONDS:g} s "
-                          "under load, then resumed", store_freeze, lambda s: s in FREEZE_UNIT),
-    Drill("failover", "redis_mode=sentinel and cluster: a Redis primary killed under load; its replica takes over",
-          failover, lambda s: s in ("redis", "token"), plain=False,
-          extra_variants=lambda s: {"sentinel": {"redis_mode": "sentinel"}, "cluster": {"redis_mode": "cluster"}},
-          lab_inventory="inventories/lab_ha.py"),
-    Drill("contention", "200 parallel increments of one session through the balancer", contention),
-    Drill("cookie-limits", "the session size at the 4 KB cookie limit; replay of a cookie after logout",
-          cookie_limits, lambda s: s == "cookie"),
-    Drill("footprint", "bytes per session in the store, 10,000 sessions", footprint),
-    Drill("ip-hash-spread", "sticky (ip_hash): each node's share of requests, clients in one /24 and in 16", ip_hash_spread,
-          lambda s: s == "sticky"),
-    Drill("scale-out", "an app node added and applied under load: clients moved, sessions lost", scale_out,
-          # sticky pins by the client's address (ip_hash, its default) or by a cookie naming the node
-          extra_variants=lambda s: {"hash_cookie": {"lb_method": "hash_cookie"}} if s == "sticky" else {}),
-    Drill("lag", "replication: a write on one node seen by the others (ms); a rejoining node's snapshot (s)", lag,
-          lambda s: s == "replication",
-          # the inventory's default mode is sync: async's lag distribution beside it
-          extra_variants=lambda s: {"async": {"replication_mode": "async"}}),
-)}
+DRILLS: dict[str, Drill] = {
+    d.name: d
+    for d in (
+        Drill("node-stop", "a clean stop of one app node under load (systemctl stop), then start", node_stop),
+        Drill("node-kill", "SIGKILL of one app node under load; systemd brings it back", node_kill),
+        Drill("rolling", "a deploy that restarts every app node, under load", rolling),
+        Drill(
+            "store-restart",
+            "Redis (redis, token) or PostgreSQL (database) restarted under load",
+            store_restart,
+            lambda s: s in STORE_SERVICE,
+        ),
+        Drill(
+            "store-freeze",
+            f"Redis (redis, token) or PostgreSQL (database) frozen (SIGSTOP) for {FREEZE_SECONDS:g} s "
+            "under load, then resumed",
+            store_freeze,
+            lambda s: s in FREEZE_UNIT,
+        ),
+        Drill(
+            "failover",
+            "redis_mode=sentinel and cluster: a Redis primary killed under load; its replica takes over",
+            failover,
+            lambda s: s in ("redis", "token"),
+            plain=False,
+            extra_variants=lambda s: {"sentinel": {"redis_mode": "sentinel"}, "cluster": {"redis_mode": "cluster"}},
+            lab_inventory="inventories/lab_ha.py",
+        ),
+        Drill("contention", "200 parallel increments of one session through the balancer", contention),
+        Drill(
+            "cookie-limits",
+            "the session size at the 4 KB cookie limit; replay of a cookie after logout",
+            cookie_limits,
+            lambda s: s == "cookie",
+        ),
+        Drill("footprint", "bytes per session in the store, 10,000 sessions", footprint),
+        Drill(
+            "ip-hash-spread",
+            "sticky (ip_hash): each node's share of requests, clients in one /24 and in 16",
+            ip_hash_spread,
+            lambda s: s == "sticky",
+        ),
+        Drill(
+            "scale-out",
+            "an app node added and applied under load: clients moved, sessions lost",
+            scale_out,
+            # sticky pins by the client's address (ip_hash, its default) or by a cookie naming the node
+            extra_variants=lambda s: {"hash_cookie": {"lb_method": "hash_cookie"}} if s == "sticky" else {},
+        ),
+        Drill(
+            "lag",
+            "replication: a write on one node seen by the others (ms); a rejoining node's snapshot (s)",
+            lag,
+            lambda s: s == "replication",
+            # the inventory's default mode is sync: async's lag distribution beside it
+            extra_variants=lambda s: {"async": {"replication_mode": "async"}},
+        ),
+    )
+}

@@ -39,13 +39,20 @@ def grand_total(output: str) -> dict[str, int]:
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def run_marked(command: list[str], timeout: float, env: dict[str, str] | None = None
-               ) -> tuple[int, str, list[tuple[str, float]]]:
+def run_marked(
+    command: list[str], timeout: float, env: dict[str, str] | None = None
+) -> tuple[int, str, list[tuple[str, float]]]:
     """Run a command (output and errors merged), noting when each line starting `--> ` came (seconds from the
     start): pyinfra's stage headers. Killed past `timeout` (DrillError)."""
     started = time.monotonic()
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=None if env is None else {**os.environ, **env})
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=None if env is None else {**os.environ, **env},
+    )
     timer = threading.Timer(timeout, process.kill)
     timer.start()
     lines, marks = [], []
@@ -141,8 +148,12 @@ class Target:
             times.unlink(missing_ok=True)
         if returncode != 0:
             raise DrillError(f"pyinfra apply failed (exit {returncode}): {output.strip().splitlines()[-1:]}")
-        return {**grand_total(output), "seconds": round(time.monotonic() - started, 2), "phases": phases(marks),
-                "slowest_steps": steps}
+        return {
+            **grand_total(output),
+            "seconds": round(time.monotonic() - started, 2),
+            "phases": phases(marks),
+            "slowest_steps": steps,
+        }
 
     def apply_unloaded(self) -> dict[str, Any]:
         """apply(), for when no load is running (a configuration deployed between drills, a drill's restore): the app
@@ -161,10 +172,16 @@ class Target:
         return self._ssh_config
 
     def ssh(self, node: Node, command: str, timeout: float = 120, check: bool = True) -> str:
-        result = subprocess.run(["ssh", "-F", str(self.ssh_config()), node.name, node.as_root(command)],
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            ["ssh", "-F", str(self.ssh_config()), node.name, node.as_root(command)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
-            raise DrillError(f"{node.name}: `{command}` failed (exit {result.returncode}): {result.stderr.strip()[-300:]}")
+            raise DrillError(
+                f"{node.name}: `{command}` failed (exit {result.returncode}): {result.stderr.strip()[-300:]}"
+            )
         return result.stdout
 
     # -- HTTP -----------------------------------------------------------------------------------------------------

@@ -60,9 +60,19 @@ class Client:
 class Load:
     """Drive `base_url` with `clients` sessions until stop() is called (or `limit_seconds` pass)."""
 
-    def __init__(self, base_url: str, clients: int = 200, bearer: bool = False, write_share: float = 0.3,
-                 think: float = 0.05, timeout: float = 10.0, limit_seconds: float = 600.0, seed: int = 1,
-                 local_addresses: list[str] | None = None, ssl_context: ssl.SSLContext | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        clients: int = 200,
+        bearer: bool = False,
+        write_share: float = 0.3,
+        think: float = 0.05,
+        timeout: float = 10.0,
+        limit_seconds: float = 600.0,
+        seed: int = 1,
+        local_addresses: list[str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         self.base_url, self.bearer = base_url.rstrip("/"), bearer
         self.ssl_context = ssl_context
         self.clients = [Client(i, f"drill{i}") for i in range(clients)]
@@ -98,17 +108,19 @@ class Load:
         if data is not None:
             headers["Content-Type"] = "application/json"
         try:
-            async with self._session_for(client).request(method, self.base_url + path, data=data,
-                                                          headers=headers) as response:
+            async with self._session_for(client).request(
+                method, self.base_url + path, data=data, headers=headers
+            ) as response:
                 raw = await response.read()
                 status, node = response.status, response.headers.get("X-Served-By", "")
                 for header in response.headers.getall("Set-Cookie", []):
                     cookie = SimpleCookie(header).get(COOKIE)
                     if cookie is not None:
                         client.handle = None if cookie["max-age"] == "0" or not cookie.value else cookie.value
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
-            outcome = Outcome(client.index, op, start, self.now(), 0, "", type(error).__name__, json_error=False,
-                              rid=rid)
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            outcome = Outcome(
+                client.index, op, start, self.now(), 0, "", type(error).__name__, json_error=False, rid=rid
+            )
             self.outcomes.append(outcome)
             return outcome, None
         try:
@@ -168,10 +180,16 @@ class Load:
         self.t0 = time.monotonic()
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         for address in self.local_addresses or [None]:
-            connector = aiohttp.TCPConnector(limit=0, local_addr=(address, 0) if address else None,
-                                             ssl=self.ssl_context if self.ssl_context is not None else True)
-            self._http.append(aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                                    cookie_jar=aiohttp.DummyCookieJar(), trust_env=False))
+            connector = aiohttp.TCPConnector(
+                limit=0,
+                local_addr=(address, 0) if address else None,
+                ssl=self.ssl_context if self.ssl_context is not None else True,
+            )
+            self._http.append(
+                aiohttp.ClientSession(
+                    connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+                )
+            )
 
     async def close(self) -> None:
         for http in self._http:
@@ -184,7 +202,7 @@ class Load:
         semaphore = asyncio.Semaphore(32)
 
         async def one(client: Client) -> bool:
-            for attempt in range(tries):
+            for _attempt in range(tries):
                 async with semaphore:
                     if await self.login(client):
                         return True
@@ -228,8 +246,12 @@ class Load:
         await asyncio.gather(*(one(c) for c in self.clients))
         # lower: an increment the client was told succeeded is missing (a lost update); higher: one it was told failed
         # (a 503, a broken connection) was applied all the same, which a client cannot tell from its answer
-        return {"gone_at_end": gone, "counter_mismatch": lower + higher, "counter_lower": lower,
-                "counter_higher": higher}
+        return {
+            "gone_at_end": gone,
+            "counter_mismatch": lower + higher,
+            "counter_lower": lower,
+            "counter_higher": higher,
+        }
 
 
 def summarize(outcomes: list[Outcome], events: dict[str, float] | None = None) -> dict[str, Any]:
@@ -254,8 +276,10 @@ def summarize(outcomes: list[Outcome], events: dict[str, float] | None = None) -
         result["requests_per_second"] = round(len(outcomes) / duration, 1) if duration > 0 else None
         latencies = sorted((o.end - o.start) * 1000 for o in outcomes if not o.failed)
         if latencies:
-            result["latency_ms"] = {p: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2)
-                                    for p, q in (("p50", 0.5), ("p99", 0.99))}
+            result["latency_ms"] = {
+                p: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2)
+                for p, q in (("p50", 0.5), ("p99", 0.99))
+            }
     return result
 
 
@@ -268,8 +292,11 @@ def upstreams_of_failures(outcomes: list[Outcome], access_log: str) -> dict[str,
     for line in access_log.splitlines():
         fields = line.split(" ")
         if len(fields) >= 2 and fields[-1] in failed:
-            found[fields[-1]] = [a.strip() for a in line.split(' upstream=', 1)[-1].rsplit(" ", 1)[0].split(",")
-                                 if a.strip() and a.strip() != "-"]
+            found[fields[-1]] = [
+                a.strip()
+                for a in line.split(" upstream=", 1)[-1].rsplit(" ", 1)[0].split(",")
+                if a.strip() and a.strip() != "-"
+            ]
     return found
 
 

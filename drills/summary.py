@@ -35,37 +35,61 @@ def cell(result: dict | None, render) -> str:
 
 COLUMNS = {
     "node-stop": ("node-stop: failed / lost", lambda f: f"{f['failed']} of {f['requests']:,} / {f['sessions_lost']}"),
-    "node-kill": ("node-kill: failed (on the killed node) / lost / back in",
-                  lambda f: f"{f['failed']} ({f.get('failed_on_killed_node', '?')}) / {f['sessions_lost']} / "
-                            f"{f.get('seconds_until_serving', '?')} s"),
-    "rolling": ("rolling deploy: failed / lost / deploy", lambda f: f"{f['failed']} of {f['requests']:,} / "
-                                                                    f"{f['sessions_lost']} / "
-                                                                    f"{f.get('deploy', {}).get('seconds', '?')} s"),
-    "store-restart": ("store restart: failed (not JSON 503) / errors for / lost",
-                      lambda f: f"{f['failed']} ({f.get('failed_not_503', 0) + f.get('failed_not_json', 0)}) / "
-                                f"{f['failure_window_seconds']} s / {f['sessions_lost']}"),
-    "store-freeze": ("store frozen 5 s: failed (not JSON 503) / longest request / increments failed but applied / lost",
-                     lambda f: f"{f['failed']} ({f.get('failed_not_503', 0) + f.get('failed_not_json', 0)}) / "
-                               f"{f['longest_request_seconds']} s / {f['counter_higher']} / {f['sessions_lost']}"),
+    "node-kill": (
+        "node-kill: failed (on the killed node) / lost / back in",
+        lambda f: (
+            f"{f['failed']} ({f.get('failed_on_killed_node', '?')}) / {f['sessions_lost']} / "
+            f"{f.get('seconds_until_serving', '?')} s"
+        ),
+    ),
+    "rolling": (
+        "rolling deploy: failed / lost / deploy",
+        lambda f: (
+            f"{f['failed']} of {f['requests']:,} / {f['sessions_lost']} / {f.get('deploy', {}).get('seconds', '?')} s"
+        ),
+    ),
+    "store-restart": (
+        "store restart: failed (not JSON 503) / errors for / lost",
+        lambda f: (
+            f"{f['failed']} ({f.get('failed_not_503', 0) + f.get('failed_not_json', 0)}) / "
+            f"{f['failure_window_seconds']} s / {f['sessions_lost']}"
+        ),
+    ),
+    "store-freeze": (
+        "store frozen 5 s: failed (not JSON 503) / longest request / increments failed but applied / lost",
+        lambda f: (
+            f"{f['failed']} ({f.get('failed_not_503', 0) + f.get('failed_not_json', 0)}) / "
+            f"{f['longest_request_seconds']} s / {f['counter_higher']} / {f['sessions_lost']}"
+        ),
+    ),
     "contention": ("200 parallel increments: lost", lambda f: f"{f['lost_updates']}"),
-    "footprint": ("bytes per session (sessions per GiB)",
-                  lambda f: f"{f['bytes_per_session']:,.0f} ({f['sessions_per_gib']:,})" if f.get("sessions_per_gib")
-                  else f"{f['bytes_per_session']}"),
-    "scale-out": ("scale-out: clients moved / sessions lost",
-                  lambda f: f"{'n/a' if f.get('clients_moved_share') is None else format(f['clients_moved_share'], '.0%')}"
-                            f" / {f['sessions_lost_share']:.0%}"),
+    "footprint": (
+        "bytes per session (sessions per GiB)",
+        lambda f: (
+            f"{f['bytes_per_session']:,.0f} ({f['sessions_per_gib']:,})"
+            if f.get("sessions_per_gib")
+            else f"{f['bytes_per_session']}"
+        ),
+    ),
+    "scale-out": (
+        "scale-out: clients moved / sessions lost",
+        lambda f: (
+            f"{'n/a' if f.get('clients_moved_share') is None else format(f['clients_moved_share'], '.0%')}"
+            f" / {f['sessions_lost_share']:.0%}"
+        ),
+    ),
 }
 
 
 def table(results: dict[tuple[str, str, str], dict]) -> str:
     drills = [name for name in COLUMNS if any(key[0] == name for key in results)]
-    lines = ["| strategy | " + " | ".join(COLUMNS[name][0] for name in drills) + " |",
-             "|---|" + "---|" * len(drills)]
+    lines = ["| strategy | " + " | ".join(COLUMNS[name][0] for name in drills) + " |", "|---|" + "---|" * len(drills)]
     for strategy in STRATEGIES:
         # the plain run's row, then a row per variant with the drills run in it (sticky's scale-out, hash_cookie)
         for variant in sorted({key[2] for key in results if key[1] == strategy and key[0] in COLUMNS}):
-            label = strategy + (f" ({', '.join(f'{k}={v}' for k, v in _overrides(results, strategy, variant))})"
-                                if variant else "")
+            label = strategy + (
+                f" ({', '.join(f'{k}={v}' for k, v in _overrides(results, strategy, variant))})" if variant else ""
+            )
             cells = [cell(results.get((name, strategy, variant)), COLUMNS[name][1]) for name in drills]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     extra = []
@@ -76,32 +100,47 @@ def table(results: dict[tuple[str, str, str], dict]) -> str:
         if name == "lag":
             rejoin = ", ".join(f"{n} sessions {r['seconds']} s" for n, r in f.get("rejoin", {}).items())
             balanced = f.get("through_balancer")
-            through = (f"; through the balancer ({balanced['lb_method']}), {balanced['stale']} of {balanced['reads']} "
-                       f"reads right after a write stale ({balanced['read_on_another_node']} read on another node)"
-                       + (f", {balanced['writes_refused']} of {balanced['writes']} writes refused (401: the node had "
-                          f"not seen the session yet)" if balanced.get("writes_refused") else "")
-                       if balanced else "")
-            extra.append(f"- lag ({strategy}, {f['mode']}): a write seen on the other nodes after p50 "
-                         f"{f['lag_ms']['p50']} ms, p99 {f['lag_ms']['p99']} ms, max {f['lag_ms']['max']} ms; "
-                         f"{f['stale_first_reads']} of {f['reads']} first reads stale{through}; a restarted node "
-                         f"serves again after: {rejoin}")
+            through = (
+                f"; through the balancer ({balanced['lb_method']}), {balanced['stale']} of {balanced['reads']} "
+                f"reads right after a write stale ({balanced['read_on_another_node']} read on another node)"
+                + (
+                    f", {balanced['writes_refused']} of {balanced['writes']} writes refused (401: the node had "
+                    f"not seen the session yet)"
+                    if balanced.get("writes_refused")
+                    else ""
+                )
+                if balanced
+                else ""
+            )
+            extra.append(
+                f"- lag ({strategy}, {f['mode']}): a write seen on the other nodes after p50 "
+                f"{f['lag_ms']['p50']} ms, p99 {f['lag_ms']['p99']} ms, max {f['lag_ms']['max']} ms; "
+                f"{f['stale_first_reads']} of {f['reads']} first reads stale{through}; a restarted node "
+                f"serves again after: {rejoin}"
+            )
         elif name == "ip-hash-spread":
             one, many = f["one_24"], f["many_24"]
-            extra.append(f"- ip-hash-spread ({strategy}, {f['lb_method']}): clients in one /24: the busiest node "
-                         f"takes {one['max_share']:.0%} of requests ({one['nodes_used']} of {f['app_nodes']} nodes "
-                         f"used); in {many['networks']} /24s: {many['max_share']:.0%} "
-                         f"({many['nodes_used']} of {f['app_nodes']} used)")
+            extra.append(
+                f"- ip-hash-spread ({strategy}, {f['lb_method']}): clients in one /24: the busiest node "
+                f"takes {one['max_share']:.0%} of requests ({one['nodes_used']} of {f['app_nodes']} nodes "
+                f"used); in {many['networks']} /24s: {many['max_share']:.0%} "
+                f"({many['nodes_used']} of {f['app_nodes']} used)"
+            )
         elif name == "failover":
-            extra.append(f"- failover ({strategy}, redis_mode={f['mode']}): primary {f['killed']} killed, "
-                         f"{f['promoted']} took over after {f['seconds_until_promoted']} s, the last write failed "
-                         f"{f['seconds_until_writes']} s after the kill; {f['failed']:,} of {f['requests']:,} "
-                         f"requests failed ({f['failed_not_503'] + f['failed_not_json']} not a JSON 503), "
-                         f"{f['sessions_lost']} sessions lost, {f['counter_mismatch']} counters off")
+            extra.append(
+                f"- failover ({strategy}, redis_mode={f['mode']}): primary {f['killed']} killed, "
+                f"{f['promoted']} took over after {f['seconds_until_promoted']} s, the last write failed "
+                f"{f['seconds_until_writes']} s after the kill; {f['failed']:,} of {f['requests']:,} "
+                f"requests failed ({f['failed_not_503'] + f['failed_not_json']} not a JSON 503), "
+                f"{f['sessions_lost']} sessions lost, {f['counter_mismatch']} counters off"
+            )
         elif name == "cookie-limits":
-            extra.append(f"- cookie-limits ({strategy}): the 4 KB cookie is full at {f['data_bytes_at_limit']:,} bytes "
-                         f"of (incompressible) data, refused with {f['refused_with']}; a cookie copied before logout "
-                         f"is {'still accepted' if f['replay_after_logout_accepted'] else 'refused'} after it "
-                         f"({f['replay_after_logout_status']})")
+            extra.append(
+                f"- cookie-limits ({strategy}): the 4 KB cookie is full at {f['data_bytes_at_limit']:,} bytes "
+                f"of (incompressible) data, refused with {f['refused_with']}; a cookie copied before logout "
+                f"is {'still accepted' if f['replay_after_logout_accepted'] else 'refused'} after it "
+                f"({f['replay_after_logout_status']})"
+            )
     return "\n".join(lines + ([""] + extra if extra else []))
 
 

@@ -21,12 +21,19 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the lab (idempotent; grows or shrinks it to --hosts)")
     up.add_argument("--hosts", type=int, default=None, help=f"how many (default {config.DEFAULT_HOSTS})")
-    up.add_argument("--servers", action="store_true",
-                    help="hosts as servers come (sudo user, no root login), a host per role as inventories/example.py")
-    up.add_argument("--release", default=None, metavar="RELEASE[,RELEASE...]",
-                    help=f"Debian release of the hosts: one of {', '.join(config.RELEASES)} (default {config.SUITE}); "
-                         "a list gives host i the i-th (the last for the rest): bookworm,trixie = lab1 on bookworm, "
-                         "the others on trixie")
+    up.add_argument(
+        "--servers",
+        action="store_true",
+        help="hosts as servers come (sudo user, no root login), a host per role as inventories/example.py",
+    )
+    up.add_argument(
+        "--release",
+        default=None,
+        metavar="RELEASE[,RELEASE...]",
+        help=f"Debian release of the hosts: one of {', '.join(config.RELEASES)} (default {config.SUITE}); "
+        "a list gives host i the i-th (the last for the rest): bookworm,trixie = lab1 on bookworm, "
+        "the others on trixie",
+    )
     down = sub.add_parser("down", help="stop every host and remove everything the lab made")
     down.add_argument("--purge", action="store_true", help="also drop the cached image and package cache")
     sub.add_parser("status", help="list hosts, addresses, state and memory")

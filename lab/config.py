@@ -22,8 +22,20 @@ PROXY_PORT = 3142 + 10_000  # apt-cacher-ng's port + 10000: not the packaged ins
 # in the shape of inventories/example.py: lab/inventory.py).
 SHAPES = ("lab", "servers")
 SERVER_USER = "deploy"
-BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "iproute2", "ca-certificates", "python3",
-                 "curl", "procps", "netbase", "sudo", "gnupg")
+BASE_PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "iproute2",
+    "ca-certificates",
+    "python3",
+    "curl",
+    "procps",
+    "netbase",
+    "sudo",
+    "gnupg",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,8 +81,10 @@ class Paths:
 
 
 def paths() -> Paths:
-    return Paths(state=Path(os.environ.get("LAB_DIR", "/var/lib/session-kit-lab")),
-                 cache=Path(os.environ.get("LAB_CACHE", "/var/cache/session-kit-lab")))
+    return Paths(
+        state=Path(os.environ.get("LAB_DIR", "/var/lib/session-kit-lab")),
+        cache=Path(os.environ.get("LAB_CACHE", "/var/cache/session-kit-lab")),
+    )
 
 
 def subnet() -> ipaddress.IPv4Network:
@@ -89,8 +103,10 @@ def load_generator_sources() -> list[str]:
     next to the lab's own (10.213.1.0/24 ... for the default subnet). The lab's balancer leaves them unlimited
     (nginx_unlimited_sources): a drill's 200 logins must not be mistaken for a password guesser."""
     base = int(subnet().network_address)
-    return [f"{bridge_ip()}/32", *(str(ipaddress.IPv4Network((base + k * 256, 24)))
-                                   for k in range(1, CLIENT_NETWORKS + 1))]
+    return [
+        f"{bridge_ip()}/32",
+        *(str(ipaddress.IPv4Network((base + k * 256, 24))) for k in range(1, CLIENT_NETWORKS + 1)),
+    ]
 
 
 def host_name(index: int) -> str:

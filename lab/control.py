@@ -85,8 +85,9 @@ def up(count: int | None = None, shape: str = "lab", release: str | None = None)
     if shape == "servers":
         needed = len(example_hosts())
         if count not in (None, needed):
-            raise LabError(f"--servers makes the {needed} hosts of inventories/example.py (a host per role), "
-                           f"not --hosts {count}")
+            raise LabError(
+                f"--servers makes the {needed} hosts of inventories/example.py (a host per role), not --hosts {count}"
+            )
         count = needed
     count = config.DEFAULT_HOSTS if count is None else count
     if not 1 <= count <= config.MAX_HOSTS:
@@ -116,9 +117,15 @@ def up(count: int | None = None, shape: str = "lab", release: str | None = None)
         existing = {h.index: h for h in recorded(state)}
         with progress.step("check existing hosts"):
             same_shape = recorded_shape(state) == shape
-            keep = {h.index for h in wanted if same_shape and h.index in existing and state.ssh_config.exists()
-                    and (existing[h.index].release() or config.SUITE) == releases[h.index - 1]
-                    and healthy(state, h)}
+            keep = {
+                h.index
+                for h in wanted
+                if same_shape
+                and h.index in existing
+                and state.ssh_config.exists()
+                and (existing[h.index].release() or config.SUITE) == releases[h.index - 1]
+                and healthy(state, h)
+            }
             for index, host in existing.items():
                 if index not in keep:
                     host.destroy()  # beyond N, or a leftover of a run that was killed
@@ -158,15 +165,24 @@ def up(count: int | None = None, shape: str = "lab", release: str | None = None)
     made_as = f" as servers (root login refused; {user} with sudo)" if shape == "servers" else ""
     if set(releases) != {config.SUITE}:
         made_as += " of " + ", ".join(f"{name} ({releases.count(name)})" for name in dict.fromkeys(releases))
-    print(f"lab up: {count} host(s) running{made_as} ({len(keep)} kept, {len(todo)} started) in {total:.1f}s; "
-          f"ssh -F {state.ssh_config} lab1", flush=True)
+    print(
+        f"lab up: {count} host(s) running{made_as} ({len(keep)} kept, {len(todo)} started) in {total:.1f}s; "
+        f"ssh -F {state.ssh_config} lab1",
+        flush=True,
+    )
     return data
 
 
 def describe(state: config.Paths, hosts: list[Host], shape: str = "lab", user: str = "root") -> dict:
     return {
-        "shape": shape, "user": user, "subnet": str(config.subnet()), "gateway": str(config.bridge_ip()), "apt_proxy": proxy.url(),
-        "ssh_key": str(state.key), "known_hosts": str(state.known_hosts), "ssh_config": str(state.ssh_config),
+        "shape": shape,
+        "user": user,
+        "subnet": str(config.subnet()),
+        "gateway": str(config.bridge_ip()),
+        "apt_proxy": proxy.url(),
+        "ssh_key": str(state.key),
+        "known_hosts": str(state.known_hosts),
+        "ssh_config": str(state.ssh_config),
         "hosts": [{"name": h.name, "ip": str(h.ip), "release": h.release() or config.SUITE} for h in hosts],
     }
 
@@ -235,8 +251,11 @@ def down(purge: bool = False) -> None:
     left = leftovers(state)
     if left:
         raise LabError("lab down: left behind: " + "; ".join(left))
-    print(f"lab down: nothing left (no hosts, mounts, namespaces, links, cgroups or proxy) in "
-          f"{sum(progress.times.values()):.1f}s" + (" ; cached image purged" if purge else ""), flush=True)
+    print(
+        f"lab down: nothing left (no hosts, mounts, namespaces, links, cgroups or proxy) in "
+        f"{sum(progress.times.values()):.1f}s" + (" ; cached image purged" if purge else ""),
+        flush=True,
+    )
 
 
 def status() -> list[dict]:
@@ -245,6 +264,12 @@ def status() -> list[dict]:
     for host in recorded(state):
         alive = host.pid() is not None
         answer = ssh.ssh(state, host.name, "systemctl is-system-running", timeout=10).stdout.strip() if alive else ""
-        rows.append({"name": host.name, "ip": str(host.ip), "state": answer or ("stopped" if not alive else "?"),
-                     "memory_mib": round(host.memory_mib(), 1)})
+        rows.append(
+            {
+                "name": host.name,
+                "ip": str(host.ip),
+                "state": answer or ("stopped" if not alive else "?"),
+                "memory_mib": round(host.memory_mib(), 1),
+            }
+        )
     return rows

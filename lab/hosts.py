@@ -21,8 +21,15 @@ APT_RETRIES = 5
 # How each host is booted. CAP_NET_ADMIN: nspawn drops it unless it makes the network itself, but the host's own
 # namespace (lab/network.py) is where a deploy's firewall (nftables) goes, as on a server; the capability reaches only
 # that namespace. A host booted with other flags (an older lab) is made again by `up`.
-NSPAWN_FLAGS = ("--register=no", "--keep-unit", "--resolv-conf=off", "--timezone=off", "--link-journal=no",
-                "--console=read-only", "--capability=CAP_NET_ADMIN")
+NSPAWN_FLAGS = (
+    "--register=no",
+    "--keep-unit",
+    "--resolv-conf=off",
+    "--timezone=off",
+    "--link-journal=no",
+    "--console=read-only",
+    "--capability=CAP_NET_ADMIN",
+)
 
 
 class Host:
@@ -89,15 +96,30 @@ class Host:
         except OSError:
             return None
 
-    def create(self, all_hosts: list[tuple[str, ipaddress.IPv4Address]], mirror: Mirror, proxy_url: str,
-               public_key: str, shape: str = "lab", release: str = config.SUITE) -> None:
+    def create(
+        self,
+        all_hosts: list[tuple[str, ipaddress.IPv4Address]],
+        mirror: Mirror,
+        proxy_url: str,
+        public_key: str,
+        shape: str = "lab",
+        release: str = config.SUITE,
+    ) -> None:
         self.destroy()
         for sub in ("upper", "work", "root"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         (self.dir / "release").write_text(release + "\n")
-        run(["mount", "-t", "overlay", "overlay", "-o",
-             f"lowerdir={self.state.base_of(release)},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}",
-             str(self.root)])
+        run(
+            [
+                "mount",
+                "-t",
+                "overlay",
+                "overlay",
+                "-o",
+                f"lowerdir={self.state.base_of(release)},upperdir={self.dir / 'upper'},workdir={self.dir / 'work'}",
+                str(self.root),
+            ]
+        )
         etc = self.root / "etc"
         (etc / "hostname").write_text(self.name + "\n")
         (etc / "machine-id").write_text(uuid.uuid4().hex + "\n")
@@ -111,9 +133,12 @@ class Host:
         # leave waiting for answers that never come. (The deploys bound every apt command on top of this.)
         (etc / "apt/apt.conf.d/01session-kit-proxy").write_text(
             f'Acquire::http::Proxy "{proxy_url}";\nAcquire::http::Timeout "{APT_TIMEOUT}";\n'
-            f'Acquire::Retries "{APT_RETRIES}";\nAcquire::http::Pipeline-Depth "0";\n')
-        sources = f"deb {Mirror.http(mirror.debian)} {release} main\n" \
-                  f"deb {Mirror.http(mirror.debian)} {release}-updates main\n"
+            f'Acquire::Retries "{APT_RETRIES}";\nAcquire::http::Pipeline-Depth "0";\n'
+        )
+        sources = (
+            f"deb {Mirror.http(mirror.debian)} {release} main\n"
+            f"deb {Mirror.http(mirror.debian)} {release}-updates main\n"
+        )
         if mirror.security:
             sources += f"deb {Mirror.http(mirror.security)} {release}-security main\n"
         (etc / "apt/sources.list").write_text(sources)
@@ -135,8 +160,10 @@ class Host:
         sudoers.chmod(0o440)
         authorize(self.root / "home" / user, public_key, uid, gid)
         sshd = self.root / "etc/ssh/sshd_config.d/50-session-kit-lab.conf"
-        sshd.write_text("# A lab host made as servers come (python -m lab up --servers)\n"
-                        "PermitRootLogin no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n")
+        sshd.write_text(
+            "# A lab host made as servers come (python -m lab up --servers)\n"
+            "PermitRootLogin no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+        )
         (self.root / "root/.ssh/authorized_keys").unlink(missing_ok=True)
 
     def host_key(self) -> str:
@@ -154,9 +181,22 @@ class Host:
 
         log = open(self.dir / "console.log", "ab")
         proc = subprocess.Popen(
-            ["systemd-nspawn", "-D", str(self.root), "-M", self.name, "--boot",
-             f"--network-namespace-path=/run/netns/{config.netns(self.name)}", *NSPAWN_FLAGS],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, preexec_fn=join_own_cgroups)
+            [
+                "systemd-nspawn",
+                "-D",
+                str(self.root),
+                "-M",
+                self.name,
+                "--boot",
+                f"--network-namespace-path=/run/netns/{config.netns(self.name)}",
+                *NSPAWN_FLAGS,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            preexec_fn=join_own_cgroups,
+        )
         (self.dir / "nspawn.pid").write_text(str(proc.pid))
 
     # -- unmaking it -----------------------------------------------------------------------------------------------

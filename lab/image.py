@@ -31,8 +31,17 @@ def build(base: Path, release: str = config.SUITE) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        run(["debootstrap", "--variant=minbase", f"--include={','.join(config.BASE_PACKAGES)}", release,
-             str(tmp), mirror.debian], timeout=900)
+        run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(config.BASE_PACKAGES)}",
+                release,
+                str(tmp),
+                mirror.debian,
+            ],
+            timeout=900,
+        )
         prepare(tmp)
         if base.exists():
             shutil.rmtree(base)

@@ -34,7 +34,7 @@ def roles(names: list[str], redis_hosts: int = 1) -> dict[str, list[str]]:
     hosts every host is an app node too. redis_hosts > 1: Redis on that many hosts from lab1 on (the others app
     nodes as well), for redis_mode=sentinel."""
     app = names[1:] if len(names) >= 3 else names
-    return {"lb": names[:1], "app": app, "redis": names[:max(1, redis_hosts)], "db": names[:1]}
+    return {"lb": names[:1], "app": app, "redis": names[: max(1, redis_hosts)], "db": names[:1]}
 
 
 def example_groups(path: Path = EXAMPLE) -> dict[str, list[tuple[str, dict]]]:
@@ -55,10 +55,15 @@ def example_hosts(path: Path = EXAMPLE) -> list[str]:
 def lab_data(described: dict, host: dict, inventory_name: str) -> dict:
     """What every lab host needs in the inventory: how to reach and trust it, and the lab's own allowances."""
     return {
-        "ssh_hostname": host["ip"], "ssh_user": described.get("user", "root"), "ssh_key": described["ssh_key"],
-        "ssh_known_hosts_file": described["known_hosts"], "ssh_strict_host_key_checking": "yes",
-        "ssh_allow_agent": False, "ssh_look_for_keys": False,
-        "private_ip": host["ip"], "inventory_name": inventory_name,
+        "ssh_hostname": host["ip"],
+        "ssh_user": described.get("user", "root"),
+        "ssh_key": described["ssh_key"],
+        "ssh_known_hosts_file": described["known_hosts"],
+        "ssh_strict_host_key_checking": "yes",
+        "ssh_allow_agent": False,
+        "ssh_look_for_keys": False,
+        "private_ip": host["ip"],
+        "inventory_name": inventory_name,
         "nginx_unlimited_sources": config.load_generator_sources(),
         # this machine deploys, drills and checks health on the app nodes directly
         "firewall_allow_from": [f"{config.bridge_ip()}/32"],
@@ -71,18 +76,22 @@ def groups(inventory_name: str = "lab", redis_hosts: int = 1) -> dict[str, list[
     if described.get("shape", "lab") == "servers":
         return servers_groups(described, hosts, inventory_name)
     by_name = {host["name"]: (host["name"], lab_data(described, host, inventory_name)) for host in hosts}
-    return {role: [by_name[name] for name in names]
-            for role, names in roles([h["name"] for h in hosts], redis_hosts).items()}
+    return {
+        role: [by_name[name] for name in names]
+        for role, names in roles([h["name"] for h in hosts], redis_hosts).items()
+    }
 
 
-def servers_groups(described: dict, hosts: list[dict], inventory_name: str,
-                   example: Path = EXAMPLE) -> dict[str, list[tuple[str, dict]]]:
+def servers_groups(
+    described: dict, hosts: list[dict], inventory_name: str, example: Path = EXAMPLE
+) -> dict[str, list[tuple[str, dict]]]:
     """The example's groups on the lab's hosts: its n-th distinct host is lab host n, with the example's data for
     it, and the lab's values for what only the lab knows (LAB_OWNED, and the lab's allowances)."""
     wanted = example_hosts(example)
     if len(hosts) != len(wanted):
-        raise LabError(f"the lab has {len(hosts)} host(s), {example.name} names {len(wanted)}: "
-                       f"python -m lab up --servers")
+        raise LabError(
+            f"the lab has {len(hosts)} host(s), {example.name} names {len(wanted)}: python -m lab up --servers"
+        )
     lab_host = dict(zip(wanted, hosts))
     result = {}
     for role, entries in example_groups(example).items():

@@ -53,10 +53,12 @@ def machine_mirror(suite: str, apt: Path = Path("/etc/apt"), own: str = "bookwor
     """The machine's mirror for `suite`; for another release than the machine's own (`own`), the mirror the machine
     uses for its own release, which serves every release of the archive."""
     entries = _entries(apt)
-    debian = next((uri for uri, suites in entries if suite in suites), None) or \
-        next((uri for uri, suites in entries if own in suites), None)
+    debian = next((uri for uri, suites in entries if suite in suites), None) or next(
+        (uri for uri, suites in entries if own in suites), None
+    )
     if debian is None:
         raise LabError(f"no Debian mirror for {suite} in {apt}/sources.list(.d): the lab uses this machine's own")
-    security = next((uri for uri, suites in entries if f"{suite}-security" in suites), None) or \
-        next((uri for uri, suites in entries if f"{own}-security" in suites), None)
+    security = next((uri for uri, suites in entries if f"{suite}-security" in suites), None) or next(
+        (uri for uri, suites in entries if f"{own}-security" in suites), None
+    )
     return Mirror(debian=debian.rstrip("/"), security=security.rstrip("/") if security else None)

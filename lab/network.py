@@ -36,14 +36,18 @@ def check_subnet_free() -> None:
         for addr in entry.get("addr_info", []):
             network = ipaddress.IPv4Interface(f"{addr['local']}/{addr['prefixlen']}").network
             if network.overlaps(subnet):
-                raise LabError(f"address range {subnet} is already in use on {entry['ifname']} ({addr['local']}): "
-                               f"set LAB_SUBNET to a free /24")
+                raise LabError(
+                    f"address range {subnet} is already in use on {entry['ifname']} ({addr['local']}): "
+                    f"set LAB_SUBNET to a free /24"
+                )
     for route in json.loads(run(["ip", "-j", "-4", "route", "show"]).stdout or "[]"):
         if route.get("dev") == config.BRIDGE or route["dst"] == "default":
             continue
         if ipaddress.IPv4Network(route["dst"], strict=False).overlaps(subnet):
-            raise LabError(f"address range {subnet} overlaps the route {route['dst']} via {route.get('dev')}: "
-                           f"set LAB_SUBNET to a free /24")
+            raise LabError(
+                f"address range {subnet} overlaps the route {route['dst']} via {route.get('dev')}: "
+                f"set LAB_SUBNET to a free /24"
+            )
 
 
 def ensure_bridge() -> bool:
@@ -101,7 +105,7 @@ def client_networks(count: int) -> list[ipaddress.IPv4Network]:
     """The /24s next to the lab's own (10.213.1.0/24, 10.213.2.0/24, ... for the default subnet)."""
     if count > config.CLIENT_NETWORKS:
         raise LabError(f"at most {config.CLIENT_NETWORKS} client networks (lab/config.py: CLIENT_NETWORKS)")
-    return [ipaddress.IPv4Network(net) for net in config.load_generator_sources()[1:count + 1]]
+    return [ipaddress.IPv4Network(net) for net in config.load_generator_sources()[1 : count + 1]]
 
 
 def client_addresses(count: int) -> list[str]:

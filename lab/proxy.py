@@ -40,13 +40,16 @@ def ensure(state: config.Paths) -> bool:
         f"CacheDir: {cache}\nLogDir: {state.proxy / 'log'}\nSupportDir: /usr/lib/apt-cacher-ng\n"
         f"Port: {config.PROXY_PORT}\nBindAddress: {config.bridge_ip()}\nSocketPath: {state.proxy / 'socket'}\n"
         f"PidFile: {state.proxy / 'pid.acng'}\nForeGround: 1\nExThreshold: 4\nPassThroughPattern: ^$\n"
-        f"FreshIndexMaxAge: {FRESH_INDEX_SECONDS}\n")
+        f"FreshIndexMaxAge: {FRESH_INDEX_SECONDS}\n"
+    )
     log = open(state.proxy / "log" / "stdout.log", "ab")
-    proc = subprocess.Popen(["apt-cacher-ng", "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        ["apt-cacher-ng", "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+    )
     (state.proxy / "pid").write_text(str(proc.pid))
     deadline = time.monotonic() + 10
     import socket
+
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise LabError(f"apt-cacher-ng exited at start: see {state.proxy / 'log'}")
@@ -66,6 +69,7 @@ FRESH_INDEX_SECONDS = 1800
 
 def _acng_owner() -> tuple[int, int]:
     import pwd
+
     try:
         entry = pwd.getpwnam("apt-cacher-ng")
         return entry.pw_uid, entry.pw_gid

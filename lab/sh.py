@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 
 class LabError(Exception):
@@ -45,7 +45,10 @@ class Progress:
                 took = time.monotonic() - self.t0
                 progress.times[name] = took
                 if kind is None:
-                    print(f"[{time.monotonic() - progress.start:6.1f}s] {name}: done in {took:.1f}s",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"[{time.monotonic() - progress.start:6.1f}s] {name}: done in {took:.1f}s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
 
         return Step()

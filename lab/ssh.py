@@ -25,7 +25,8 @@ def write_config(state: config.Paths, hosts: list, user: str = "root") -> None:
         f"Host lab* {config.subnet().network_address.exploded.rsplit('.', 1)[0]}.*\n"
         f"    User {user}\n    IdentityFile {state.key}\n    IdentitiesOnly yes\n"
         f"    UserKnownHostsFile {state.known_hosts}\n    StrictHostKeyChecking yes\n"
-        f"    ConnectTimeout 5\n    BatchMode yes\n    LogLevel ERROR\n")
+        f"    ConnectTimeout 5\n    BatchMode yes\n    LogLevel ERROR\n"
+    )
 
 
 def ssh(state: config.Paths, host: str, command: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -58,7 +59,9 @@ def wait_running(state: config.Paths, host, timeout: float = 90) -> str:
     while time.monotonic() < deadline:
         if host.pid() is None:
             raise LabError(f"{host.name}: systemd-nspawn exited, see {host.dir / 'console.log'}")
-        result = ssh(state, host.name, "systemctl is-system-running --wait", timeout=max(5, deadline - time.monotonic()))
+        result = ssh(
+            state, host.name, "systemctl is-system-running --wait", timeout=max(5, deadline - time.monotonic())
+        )
         last = (result.stdout.strip() or result.stderr.strip()).splitlines()[-1:] or [""]
         last = last[0]
         if result.returncode == 0 or last in ("running", "degraded"):

@@ -21,14 +21,27 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated (default: all six)")
     parser.add_argument("--quick", action="store_true", help="fewer seconds per run and a subset of the drills")
     parser.add_argument("--out", type=Path, default=ROOT / "report", help="where the report goes (default: report/)")
-    parser.add_argument("--from-results", type=Path, metavar="DIR",
-                        help="render from the JSON results in DIR (any depth) without touching the lab")
+    parser.add_argument(
+        "--from-results",
+        type=Path,
+        metavar="DIR",
+        help="render from the JSON results in DIR (any depth) without touching the lab",
+    )
     parser.add_argument("--inventory", default="inventories/lab.py")
-    parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
-                        help="other inventory overrides, as pyinfra's --data")
-    parser.add_argument("--deploy-scale", metavar="COUNTS", default="",
-                        help="also time the first and the no-op apply on a fresh lab of each of these app node "
-                             "counts (comma separated, e.g. 2,4,8; benchmarks/deploy.py; the lab only)")
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="other inventory overrides, as pyinfra's --data",
+    )
+    parser.add_argument(
+        "--deploy-scale",
+        metavar="COUNTS",
+        default="",
+        help="also time the first and the no-op apply on a fresh lab of each of these app node "
+        "counts (comma separated, e.g. 2,4,8; benchmarks/deploy.py; the lab only)",
+    )
     args = parser.parse_args(argv)
     strategies = [s for s in args.strategies.split(",") if s]
     unknown = [s for s in strategies if s not in STRATEGIES]
@@ -40,8 +53,10 @@ def main(argv: list[str]) -> int:
         from . import write
 
         sources = write(args.from_results, args.out)
-        print(f"report: {args.out / 'index.html'} and {args.out / 'report.md'} from {args.from_results} "
-              f"({len(sources.printed)} figures, each traced in {args.out / 'sources.json'})")
+        print(
+            f"report: {args.out / 'index.html'} and {args.out / 'report.md'} from {args.from_results} "
+            f"({len(sources.printed)} figures, each traced in {args.out / 'sources.json'})"
+        )
         return 0
     from .run import run
 
@@ -52,8 +67,9 @@ def main(argv: list[str]) -> int:
         parser.error(f"--deploy-scale: comma-separated app node counts, got {args.deploy_scale!r}")
     if deploy_scale and (deploy_scale[0] < 1 or not args.inventory.endswith("inventories/lab.py")):
         parser.error("--deploy-scale: counts of at least 1, on the lab (inventories/lab.py): it remakes the hosts")
-    return run(strategies, quick=args.quick, out=args.out, inventory=args.inventory, data=data,
-               deploy_scale=deploy_scale)
+    return run(
+        strategies, quick=args.quick, out=args.out, inventory=args.inventory, data=data, deploy_scale=deploy_scale
+    )
 
 
 if __name__ == "__main__":

@@ -18,9 +18,20 @@ from session_kit.strategies import STRATEGIES
 
 from .sources import Sources, check_printed
 
-SECTIONS = ("## What it ran on", "### Parameters", "### How long each part took", "## The usual verdicts",
-            "### Findings", "## Throughput and latency", "## Failed requests and sessions lost", "## Replication lag",
-            "## Bytes per session", "## Per-node share", "## A capacity model", "### Past one Redis, past one PostgreSQL")
+SECTIONS = (
+    "## What it ran on",
+    "### Parameters",
+    "### How long each part took",
+    "## The usual verdicts",
+    "### Findings",
+    "## Throughput and latency",
+    "## Failed requests and sessions lost",
+    "## Replication lag",
+    "## Bytes per session",
+    "## Per-node share",
+    "## A capacity model",
+    "### Past one Redis, past one PostgreSQL",
+)
 PNG = b"\x89PNG\r\n\x1a\n"
 # A number as the report prints it (1,234.5); not part of a word such as p99, lab2 or IPv4.
 NUMBER = re.compile(r"(?<![A-Za-z_\d.])\d+(?:,\d{3})*(?:\.\d+)?")
@@ -33,8 +44,11 @@ def numbers(text: str) -> Counter:
 def verdict_rows(md: str) -> list[str]:
     """The strategies named by the rows of the verdict table, in order."""
     table = md.split("## The usual verdicts", 1)[-1].split("### Findings", 1)[0]
-    return [line.split(" | ")[0].strip("| ") for line in table.splitlines()
-            if line.startswith("| ") and not line.startswith("| strategy")]
+    return [
+        line.split(" | ")[0].strip("| ")
+        for line in table.splitlines()
+        if line.startswith("| ") and not line.startswith("| strategy")
+    ]
 
 
 def problems(report: Path, results: Path) -> list[str]:

@@ -48,8 +48,9 @@ class Finding:
     def text(self) -> str:
         if not (self.supports or self.refutes):
             return "Not measured: none of the figures this verdict rests on is in the results."
-        parts = self.supports + (["but " + self.refutes[0]] + self.refutes[1:] if self.supports and self.refutes
-                                 else self.refutes)
+        parts = self.supports + (
+            ["but " + self.refutes[0]] + self.refutes[1:] if self.supports and self.refutes else self.refutes
+        )
         return f"{self.state}: " + "; ".join(parts) + "."
 
 
@@ -112,12 +113,15 @@ def busiest_share(s: Sources, strategy: str) -> tuple[str, list[Ref]] | None:
 
 # -- the rules -------------------------------------------------------------------------------------------------------
 
+
 def cookie(s: Sources) -> Finding:
     supports, refutes = [], []
     contention = lost_updates(s, "cookie")
     if contention and contention[0].value:
-        supports.append(f"{s.show(contention[0])} of {s.show(contention[1])} parallel increments of one session lost "
-                        f"(each request starts from the cookie it carried)")
+        supports.append(
+            f"{s.show(contention[0])} of {s.show(contention[1])} parallel increments of one session lost "
+            f"(each request starts from the cookie it carried)"
+        )
     elif contention:
         refutes.append(f"no update lost of {s.show(contention[1])} parallel increments")
     replay = s.figure("cookie-limits", "cookie", "replay_after_logout_accepted")
@@ -149,11 +153,13 @@ def sticky(s: Sources) -> Finding:
         text = s.show(many, digits=0, scale=100)
         clause = f"clients spread over {s.show(networks)} networks: the busiest node served {text}% of the requests"
         (supports if float(many.value) >= ONE_NODE_SHARE else refutes).append(clause)
-    for drill, failed, lost, _ in drill_counts(s, "sticky"):
+    for drill, _failed, lost, _ in drill_counts(s, "sticky"):
         if lost.value:
             supports.append(f"{drill}: {s.show(lost)} sessions lost with their node")
-    moved = [(method, s.ref(s.drill("scale-out", "sticky", variant=variant), "figures", "clients_moved_share"))
-             for method, variant in (("ip_hash", ""), ("cookie routing", "hash_cookie"))]
+    moved = [
+        (method, s.ref(s.drill("scale-out", "sticky", variant=variant), "figures", "clients_moved_share"))
+        for method, variant in (("ip_hash", ""), ("cookie routing", "hash_cookie"))
+    ]
     for method, ref in moved:  # a client moved to another node has lost its session with the node it left
         if ref is not None:
             clause = f"a node added moved {s.show(ref, digits=0, scale=100)}% of the clients with {method}"
@@ -194,25 +200,34 @@ def replication(s: Sources) -> Finding:
         stale, reads = s.ref(file, "figures", "stale_first_reads"), s.ref(file, "figures", "reads")
         p99 = s.ref(file, "figures", "lag_ms", "p99")
         if stale is not None and stale.value:
-            supports.append(f"{mode}: {s.show(stale)} of {s.show(reads)} first reads after a write were stale "
-                            f"(lag p99 {s.show(p99)} ms)")
+            supports.append(
+                f"{mode}: {s.show(stale)} of {s.show(reads)} first reads after a write were stale "
+                f"(lag p99 {s.show(p99)} ms)"
+            )
         elif stale is not None:
-            refutes.append(f"{mode}: no stale read after an answered write, the other nodes have it within "
-                           f"p99 {s.show(p99)} ms")
+            refutes.append(
+                f"{mode}: no stale read after an answered write, the other nodes have it within p99 {s.show(p99)} ms"
+            )
         balanced = s.ref(file, "figures", "through_balancer", "stale")
         if balanced is not None:
             reads = s.ref(file, "figures", "through_balancer", "reads")
-            clause = f"{mode}: {s.show(balanced)} of {s.show(reads)} reads right after a write through the balancer stale"
+            clause = (
+                f"{mode}: {s.show(balanced)} of {s.show(reads)} reads right after a write through the balancer stale"
+            )
             refused = s.ref(file, "figures", "through_balancer", "writes_refused")
             if refused is not None and refused.value:
                 writes = s.ref(file, "figures", "through_balancer", "writes")
-                clause += (f", and {s.show(refused)} of {s.show(writes)} writes refused by a node that had not yet "
-                           "seen the session")
+                clause += (
+                    f", and {s.show(refused)} of {s.show(writes)} writes refused by a node that had not yet "
+                    "seen the session"
+                )
             (supports if balanced.value or (refused is not None and refused.value) else refutes).append(clause)
     contention = lost_updates(s, "replication")
     if contention and contention[0].value:
-        supports.append(f"{s.show(contention[0])} of {s.show(contention[1])} concurrent increments of one session "
-                        f"lost (last writer wins)")
+        supports.append(
+            f"{s.show(contention[0])} of {s.show(contention[1])} concurrent increments of one session "
+            f"lost (last writer wins)"
+        )
     changes = throughput(s, "replication", "change")
     if changes:
         ratio_text, _ = s.derive("ratio", list(changes), digits=2)
@@ -241,6 +256,10 @@ def recommended(strategy: str) -> Callable[[Sources], Finding]:
 
 
 RULES: dict[str, Callable[[Sources], Finding]] = {
-    "cookie": cookie, "sticky": sticky, "database": database, "replication": replication,
-    "redis": recommended("redis"), "token": recommended("token"),
+    "cookie": cookie,
+    "sticky": sticky,
+    "database": database,
+    "replication": replication,
+    "redis": recommended("redis"),
+    "token": recommended("token"),
 }

@@ -40,8 +40,12 @@ for b in /usr/lib/postgresql/*/bin/postgres; do [ -x "$b" ] && echo "postgresql=
 echo "python=$(python3 --version 2>&1)"
 true
 """
-VERSION = {"nginx": r"nginx/(\S+)", "redis": r"v=(\S+)", "postgresql": r"PostgreSQL\)\s+(\S+)",
-           "python": r"Python\s+(\S+)"}
+VERSION = {
+    "nginx": r"nginx/(\S+)",
+    "redis": r"v=(\S+)",
+    "postgresql": r"PostgreSQL\)\s+(\S+)",
+    "python": r"Python\s+(\S+)",
+}
 
 
 def parse_host_facts(output: str) -> dict[str, Any]:
@@ -70,13 +74,22 @@ def controller(params: dict[str, Any], inventory: str) -> dict[str, Any]:
     """The environment record with this machine's facts (the hosts' come from hosts())."""
     meminfo = Path("/proc/meminfo").read_text()
     os_release = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
-    facts = {"cores": os.cpu_count(),
-             "memory_bytes": int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1)) * 1024,
-             "os": os_release.get("PRETTY_NAME", "").strip('"'), "python": platform.python_version(),
-             "kit_commit": _git("rev-parse", "--short", "HEAD"),
-             "kit_uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no"))}
-    return {"kind": "environment", "when": now(), "inventory": inventory, "controller": facts, "hosts": {},
-            "params": params}
+    facts = {
+        "cores": os.cpu_count(),
+        "memory_bytes": int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1)) * 1024,
+        "os": os_release.get("PRETTY_NAME", "").strip('"'),
+        "python": platform.python_version(),
+        "kit_commit": _git("rev-parse", "--short", "HEAD"),
+        "kit_uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
+    }
+    return {
+        "kind": "environment",
+        "when": now(),
+        "inventory": inventory,
+        "controller": facts,
+        "hosts": {},
+        "params": params,
+    }
 
 
 def hosts(target: Target) -> dict[str, Any]:
@@ -148,23 +161,34 @@ def cpu_by_role(target: Target) -> dict[str, float]:
 
 # -- wrk --------------------------------------------------------------------------------------------------------------
 
+
 def parse_wrk(output: str) -> dict[str, Any]:
     latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", output, re.MULTILINE))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
-            "requests": int(re.search(r"(\d+) requests in", output).group(1)),
-            "non_2xx": int(errors.group(1)) if errors else 0,
-            "socket_errors": sum(int(n) for n in socket.groups()) if socket else 0,
-            "latency_ms": {f"p{p}": _unit_ms(latency[p]) for p in ("50", "75", "90", "99")}}
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": sum(int(n) for n in socket.groups()) if socket else 0,
+        "latency_ms": {f"p{p}": _unit_ms(latency[p]) for p in ("50", "75", "90", "99")},
+    }
 
 
-def wrk(url: str, method: str, path: str, handles: list[str], bearer: bool, seconds: int,
-        connections: int) -> dict[str, Any]:
+def wrk(
+    url: str, method: str, path: str, handles: list[str], bearer: bool, seconds: int, connections: int
+) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA % {"handles": ",".join(json.dumps(h) for h in handles) or '""', "method": method,
-                            "path": path, "header": "Authorization" if bearer else "Cookie",
-                            "prefix": "Bearer " if bearer else "SESSION="})
+        script.write(
+            LUA
+            % {
+                "handles": ",".join(json.dumps(h) for h in handles) or '""',
+                "method": method,
+                "path": path,
+                "header": "Authorization" if bearer else "Cookie",
+                "prefix": "Bearer " if bearer else "SESSION=",
+            }
+        )
     try:
         command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url]
         result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
@@ -192,8 +216,7 @@ def log_in(base_url: str, bearer: bool, sessions: int, verify: str | bool = True
     return handles, dict(sorted(per_node.items(), key=lambda kv: -kv[1]))
 
 
-def load(target: Target, seconds: int, connections: int = 32, sessions: int = 200,
-         cpu: bool = True) -> dict[str, Any]:
+def load(target: Target, seconds: int, connections: int = 32, sessions: int = 200, cpu: bool = True) -> dict[str, Any]:
     """Throughput and latency of each endpoint through the balancer, the baseline first, in one run. With lb_tls,
     over HTTPS as clients reach it (wrk does not verify the certificate; the logins before it do)."""
     url, bearer = target.lb_url, target.deployment.strategy.bearer
@@ -219,8 +242,19 @@ def load(target: Target, seconds: int, connections: int = 32, sessions: int = 20
         match = re.search(r"^WORKERS=(\d+)\s*$", env, re.MULTILINE)
         if match or "SESSION_STRATEGY=" in env:  # no WORKERS line: the app's default, one process
             workers["app"] = int(match.group(1)) if match else 1
-    return {"kind": "load", "strategy": target.strategy, "lb_url": url, "lb_method": target.deployment.lb_method,
-            "when": now(), "tool": f"wrk -t1 -c{connections}", "seconds": seconds, "connections": connections,
-            "sessions": sessions, "app_nodes": len(target.role("app")), "cores": cores, "workers": workers,
-            "per_node": per_node,
-            "endpoints": endpoints}
+    return {
+        "kind": "load",
+        "strategy": target.strategy,
+        "lb_url": url,
+        "lb_method": target.deployment.lb_method,
+        "when": now(),
+        "tool": f"wrk -t1 -c{connections}",
+        "seconds": seconds,
+        "connections": connections,
+        "sessions": sessions,
+        "app_nodes": len(target.role("app")),
+        "cores": cores,
+        "workers": workers,
+        "per_node": per_node,
+        "endpoints": endpoints,
+    }

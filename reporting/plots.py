@@ -29,8 +29,15 @@ def _label(value: float) -> str:
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def grouped_bars(path: Path, groups: list[str], series: dict[str, list[float | None]], ylabel: str, title: str,
-                 xlabel: str = "strategy", log: bool = False) -> Path:
+def grouped_bars(
+    path: Path,
+    groups: list[str],
+    series: dict[str, list[float | None]],
+    ylabel: str,
+    title: str,
+    xlabel: str = "strategy",
+    log: bool = False,
+) -> Path:
     """Bars per group, one colour per series; a missing value (None) leaves a gap."""
     fig, ax = plt.subplots(figsize=(max(6.0, (0.5 + 0.4 * len(series)) * len(groups) + 2), 4.2))
     width = 0.8 / max(1, len(series))
@@ -38,11 +45,13 @@ def grouped_bars(path: Path, groups: list[str], series: dict[str, list[float | N
         xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
         points = [(x, v) for x, v in zip(xs, values) if v is not None]
         if points:
-            bars = ax.bar([x for x, _ in points], [v for _, v in points], width, label=name,
-                          color=COLOURS[i % len(COLOURS)])
+            bars = ax.bar(
+                [x for x, _ in points], [v for _, v in points], width, label=name, color=COLOURS[i % len(COLOURS)]
+            )
             ax.bar_label(bars, fmt=_label, fontsize=7, padding=1)
-    ax.set_xticks(range(len(groups)), groups, rotation=20 if len(groups) > 5 else 0, ha="right" if len(groups) > 5
-                  else "center")
+    ax.set_xticks(
+        range(len(groups)), groups, rotation=20 if len(groups) > 5 else 0, ha="right" if len(groups) > 5 else "center"
+    )
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -58,8 +67,10 @@ def grouped_bars(path: Path, groups: list[str], series: dict[str, list[float | N
 def drills(path: Path, labels: list[str], failed: list[float], lost: list[float]) -> Path:
     """Failed requests and sessions lost, one bar pair per drill run (drill on strategy)."""
     fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 0.7 * len(labels) + 4), 4.4), sharey=False)
-    for ax, values, title, colour in ((axes[0], failed, "failed requests (5xx or no answer)", COLOURS[3]),
-                                      (axes[1], lost, "sessions lost (401 on a held session)", COLOURS[0])):
+    for ax, values, title, colour in (
+        (axes[0], failed, "failed requests (5xx or no answer)", COLOURS[3]),
+        (axes[1], lost, "sessions lost (401 on a held session)", COLOURS[0]),
+    ):
         bars = ax.bar(range(len(labels)), values, color=colour)
         ax.bar_label(bars, fmt="%d", fontsize=7, padding=1)
         ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=8)
@@ -109,8 +120,9 @@ def shares(path: Path, labels: list[str], per_node: list[dict[str, float]]) -> P
     return _save(fig, path)
 
 
-def latency(path: Path, strategies: list[str], percentiles: list[str],
-            values: dict[str, dict[str, list[float | None]]]) -> Path:
+def latency(
+    path: Path, strategies: list[str], percentiles: list[str], values: dict[str, dict[str, list[float | None]]]
+) -> Path:
     """Latency percentiles (ms) per strategy, one panel per endpoint (the baseline beside the session's)."""
     endpoints = list(values)
     fig, axes = plt.subplots(1, len(endpoints), figsize=(4.2 * len(endpoints) + 1, 4.2), sharey=True, squeeze=False)

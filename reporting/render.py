@@ -52,8 +52,11 @@ def _inline(text: str) -> str:
 
 def page(blocks: list[Block]) -> str:
     title = next((b.text for b in blocks if b.kind == "heading"), "session-kit report")
-    out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"]
+    out = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+    ]
     for block in blocks:
         if block.kind == "heading":
             out.append(f"<h{block.level}>{_inline(block.text)}</h{block.level}>")

@@ -30,17 +30,46 @@ from session_kit.validate import KitError
 
 from . import measure, write
 
-FULL_DRILLS = ("node-stop", "node-kill", "rolling", "store-restart", "store-freeze", "contention", "cookie-limits",
-               "footprint", "ip-hash-spread", "scale-out", "lag", "failover")
+FULL_DRILLS = (
+    "node-stop",
+    "node-kill",
+    "rolling",
+    "store-restart",
+    "store-freeze",
+    "contention",
+    "cookie-limits",
+    "footprint",
+    "ip-hash-spread",
+    "scale-out",
+    "lag",
+    "failover",
+)
 # Drills the full report runs on fewer strategies than they apply to (its time goal is 30 min): failover's Redis is
 # the same for redis and token, so redis stands for both (./kit drill failover runs both).
 REPORT_STRATEGIES = {"failover": ("redis",)}
 QUICK_DRILLS = ("node-stop", "contention", "footprint", "lag")
 # Seconds each kind of step is expected to take on the lab (2 cores), for the estimate of what is left; the
 # estimate scales them by how long the steps done so far took against theirs.
-ESTIMATE = {"environment": 15, "deploy": 30, "verify": 30, "load": 25, "restore": 45, "node-stop": 20,
-            "node-kill": 20, "rolling": 75, "store-restart": 20, "store-freeze": 20, "contention": 5, "cookie-limits": 40,
-            "footprint": 45, "ip-hash-spread": 30, "scale-out": 75, "lag": 60, "failover": 40, "deploy-scale": 600}
+ESTIMATE = {
+    "environment": 15,
+    "deploy": 30,
+    "verify": 30,
+    "load": 25,
+    "restore": 45,
+    "node-stop": 20,
+    "node-kill": 20,
+    "rolling": 75,
+    "store-restart": 20,
+    "store-freeze": 20,
+    "contention": 5,
+    "cookie-limits": 40,
+    "footprint": 45,
+    "ip-hash-spread": 30,
+    "scale-out": 75,
+    "lag": 60,
+    "failover": 40,
+    "deploy-scale": 600,
+}
 QUICK_ESTIMATE = {**ESTIMATE, "verify": 12, "load": 15, "node-stop": 12, "footprint": 10, "lag": 25}
 # --quick verifies the sessions through the balancer only (the checks over SSH of services and sockets are the slow
 # half of tests/verify; the deploy has just checked that every node answers /healthz)
@@ -54,8 +83,12 @@ def clock_text(seconds: float) -> str:
 class Progress:
     """One line as each step starts (time so far, estimate of what is left) and one as it ends (its time)."""
 
-    def __init__(self, plan: list[tuple[str, str | None, float]], clock: Callable[[], float] = time.monotonic,
-                 say: Callable[[str], None] = lambda line: print(line, flush=True)):
+    def __init__(
+        self,
+        plan: list[tuple[str, str | None, float]],
+        clock: Callable[[], float] = time.monotonic,
+        say: Callable[[str], None] = lambda line: print(line, flush=True),
+    ):
         self.plan, self.clock, self.say = plan, clock, say
         self.t0 = clock()
         self.started: dict[int, float] = {}
@@ -83,8 +116,10 @@ class Progress:
         if status != "skipped":
             self.took[index] = took
         mark = "ok" if status == "ok" else status.upper()
-        self.say(f"{self._label(index)}: {mark} in {round(took)} s ({clock_text(at - self.t0)} so far)"
-                 + (f": {error}" if error else ""))
+        self.say(
+            f"{self._label(index)}: {mark} in {round(took)} s ({clock_text(at - self.t0)} so far)"
+            + (f": {error}" if error else "")
+        )
         return took
 
 
@@ -133,23 +168,50 @@ def drill_function(name: str, quick: bool) -> Callable[[Target, Params], dict[st
 
 
 def verify(inventory: str, strategy: str, data: dict[str, Any], tests: str = "tests/verify") -> dict[str, Any]:
-    command = [sys.executable, "-m", "pytest", tests, "--inventory", inventory, "--strategy", strategy,
-               "-q", "-p", "no:cacheprovider"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        tests,
+        "--inventory",
+        inventory,
+        "--strategy",
+        strategy,
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
     for key, value in data.items():
         command += ["--data", f"{key}={value}"]
     started = time.monotonic()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
     summary = (result.stdout.strip().splitlines() or [""])[-1]
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)}
-    return {"kind": "verify", "strategy": strategy, "tests": tests, "when": measure.now(), "exit": result.returncode,
-            "summary": summary.strip("= "), "passed": counts.get("passed", 0), "failed": counts.get("failed", 0),
-            "skipped": counts.get("skipped", 0), "errors": counts.get("error", 0),
-            "seconds": round(time.monotonic() - started, 1)}
+    return {
+        "kind": "verify",
+        "strategy": strategy,
+        "tests": tests,
+        "when": measure.now(),
+        "exit": result.returncode,
+        "summary": summary.strip("= "),
+        "passed": counts.get("passed", 0),
+        "failed": counts.get("failed", 0),
+        "skipped": counts.get("skipped", 0),
+        "errors": counts.get("error", 0),
+        "seconds": round(time.monotonic() - started, 1),
+    }
 
 
 class Run:
-    def __init__(self, strategies: list[str], quick: bool, out: Path, inventory: str, data: dict[str, Any],
-                 deploy_scale: list[int] | None = None):
+    def __init__(
+        self,
+        strategies: list[str],
+        quick: bool,
+        out: Path,
+        inventory: str,
+        data: dict[str, Any],
+        deploy_scale: list[int] | None = None,
+    ):
         self.strategies, self.quick, self.out, self.inventory, self.data = strategies, quick, out, inventory, data
         self.deploy_scale = deploy_scale or []
         self.results = out / "results"
@@ -163,9 +225,17 @@ class Run:
         self.started_at = measure.now()
 
     def run_params(self) -> dict[str, Any]:
-        return {"quick": self.quick, "clients": self.params.clients, "seconds": self.params.seconds,
-                "think": self.params.think, "load_seconds": self.load_seconds, "inventory": self.inventory,
-                "overrides": dict(self.data), "strategies": self.strategies, "deploy_scale": self.deploy_scale}
+        return {
+            "quick": self.quick,
+            "clients": self.params.clients,
+            "seconds": self.params.seconds,
+            "think": self.params.think,
+            "load_seconds": self.load_seconds,
+            "inventory": self.inventory,
+            "overrides": dict(self.data),
+            "strategies": self.strategies,
+            "deploy_scale": self.deploy_scale,
+        }
 
     def save(self, name: str, document: dict[str, Any]) -> None:
         path = self.results / name
@@ -209,8 +279,7 @@ class Run:
             if self.target is not None:
                 self.target.close()
             self.target, self.deployed = None, None  # every host is made again: nothing is as it was
-            result = deploy.run(self.deploy_scale, step.strategy, say=lambda line: print("      " + line,
-                                                                                          flush=True))
+            result = deploy.run(self.deploy_scale, step.strategy, say=lambda line: print("      " + line, flush=True))
             self.save("deploy-scale.json", result)
             missed = [goal for goal, value in result["goals"].items() if not value["met"]]
             return {"goals_missed": missed} if missed else {}
@@ -221,7 +290,9 @@ class Run:
             applied = self.target.apply()
             return {"applied": applied, "note": "the inventory re-applied as it is"}
         if step.name != "deploy" and (step.strategy, overrides) in self.failed_deploys:
-            raise SkipStep(f"the deploy of {step.strategy}" + (f" ({step.variant})" if step.variant else "") + " failed")
+            raise SkipStep(
+                f"the deploy of {step.strategy}" + (f" ({step.variant})" if step.variant else "") + " failed"
+            )
         if step.name == "deploy":
             return {"applied": self.deploy(step)}
         if self.deployed != (step.strategy, overrides):
@@ -229,21 +300,34 @@ class Run:
         target = self.target_for(step)
         suffix = f"--{step.variant}" if step.variant else ""
         if step.name == "verify":
-            result = verify(self.inventory, step.strategy, {**self.data, **step.data},
-                            QUICK_VERIFY if self.quick else "tests/verify")
+            result = verify(
+                self.inventory,
+                step.strategy,
+                {**self.data, **step.data},
+                QUICK_VERIFY if self.quick else "tests/verify",
+            )
             self.save(f"verify/{step.strategy}.json", result)
             if result["exit"] != 0:
                 raise RuntimeError(f"verification: {result['summary']}")
             return {}
         if step.name == "load":
-            self.save(f"load/{step.strategy}.json", measure.load(target, self.load_seconds,
-                                                                  sessions=50 if self.quick else 200))
+            self.save(
+                f"load/{step.strategy}.json",
+                measure.load(target, self.load_seconds, sessions=50 if self.quick else 200),
+            )
             return {}
         name = step.name.removeprefix("drill ")
-        result = {"drill": name, "strategy": step.strategy, "variant": step.variant, "overrides": step.data,
-                  "doc": DRILLS[name].doc, "inventory": self.inventory_for(step),
-                  "params": dataclasses.asdict(self.params), "when": measure.now(),
-                  "lb_method": target.deployment.lb_method}
+        result = {
+            "drill": name,
+            "strategy": step.strategy,
+            "variant": step.variant,
+            "overrides": step.data,
+            "doc": DRILLS[name].doc,
+            "inventory": self.inventory_for(step),
+            "params": dataclasses.asdict(self.params),
+            "when": measure.now(),
+            "lb_method": target.deployment.lb_method,
+        }
         started = time.monotonic()
         try:
             result.update(drill_function(name, self.quick)(target, self.params))
@@ -262,21 +346,45 @@ class Run:
         return {"goals_missed": missed} if missed else {}
 
     def record(self, step: Step, status: str, seconds: float, error: str = "", extra: dict | None = None) -> None:
-        self.records.append({"name": step.name + (f" ({step.variant})" if step.variant else ""),
-                             "strategy": step.strategy, "status": status, "seconds": round(seconds, 1),
-                             **({"error": error} if error else {}), **(extra or {})})
+        self.records.append(
+            {
+                "name": step.name + (f" ({step.variant})" if step.variant else ""),
+                "strategy": step.strategy,
+                "status": status,
+                "seconds": round(seconds, 1),
+                **({"error": error} if error else {}),
+                **(extra or {}),
+            }
+        )
 
     def write_steps(self, interrupted: bool, total: float) -> None:
-        self.save("steps.json", {"kind": "steps", "params": self.run_params(), "started": self.started_at,
-                                 "finished": measure.now(),
-                                 "seconds": round(total, 1), "interrupted": interrupted, "steps": self.records})
+        self.save(
+            "steps.json",
+            {
+                "kind": "steps",
+                "params": self.run_params(),
+                "started": self.started_at,
+                "finished": measure.now(),
+                "seconds": round(total, 1),
+                "interrupted": interrupted,
+                "steps": self.records,
+            },
+        )
 
     def __call__(self) -> int:
         if self.results.exists():
             shutil.rmtree(self.results)  # this run's results only: the report must not mix runs
         self.results.mkdir(parents=True)
-        progress = Progress([(s.name + (f" ({s.variant})" if s.variant else ""), s.strategy,
-                              (QUICK_ESTIMATE if self.quick else ESTIMATE).get(s.kind, 30)) for s in self.steps])
+        progress = Progress(
+            [
+                (
+                    s.name + (f" ({s.variant})" if s.variant else ""),
+                    s.strategy,
+                    (QUICK_ESTIMATE if self.quick else ESTIMATE).get(s.kind, 30),
+                )
+                for s in self.steps
+            ]
+        )
         began, interrupted, failures = time.monotonic(), False, 0
         try:
             for index, step in enumerate(self.steps):
@@ -291,16 +399,31 @@ class Run:
                     message = f"{type(error).__name__}: {error}"
                     if step.name == "deploy":
                         self.failed_deploys.add((step.strategy, tuple(sorted(step.data.items()))))
-                    self.record(step, "failed", progress.end(index, "failed", message), message,
-                                {"traceback": traceback.format_exc(limit=4)})
+                    self.record(
+                        step,
+                        "failed",
+                        progress.end(index, "failed", message),
+                        message,
+                        {"traceback": traceback.format_exc(limit=4)},
+                    )
                     continue
                 self.record(step, "ok", progress.end(index, "ok"), extra=extra)
         except KeyboardInterrupt:
             interrupted = True
-            print("report: interrupted; re-applying the inventory as it is, so that the lab is as it describes "
-                  "(Ctrl-C again to stop at once: then run `./kit deploy inventories/lab.py`)", file=sys.stderr)
-            self.records.append({"name": "interrupted", "strategy": None, "status": "interrupted", "seconds": 0.0,
-                                 "error": f"Ctrl-C during step {len(self.records) + 1} of {len(self.steps)}"})
+            print(
+                "report: interrupted; re-applying the inventory as it is, so that the lab is as it describes "
+                "(Ctrl-C again to stop at once: then run `./kit deploy inventories/lab.py`)",
+                file=sys.stderr,
+            )
+            self.records.append(
+                {
+                    "name": "interrupted",
+                    "strategy": None,
+                    "status": "interrupted",
+                    "seconds": 0.0,
+                    "error": f"Ctrl-C during step {len(self.records) + 1} of {len(self.steps)}",
+                }
+            )
             try:
                 if self.target is not None:
                     self.target.close()
@@ -308,8 +431,10 @@ class Run:
                 applied = Target(self.inventory, dict(self.data)).apply()
                 self.record(Step("restore"), "ok", time.monotonic() - started, extra={"applied": applied})
             except KeyboardInterrupt:
-                print("report: stopped; the lab may be mid-step: `./kit deploy inventories/lab.py` puts it back",
-                      file=sys.stderr)
+                print(
+                    "report: stopped; the lab may be mid-step: `./kit deploy inventories/lab.py` puts it back",
+                    file=sys.stderr,
+                )
             except Exception as error:  # noqa: BLE001 (recorded in the report)
                 self.record(Step("restore"), "failed", 0.0, f"{type(error).__name__}: {error}")
         finally:
@@ -317,8 +442,11 @@ class Run:
                 self.target.close()
         self.write_steps(interrupted, time.monotonic() - began)
         write(self.results, self.out)
-        print(f"report: {self.out / 'index.html'} and {self.out / 'report.md'}; {failures} steps failed"
-              + (" (interrupted)" if interrupted else ""), flush=True)
+        print(
+            f"report: {self.out / 'index.html'} and {self.out / 'report.md'}; {failures} steps failed"
+            + (" (interrupted)" if interrupted else ""),
+            flush=True,
+        )
         return 130 if interrupted else (1 if failures else 0)
 
 
@@ -326,13 +454,22 @@ class SkipStep(Exception):
     """A step that cannot run for a reason recorded with it."""
 
 
-def run(strategies: list[str], quick: bool, out: Path, inventory: str, data: dict[str, Any],
-        deploy_scale: list[int] | None = None) -> int:
+def run(
+    strategies: list[str],
+    quick: bool,
+    out: Path,
+    inventory: str,
+    data: dict[str, Any],
+    deploy_scale: list[int] | None = None,
+) -> int:
     try:  # an inventory that cannot be read stops here, in one line, with nothing written
         check_inventory(inventory, data, strategies)
     except KitError as error:
         print(f"report: {error}", file=sys.stderr)
         return 2
-    print(f"report: {len(strategies)} strategies ({', '.join(strategies)}), {'quick' if quick else 'full'}; "
-          f"results into {out / 'results'}, started {datetime.datetime.now():%H:%M}", flush=True)
+    print(
+        f"report: {len(strategies)} strategies ({', '.join(strategies)}), {'quick' if quick else 'full'}; "
+        f"results into {out / 'results'}, started {datetime.datetime.now():%H:%M}",
+        flush=True,
+    )
     return Run(strategies, quick, out, inventory, data, deploy_scale)()

@@ -29,16 +29,17 @@ OPS: dict[str, Callable[..., float]] = {
     "per_second": lambda count, seconds: count / seconds,
     "capacity": lambda cores, cpu_seconds, requests: cores * requests / cpu_seconds,  # req/s one host's cores carry
     "cpu_ms_per_request": lambda cpu_seconds, requests: cpu_seconds * 1000 / requests,
-    "per_gib": lambda bytes_each: 2 ** 30 / bytes_each,
+    "per_gib": lambda bytes_each: 2**30 / bytes_each,
     "minutes": lambda seconds: seconds / 60,
-    "gib": lambda count_bytes: count_bytes / 2 ** 30,
+    "gib": lambda count_bytes: count_bytes / 2**30,
     "times": lambda a, b: a * b,
     "smallest": lambda *items: float(min(items)),
     "node_tier": lambda requests, cpu_seconds, nodes: requests / cpu_seconds * nodes,  # one node's req/s x nodes
     # one app node: req/s per CPU-second x the cores its workers can use (min of app_workers and the node's cores)
     "node_capacity": lambda requests, cpu_seconds, workers, cores: requests / cpu_seconds * min(workers, cores),
-    "tier_capacity": lambda requests, cpu_seconds, workers, cores, nodes: (requests / cpu_seconds
-                                                                           * min(workers, cores) * nodes),
+    "tier_capacity": lambda requests, cpu_seconds, workers, cores, nodes: (
+        requests / cpu_seconds * min(workers, cores) * nodes
+    ),
 }
 
 
@@ -58,6 +59,7 @@ def resolve(document: Any, path: str) -> Any:
 @dataclasses.dataclass(frozen=True)
 class Ref:
     """One measured value: the file (relative to the results directory), its JSON pointer, the value."""
+
     file: str
     keys: tuple
     value: Any
@@ -137,7 +139,13 @@ class Sources:
             return None
         value = self.documents[file]
         for key in keys:
-            if isinstance(value, dict) and key in value or isinstance(value, list) and isinstance(key, int) and -len(value) <= key < len(value):
+            if (
+                isinstance(value, dict)
+                and key in value
+                or isinstance(value, list)
+                and isinstance(key, int)
+                and -len(value) <= key < len(value)
+            ):
                 value = value[key]
             else:
                 return None
@@ -192,8 +200,9 @@ class Sources:
         self.printed.append(Printed(text, value, [ref.path]))
         return text + suffix
 
-    def derive(self, op: str, refs: list[Ref], digits: int | None = None, scale: float = 1.0,
-               suffix: str = "") -> tuple[str, float]:
+    def derive(
+        self, op: str, refs: list[Ref], digits: int | None = None, scale: float = 1.0, suffix: str = ""
+    ) -> tuple[str, float]:
         """Print a value computed by OPS[op] from measured ones; returns the text and the value."""
         value = OPS[op](*(float(r.value) for r in refs)) * scale
         text = fmt_number(value, digits)
@@ -205,8 +214,10 @@ class Sources:
         return OPS[op](*(float(r.value) for r in refs))
 
     def record(self) -> dict[str, Any]:
-        return {"results": str(self.root) if self.root else None,
-                "printed": [dataclasses.asdict(p) for p in self.printed]}
+        return {
+            "results": str(self.root) if self.root else None,
+            "printed": [dataclasses.asdict(p) for p in self.printed],
+        }
 
 
 def check_printed(printed: dict[str, Any], documents: dict[str, Any]) -> list[str]:

@@ -28,10 +28,12 @@ def main(argv: list[str]) -> int:
     from .serve import serve
 
     process = " [%(process)d]" if settings.workers > 1 else ""  # which worker (or the parent) says it
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format=f"%(asctime)s %(levelname)s %(name)s{process}: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format=f"%(asctime)s %(levelname)s %(name)s{process}: %(message)s"
+    )
     if settings.workers > 1:
         from .serve import serve_workers
+
         return serve_workers(lambda: create_app(settings), settings)  # each worker builds its app, and its store
     serve(create_app(settings), settings)
     return 0

@@ -207,8 +207,9 @@ def create_app(settings: Settings) -> Starlette:
 
     async def body_json(request: Request) -> Any:
         declared = request.headers.get("content-length")
-        if declared is not None and (not (declared.isascii() and declared.isdigit())
-                                     or int(declared) > settings.max_body_bytes):
+        if declared is not None and (
+            not (declared.isascii() and declared.isdigit()) or int(declared) > settings.max_body_bytes
+        ):
             raise body_too_large()
         chunks, size = [], 0
         async for chunk in request.stream():  # a chunked body declares no length: count it as it comes
@@ -241,15 +242,25 @@ def create_app(settings: Settings) -> Starlette:
         try:
             await store.ping()
         except StoreUnavailable as error:
-            return JSONAnswer({"status": "unavailable", "node": node, "strategy": strategy.name,
-                               "error": "store_unavailable", "message": str(error)}, status_code=503)
+            return JSONAnswer(
+                {
+                    "status": "unavailable",
+                    "node": node,
+                    "strategy": strategy.name,
+                    "error": "store_unavailable",
+                    "message": str(error),
+                },
+                status_code=503,
+            )
         return JSONAnswer({"status": "ok", "node": node, "strategy": strategy.name})
 
     async def login(request: Request) -> Response:
         body = await body_json(request)
         user = body.get("username") if isinstance(body, dict) else None
         if not isinstance(user, str) or not USERNAME.fullmatch(user):
-            raise ClientError(400, "invalid_username", "send {\"username\": NAME}, 1-64 characters of A-Z a-z 0-9 _ . @ -")
+            raise ClientError(
+                400, "invalid_username", 'send {"username": NAME}, 1-64 characters of A-Z a-z 0-9 _ . @ -'
+            )
         # Fixation protection: a session the client already holds moves to a new id (or ends, for another user).
         old = handle_of(request)
         handle = await store.rotate(old, user) if old else None
@@ -264,8 +275,16 @@ def create_app(settings: Settings) -> Starlette:
         session = await store.load(required_handle(request))
         if session is None:
             raise no_session()
-        return respond({"user": session.user, "node": node, "strategy": strategy.name,
-                        "counter": session.counter, "data": session.data}, session.renewed_handle)
+        return respond(
+            {
+                "user": session.user,
+                "node": node,
+                "strategy": strategy.name,
+                "counter": session.counter,
+                "data": session.data,
+            },
+            session.renewed_handle,
+        )
 
     async def increment(request: Request) -> Response:
         change = changed(await store.increment(required_handle(request)))
@@ -275,7 +294,9 @@ def create_app(settings: Settings) -> Starlette:
         handle, key = required_handle(request), data_key(request)
         value = await body_json(request)
         if len(json.dumps(value)) > settings.max_value_bytes:
-            raise ClientError(413, "value_too_large", f"a data value is limited to {settings.max_value_bytes} bytes of JSON")
+            raise ClientError(
+                413, "value_too_large", f"a data value is limited to {settings.max_value_bytes} bytes of JSON"
+            )
         change = changed(await store.set_data(handle, key, value))
         return respond({"key": key, "stored": True, "node": node}, change.handle)
 
@@ -315,6 +336,7 @@ def create_app(settings: Settings) -> Starlette:
     ]
     if hasattr(store, "apply"):
         from .replication_api import replication_routes
+
         routes += replication_routes(store)
     contract = JSONAnswer(openapi.document(settings, bearer, hasattr(store, "apply"), MAX_DEPTH)).body
 
@@ -337,11 +359,14 @@ def create_app(settings: Settings) -> Starlette:
         codes = {404: "not_found", 405: "method_not_allowed"}
         headers = error.headers
         if error.status_code == 405:  # Starlette names the methods of the first route on the path; list them all
-            allowed = {method for route in routes if route.matches(request.scope)[0] is Match.PARTIAL
-                       for method in route.methods}
+            allowed = {
+                method
+                for route in routes
+                if route.matches(request.scope)[0] is Match.PARTIAL
+                for method in route.methods
+            }
             headers = {"Allow": ", ".join(sorted(allowed))}
-        return error_response(error.status_code, codes.get(error.status_code, "http_error"), str(error.detail),
-                              headers)
+        return error_response(error.status_code, codes.get(error.status_code, "http_error"), str(error.detail), headers)
 
     async def server_error(request: Request, error: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
@@ -356,9 +381,17 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await store.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
-        ClientError: client_error, Rejected: rejected, StoreUnavailable: unavailable,
-        HTTPException: http_error, Exception: server_error})
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ClientError: client_error,
+            Rejected: rejected,
+            StoreUnavailable: unavailable,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
+    )
     app.router.redirect_slashes = False  # /session/ is an unknown path (a JSON 404), not an empty 307 to /session
     app.state.store = store
     return ServedBy(app, node)

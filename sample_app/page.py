@@ -174,6 +174,10 @@ busy = readSession();
 
 def render(node: str, strategy: str, bearer: bool) -> str:
     carrier = "a bearer token, kept by this page (sessionStorage)" if bearer else "the SESSION cookie"
-    return (_PAGE.replace("__NODE_HTML__", html.escape(node)).replace("__STRATEGY_HTML__", html.escape(strategy))
-            .replace("__CARRIER__", html.escape(carrier)).replace("__BEARER__", json.dumps(bool(bearer)))
-            .replace("__NODE_JSON__", json.dumps(node).replace("<", "\\u003c")))
+    return (
+        _PAGE.replace("__NODE_HTML__", html.escape(node))
+        .replace("__STRATEGY_HTML__", html.escape(strategy))
+        .replace("__CARRIER__", html.escape(carrier))
+        .replace("__BEARER__", json.dumps(bool(bearer)))
+        .replace("__NODE_JSON__", json.dumps(node).replace("<", "\\u003c"))
+    )

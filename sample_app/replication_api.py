@@ -28,8 +28,9 @@ def replication_routes(store: ReplicatedStore) -> list[Route]:
             try:
                 count = merge(json.loads(body))
             except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
-                return JSONResponse({"error": "invalid_deltas", "message": f"{type(error).__name__}: {error}"},
-                                    status_code=400)
+                return JSONResponse(
+                    {"error": "invalid_deltas", "message": f"{type(error).__name__}: {error}"}, status_code=400
+                )
             return JSONResponse({"applied": count})
 
         return endpoint

@@ -55,7 +55,7 @@ import select
 import signal
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import uvicorn
 
@@ -120,14 +120,19 @@ class DrainingServer(uvicorn.Server):
         while self.server_state.connections and loop.time() < deadline and not self.force_exit:
             await asyncio.sleep(0.05)
         left = len(self.server_state.connections)
-        log.info("drained: %d connections at stop, %d left after %.1f s", busy_at_start, left,
-                 self.drain_seconds - max(0.0, deadline - loop.time()))
+        log.info(
+            "drained: %d connections at stop, %d left after %.1f s",
+            busy_at_start,
+            left,
+            self.drain_seconds - max(0.0, deadline - loop.time()),
+        )
         await super().shutdown(sockets)
 
     def _protocol(self, _loop=None):
         """uvicorn's protocol for one connection, as its startup() makes it for the listeners."""
-        return self.config.http_protocol_class(config=self.config, server_state=self.server_state,
-                                               app_state=self.lifespan.state, _loop=_loop)
+        return self.config.http_protocol_class(
+            config=self.config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+        )
 
 
 def take_pending(listener: socket.socket) -> list[socket.socket]:
@@ -171,10 +176,22 @@ class CloseWhileDraining:
 
 
 def draining_server(app, settings: Settings) -> DrainingServer:
-    config = uvicorn.Config(None, host=settings.app_host, port=settings.app_port, workers=1,
-                            loop="uvloop", http="httptools", lifespan="on", access_log=False, proxy_headers=True,
-                            forwarded_allow_ips=settings.forwarded_allow_ips, log_level=settings.log_level,
-                            server_header=False, date_header=False, timeout_keep_alive=KEEP_ALIVE_SECONDS)
+    config = uvicorn.Config(
+        None,
+        host=settings.app_host,
+        port=settings.app_port,
+        workers=1,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        log_level=settings.log_level,
+        server_header=False,
+        date_header=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )
     server = DrainingServer(config)
     server.drain_seconds = settings.drain_seconds
     config.app = CloseWhileDraining(app, server)
@@ -314,8 +331,13 @@ class Workers:
             now = time.monotonic()
             self.restarts = [at for at in self.restarts if now - at < RESTART_WINDOW] + [now]
             if len(self.restarts) > RESTART_LIMIT:
-                log.error("worker %d died (%s), more than %d restarts within %.0f s: the node stops", pid, how,
-                          RESTART_LIMIT, RESTART_WINDOW)
+                log.error(
+                    "worker %d died (%s), more than %d restarts within %.0f s: the node stops",
+                    pid,
+                    how,
+                    RESTART_LIMIT,
+                    RESTART_WINDOW,
+                )
                 self.stop(1)
                 continue
             log.warning("worker %d died (%s): starting another", pid, how)

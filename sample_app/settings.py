@@ -10,7 +10,7 @@ import dataclasses
 import os
 import re
 import socket
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 STRATEGIES = ("cookie", "sticky", "database", "replication", "redis", "token")
@@ -121,52 +121,118 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NODE_NAME", str, "", "this node's name in X-Served-By and responses (default: the host name)"),
     Setting("APP_HOST", str, "127.0.0.1", "address to listen on"),
     Setting("APP_PORT", _int(1, 65535), "8000", "port to listen on"),
-    Setting("WORKERS", _int(1, 64), "1",
-            "processes serving the port; sticky and replication keep sessions in one process's memory: 1 only"),
-    Setting("SESSION_TTL", _int(1, 30 * 86400), "1800",
-            "seconds of inactivity before a session expires (sliding: each use moves it; reads and increments once a "
-            "tenth of it has passed, so a session may end up to a tenth early)"),
-    Setting("SECRET_KEYS", _secret_keys, None,
-            "cookie: signing keys, comma-separated, newest first; older keys still verify (rotation)", ("cookie",)),
+    Setting(
+        "WORKERS",
+        _int(1, 64),
+        "1",
+        "processes serving the port; sticky and replication keep sessions in one process's memory: 1 only",
+    ),
+    Setting(
+        "SESSION_TTL",
+        _int(1, 30 * 86400),
+        "1800",
+        "seconds of inactivity before a session expires (sliding: each use moves it; reads and increments once a "
+        "tenth of it has passed, so a session may end up to a tenth early)",
+    ),
+    Setting(
+        "SECRET_KEYS",
+        _secret_keys,
+        None,
+        "cookie: signing keys, comma-separated, newest first; older keys still verify (rotation)",
+        ("cookie",),
+    ),
     Setting("COOKIE_SECURE", _bool, "false", "mark the SESSION cookie Secure (set it behind HTTPS)"),
-    Setting("REDIS_URL", _url("redis"), None,
-            "redis, token: redis://[:PASSWORD@]HOST:PORT/DB (with Sentinel: only the password and db are used); "
-            "rediss:// is refused: the app does not speak TLS",
-            ("redis", "token")),
-    Setting("REDIS_SENTINELS", _host_ports, "", "redis, token: Sentinel host:port list; when set, the master comes from Sentinel"),
+    Setting(
+        "REDIS_URL",
+        _url("redis"),
+        None,
+        "redis, token: redis://[:PASSWORD@]HOST:PORT/DB (with Sentinel: only the password and db are used); "
+        "rediss:// is refused: the app does not speak TLS",
+        ("redis", "token"),
+    ),
+    Setting(
+        "REDIS_SENTINELS",
+        _host_ports,
+        "",
+        "redis, token: Sentinel host:port list; when set, the master comes from Sentinel",
+    ),
     Setting("REDIS_SENTINEL_MASTER", str, "mymaster", "redis, token: the master's name in Sentinel"),
-    Setting("REDIS_CLUSTER_NODES", _host_ports, "",
-            "redis, token: Redis Cluster seed nodes host:port; when set, the app follows the cluster's slot map "
-            "(REDIS_URL then gives only the user and password)"),
-    Setting("REDIS_CACHE_SESSIONS", _int(0, 1_000_000), "10000",
-            "redis, token: sessions each worker keeps a copy of, kept fresh by Redis (client-side caching, RESP3 "
-            "CLIENT TRACKING): a read still waits for one Redis round trip per batch, so it sees every node's writes; "
-            "0: off; not on Redis Cluster"),
-    Setting("DATABASE_URL", _url("postgresql", "postgres"), None,
-            "database: postgresql://USER:PASSWORD@HOST:PORT/DB", ("database",)),
+    Setting(
+        "REDIS_CLUSTER_NODES",
+        _host_ports,
+        "",
+        "redis, token: Redis Cluster seed nodes host:port; when set, the app follows the cluster's slot map "
+        "(REDIS_URL then gives only the user and password)",
+    ),
+    Setting(
+        "REDIS_CACHE_SESSIONS",
+        _int(0, 1_000_000),
+        "10000",
+        "redis, token: sessions each worker keeps a copy of, kept fresh by Redis (client-side caching, RESP3 "
+        "CLIENT TRACKING): a read still waits for one Redis round trip per batch, so it sees every node's writes; "
+        "0: off; not on Redis Cluster",
+    ),
+    Setting(
+        "DATABASE_URL",
+        _url("postgresql", "postgres"),
+        None,
+        "database: postgresql://USER:PASSWORD@HOST:PORT/DB",
+        ("database",),
+    ),
     Setting("DATABASE_POOL_SIZE", _int(1, 100), "4", "database: connections per node"),
-    Setting("STORE_POLL_US", _int(0, 100_000), "500",
-            "redis, token, database: microseconds a worker keeps polling instead of sleeping while it waits for its "
-            "store (more throughput under load, some CPU spent waiting; 0: off)"),
+    Setting(
+        "STORE_POLL_US",
+        _int(0, 100_000),
+        "500",
+        "redis, token, database: microseconds a worker keeps polling instead of sleeping while it waits for its "
+        "store (more throughput under load, some CPU spent waiting; 0: off)",
+    ),
     Setting("PEERS", _peers, "", "replication: the other nodes' base URLs, comma-separated (http://10.0.0.2:8000,...)"),
-    Setting("REPLICATION_KEY", str, None, "replication: shared key that authenticates deltas between peers",
-            ("replication",)),
-    Setting("REPLICATION_MODE", _choice("sync", "async"), "sync",
-            "replication: sync answers a change once every live peer has it (read your writes on any node); async "
-            "answers at once and peers follow within milliseconds"),
-    Setting("REPLICATION_TIMEOUT_MS", _int(10, 60000), "1000",
-            "replication, sync: longest wait for a peer's acknowledgement; a peer that misses it is marked down and "
-            "catches up from a snapshot"),
-    Setting("SESSION_ROUTE", _route, "",
-            "cookie routing: this node's route, appended to new SESSION cookies as .ROUTE for the load balancer "
-            "(A-Z a-z 0-9 _ -; empty: off)"),
+    Setting(
+        "REPLICATION_KEY",
+        str,
+        None,
+        "replication: shared key that authenticates deltas between peers",
+        ("replication",),
+    ),
+    Setting(
+        "REPLICATION_MODE",
+        _choice("sync", "async"),
+        "sync",
+        "replication: sync answers a change once every live peer has it (read your writes on any node); async "
+        "answers at once and peers follow within milliseconds",
+    ),
+    Setting(
+        "REPLICATION_TIMEOUT_MS",
+        _int(10, 60000),
+        "1000",
+        "replication, sync: longest wait for a peer's acknowledgement; a peer that misses it is marked down and "
+        "catches up from a snapshot",
+    ),
+    Setting(
+        "SESSION_ROUTE",
+        _route,
+        "",
+        "cookie routing: this node's route, appended to new SESSION cookies as .ROUTE for the load balancer "
+        "(A-Z a-z 0-9 _ -; empty: off)",
+    ),
     Setting("MAX_BODY_BYTES", _int(64, 10 * 1024 * 1024), "65536", "largest request body accepted (413 beyond)"),
-    Setting("MAX_VALUE_BYTES", _int(16, 1024 * 1024), "8192", "largest JSON value stored under one data key (413 beyond)"),
+    Setting(
+        "MAX_VALUE_BYTES", _int(16, 1024 * 1024), "8192", "largest JSON value stored under one data key (413 beyond)"
+    ),
     Setting("MAX_DATA_KEYS", _int(1, 10000), "64", "most data keys in one session (413 beyond)"),
-    Setting("FORWARDED_ALLOW_IPS", str, "127.0.0.1",
-            "proxies trusted to set X-Forwarded-For (the load balancer's address, or *)"),
-    Setting("DRAIN_SECONDS", _int(0, 600), "8",
-            "on SIGTERM: longest wait for the balancer to close its connections before the node stops"),
+    Setting(
+        "FORWARDED_ALLOW_IPS",
+        str,
+        "127.0.0.1",
+        "proxies trusted to set X-Forwarded-For (the load balancer's address, or *)",
+    ),
+    Setting(
+        "DRAIN_SECONDS",
+        _int(0, 600),
+        "8",
+        "on SIGTERM: longest wait for the balancer to close its connections before the node stops",
+    ),
     Setting("LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info", "log level"),
 )
 
@@ -202,7 +268,7 @@ class Settings:
     log_level: str
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
         strategy = environ.get("SESSION_STRATEGY", "")
         values: dict[str, object] = {}
@@ -221,8 +287,10 @@ class Settings:
             except ValueError as error:
                 raise SettingError(f"{setting.name}: {error}") from None
         if values["workers"] != 1 and strategy in ("sticky", "replication"):
-            raise SettingError(f"WORKERS: {strategy} keeps its sessions in one process's memory, so it runs 1 worker "
-                               f"per node, got {values['workers']}")
+            raise SettingError(
+                f"WORKERS: {strategy} keeps its sessions in one process's memory, so it runs 1 worker "
+                f"per node, got {values['workers']}"
+            )
         if values["redis_cluster_nodes"] and values["redis_sentinels"]:
             raise SettingError("REDIS_CLUSTER_NODES: set it or REDIS_SENTINELS, not both")
         if not values["node_name"]:

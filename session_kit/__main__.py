@@ -37,16 +37,21 @@ def main(argv: list[str]) -> int:
     try:
         if args.command == "check":
             from .inventory import load
+
             deployment = load(args.inventory, parse_data(args.data))
             roles = ", ".join(f"{role}: {len(deployment.role(role))}" for role in ("lb", "app", "redis", "db"))
-            print(f"{args.inventory}: ok: session_strategy={deployment.strategy.name}, "
-                  f"lb_method={deployment.lb_method}, {roles}")
+            print(
+                f"{args.inventory}: ok: session_strategy={deployment.strategy.name}, "
+                f"lb_method={deployment.lb_method}, {roles}"
+            )
         elif args.command == "status":
             from .inventory import load
             from .status import run as status_run
+
             return status_run(load(args.inventory, parse_data(args.data)))
         else:
             from .demo import run
+
             return run(args.strategy, args.down)
     except KitError as error:
         print(f"session-kit: {error}", file=sys.stderr)

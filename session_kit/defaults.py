@@ -12,8 +12,25 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .strategies import LB_METHODS, STRATEGIES
-from .validate import (ONE_WORKER, Address, Bool, Choice, ControllerFile, Duration, Int, Listen, Name, Networks, Path,
-                       Port, Rate, RedisSave, Size, Type, Workers)
+from .validate import (
+    ONE_WORKER,
+    Address,
+    Bool,
+    Choice,
+    ControllerFile,
+    Duration,
+    Int,
+    Listen,
+    Name,
+    Networks,
+    Path,
+    Port,
+    Rate,
+    RedisSave,
+    Size,
+    Type,
+    Workers,
+)
 
 
 class Var(NamedTuple):
@@ -87,9 +104,19 @@ REDIS = {
     # Memory cap (bytes, or 512mb, 1gb, ...; 0: none) and eviction: sessions must not be evicted silently, so the
     # default policy refuses writes when full.
     "redis_maxmemory": Var("256mb", Size()),
-    "redis_maxmemory_policy": Var("noeviction", Choice(
-        "noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random", "volatile-lru", "volatile-lfu",
-        "volatile-random", "volatile-ttl")),
+    "redis_maxmemory_policy": Var(
+        "noeviction",
+        Choice(
+            "noeviction",
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-random",
+            "volatile-ttl",
+        ),
+    ),
     # Keys Redis remembers for the app's client-side caching (tracking-table-max-keys): every session key an app node
     # read and kept a copy of, and every unknown one asked for. Beyond it Redis drops keys at random (the nodes lose
     # those copies, nothing else), so it bounds the table's memory (about 100-200 bytes a key) under a flood of made-up

@@ -35,8 +35,10 @@ def grand_total(output: str) -> str:
     if not match:
         return "no results table"
     hosts, success, error, unchanged = match.groups()
-    return f"{'0' if success == '-' else success} changed, {'0' if error == '-' else error} errors, " \
-           f"{'0' if unchanged == '-' else unchanged} unchanged"
+    return (
+        f"{'0' if success == '-' else success} changed, {'0' if error == '-' else error} errors, "
+        f"{'0' if unchanged == '-' else unchanged} unchanged"
+    )
 
 
 def run(strategy: str | None, down: bool) -> int:
@@ -47,22 +49,41 @@ def run(strategy: str | None, down: bool) -> int:
     checked, _ = step("check the inventory", [python, "-m", "session_kit", "check", INVENTORY, *data])
     print("    " + checked.stdout.strip())
     deployment = load(INVENTORY, {"session_strategy": strategy} if strategy else None)
-    first, t1 = step(f"deploy {deployment.strategy.name} (pyinfra)", [pyinfra, "-y", INVENTORY, "deploys/site.py", *data])
+    first, t1 = step(
+        f"deploy {deployment.strategy.name} (pyinfra)", [pyinfra, "-y", INVENTORY, "deploys/site.py", *data]
+    )
     second, t2 = step("apply again (must change nothing)", [pyinfra, "-y", INVENTORY, "deploys/site.py", *data])
     with tempfile.NamedTemporaryFile(prefix="session-kit-proven-", suffix=".json") as proven_file:
-        verify, t3 = step("verify (testinfra over SSH, sessions over HTTPS through Nginx)",
-                          [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify", "--inventory",
-                           INVENTORY, "--proven", proven_file.name, *(["--strategy", strategy] if strategy else [])])
+        verify, t3 = step(
+            "verify (testinfra over SSH, sessions over HTTPS through Nginx)",
+            [
+                python,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/verify",
+                "--inventory",
+                INVENTORY,
+                "--proven",
+                proven_file.name,
+                *(["--strategy", strategy] if strategy else []),
+            ],
+        )
         proven = json.loads(Path(proven_file.name).read_text() or "[]")
     lb = deployment.lb_url
     # the self-signed certificate (relative to the kit's directory, where ./kit runs): curl trusts it with --cacert
-    ca = deployment.tls_ca and (deployment.tls_ca.relative_to(ROOT) if deployment.tls_ca.is_relative_to(ROOT)
-                                else deployment.tls_ca)
+    ca = deployment.tls_ca and (
+        deployment.tls_ca.relative_to(ROOT) if deployment.tls_ca.is_relative_to(ROOT) else deployment.tls_ca
+    )
     cacert = f"--cacert {ca} " if ca else ""
     apps = ", ".join(f"{n.name} ({n.ip})" for n in deployment.role("app"))
     if deployment.tls_ca:
-        tls_line = (f"self-signed certificate of this inventory: {ca} (trust it, or "
-                    f"curl --cacert it); plain HTTP ({deployment.lb_http_url}) answers 308 to HTTPS")
+        tls_line = (
+            f"self-signed certificate of this inventory: {ca} (trust it, or "
+            f"curl --cacert it); plain HTTP ({deployment.lb_http_url}) answers 308 to HTTPS"
+        )
     elif deployment.tls_certificate:
         tls_line = f"the inventory's certificate {deployment.tls_certificate}; plain HTTP answers 308 to HTTPS"
     else:
@@ -71,7 +92,8 @@ def run(strategy: str | None, down: bool) -> int:
     print(f"""
 session-kit demo: proven on {len(deployment.nodes)} real hosts
   strategy        {deployment.strategy.name}, Nginx balancing {deployment.lb_method}
-  load balancer   {lb}   (open it in a browser on this machine, or: curl {cacert}-X POST {lb}/login -d '{{"username":"me"}}')
+  load balancer   {lb}   (open it in a browser on this machine, or: \
+curl {cacert}-X POST {lb}/login -d '{{"username":"me"}}')
   app nodes       {apps}
   TLS             {tls_line}
   first apply     {grand_total(first.stdout + first.stderr)} in {t1:.0f}s

@@ -49,8 +49,11 @@ def check(host, inventory) -> tuple[dict[str, Any], dict[str, list]]:
     groups = {role: members(inventory, role) for role in ROLES}
     check_data(values, host.name)
     check_same({other.name: variables(other) for other in inventory})
-    check_groups(values["session_strategy"], {role: [h.name for h in hosts] for role, hosts in groups.items()},
-                 values["redis_mode"])
+    check_groups(
+        values["session_strategy"],
+        {role: [h.name for h in hosts] for role, hosts in groups.items()},
+        values["redis_mode"],
+    )
     return values, groups
 
 
@@ -96,9 +99,13 @@ class Deployment:
         for node in self.nodes:
             ssh = node.ssh
             lines += [f"Host {node.name}", f"    HostName {ssh.get('ssh_hostname', node.name)}"]
-            for option, key in (("User", "ssh_user"), ("Port", "ssh_port"), ("IdentityFile", "ssh_key"),
-                                ("UserKnownHostsFile", "ssh_known_hosts_file"),
-                                ("StrictHostKeyChecking", "ssh_strict_host_key_checking")):
+            for option, key in (
+                ("User", "ssh_user"),
+                ("Port", "ssh_port"),
+                ("IdentityFile", "ssh_key"),
+                ("UserKnownHostsFile", "ssh_known_hosts_file"),
+                ("StrictHostKeyChecking", "ssh_strict_host_key_checking"),
+            ):
                 if ssh.get(key):
                     lines.append(f"    {option} {os.path.expanduser(str(ssh[key]))}")
             lines.append("    BatchMode yes\n    ConnectTimeout 10\n    LogLevel ERROR")
@@ -130,8 +137,9 @@ class Deployment:
 
     def tls_names(self) -> list[str]:
         """What the balancer's self-signed certificate names: each lb host's ssh_hostname and private address."""
-        return kit_tls.subject_names(name for lb in self.role("lb")
-                                     for name in (lb.ssh.get("ssh_hostname") or lb.name, lb.ip))
+        return kit_tls.subject_names(
+            name for lb in self.role("lb") for name in (lb.ssh.get("ssh_hostname") or lb.name, lb.ip)
+        )
 
     @property
     def tls_certificate(self) -> Path | None:
@@ -170,6 +178,7 @@ class _Data(dict):
 @dataclasses.dataclass
 class _Host:
     """A host as `pyinfra INVENTORY debug-inventory --json` describes it, shaped like a pyinfra host."""
+
     name: str
     groups: list[str]
     data: _Data
@@ -198,7 +207,7 @@ def read(path: str | Path, overrides: dict[str, Any] | None = None) -> _Inventor
     if result.returncode != 0:
         detail = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
         raise KitError(f"{path}: pyinfra cannot read it: {detail[-1] if detail else result.returncode}")
-    hosts = json.loads(result.stdout[result.stdout.index("["):])
+    hosts = json.loads(result.stdout[result.stdout.index("[") :])
     return _Inventory([_Host(h["name"], h["groups"], _Data(h["data"])) for h in hosts])
 
 
@@ -213,9 +222,24 @@ def load(path: str | Path, overrides: dict[str, Any] | None = None) -> Deploymen
         values, _ = check(host, inventory)
     for name in kit_secrets.NAMES:
         kit_secrets.from_environment(name)  # an override that cannot be written safely stops here, too
-    ssh_keys = ("ssh_hostname", "ssh_user", "ssh_port", "ssh_key", "ssh_known_hosts_file",
-                "ssh_strict_host_key_checking", "_sudo")
-    nodes = tuple(Node(name=h.name, ip=private_ip(h), ssh={k: h.data.get(k) for k in ssh_keys if h.data.get(k)},
-                       roles=tuple(r for r in ROLES if r in h.groups)) for h in hosts)
-    return Deployment(strategy=STRATEGIES[values["session_strategy"]], lb_method=lb_method(values), vars=values,
-                      nodes=nodes)
+    ssh_keys = (
+        "ssh_hostname",
+        "ssh_user",
+        "ssh_port",
+        "ssh_key",
+        "ssh_known_hosts_file",
+        "ssh_strict_host_key_checking",
+        "_sudo",
+    )
+    nodes = tuple(
+        Node(
+            name=h.name,
+            ip=private_ip(h),
+            ssh={k: h.data.get(k) for k in ssh_keys if h.data.get(k)},
+            roles=tuple(r for r in ROLES if r in h.groups),
+        )
+        for h in hosts
+    )
+    return Deployment(
+        strategy=STRATEGIES[values["session_strategy"]], lb_method=lb_method(values), vars=values, nodes=nodes
+    )

@@ -30,14 +30,16 @@ SUPPORTED = {
 # One line from the host, fields separated by "|": ID VERSION_ID VERSION_CODENAME of /etc/os-release; python3's
 # version (-I: nothing from the working directory is imported, as root); the PostgreSQL clusters (pg_lsclusters:
 # "VERSION:NAME:PORT ..."); the major version of PostgreSQL apt would install (empty where unknown).
-PLATFORM = r"""[ -r /etc/os-release ] && . /etc/os-release; """ \
-    r"""py=$(python3 -I -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null || """ \
-    r"""apt-cache show --no-all-versions python3 2>/dev/null | """ \
-    r"""sed -n 's/^Version: \([0-9][0-9.]*\).*/\1/p' | head -1); """ \
-    r"""pg=$(pg_lsclusters -h 2>/dev/null | awk '{printf "%s:%s:%s ", $1, $2, $3}'); """ \
-    r"""next=$(apt-cache show --no-all-versions postgresql 2>/dev/null | """ \
-    r"""sed -n 's/^Depends:.*postgresql-\([0-9][0-9]*\).*/\1/p' | head -1); """ \
+PLATFORM = (
+    r"""[ -r /etc/os-release ] && . /etc/os-release; """
+    r"""py=$(python3 -I -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null || """
+    r"""apt-cache show --no-all-versions python3 2>/dev/null | """
+    r"""sed -n 's/^Version: \([0-9][0-9.]*\).*/\1/p' | head -1); """
+    r"""pg=$(pg_lsclusters -h 2>/dev/null | awk '{printf "%s:%s:%s ", $1, $2, $3}'); """
+    r"""next=$(apt-cache show --no-all-versions postgresql 2>/dev/null | """
+    r"""sed -n 's/^Depends:.*postgresql-\([0-9][0-9]*\).*/\1/p' | head -1); """
     r'echo "${ID:-unknown} ${VERSION_ID:-?} ${VERSION_CODENAME:-?}|$py|$pg|$next"'
+)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class Platform:
 
 
 def describe(line: str) -> str:
-    """"debian 13 trixie" -> "Debian 13 (trixie)"."""
+    """ "debian 13 trixie" -> "Debian 13 (trixie)"."""
     system, version, codename = (line.split() + ["?", "?", "?"])[:3]
     return f"{system.capitalize()} {version}" + (f" ({codename})" if codename != "?" else "")
 
@@ -57,8 +59,10 @@ def check_release(host_name: str, line: str) -> Release:
     """The release an os-release line names; KitError (one line) unless the kit supports it."""
     system, version = (line.split() + ["?", "?"])[:2]
     if (system, version) not in SUPPORTED:
-        raise KitError(f"{host_name}: {describe(line)} is not supported: session-kit deploys onto "
-                       f"{' or '.join(release.name for release in SUPPORTED.values())}")
+        raise KitError(
+            f"{host_name}: {describe(line)} is not supported: session-kit deploys onto "
+            f"{' or '.join(release.name for release in SUPPORTED.values())}"
+        )
     return SUPPORTED[system, version]
 
 
@@ -80,8 +84,10 @@ def postgres_of(host_name: str, clusters: str, candidate: str, release: Release,
     if not found:
         return int(candidate) if candidate.strip().isdigit() else release.postgres
     listed = ", ".join(f"{version}/{name} on port {cluster_port}" for version, name, cluster_port in found)
-    raise KitError(f"{host_name}: PostgreSQL clusters {listed}: the kit configures the main cluster on port {port}, "
-                   f"and there must be one: drop the others (pg_dropcluster VERSION NAME) and apply again")
+    raise KitError(
+        f"{host_name}: PostgreSQL clusters {listed}: the kit configures the main cluster on port {port}, "
+        f"and there must be one: drop the others (pg_dropcluster VERSION NAME) and apply again"
+    )
 
 
 def platform_of(host_name: str, output: str, postgres_port: int = 5432) -> Platform:
@@ -93,5 +99,6 @@ def platform_of(host_name: str, output: str, postgres_port: int = 5432) -> Platf
         python = ".".join(numbers[:2])
     else:
         python = release.python
-    return Platform(release, python=python,
-                    postgres=postgres_of(host_name, clusters, candidate, release, postgres_port))
+    return Platform(
+        release, python=python, postgres=postgres_of(host_name, clusters, candidate, release, postgres_port)
+    )

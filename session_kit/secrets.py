@@ -16,8 +16,14 @@ from pathlib import Path
 
 from .validate import KitError
 
-NAMES = ("cookie_secret_key", "redis_password", "redis_admin_password", "redis_replication_password", "postgres_password",
-         "replication_key")
+NAMES = (
+    "cookie_secret_key",
+    "redis_password",
+    "redis_admin_password",
+    "redis_replication_password",
+    "postgres_password",
+    "replication_key",
+)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -48,8 +54,10 @@ def from_environment(name: str) -> str | None:
     variable = f"SESSION_KIT_{name.upper()}"
     value = os.environ.get(variable)
     if value and _CONTROL.search(value):
-        raise KitError(f"{variable}: holds a control character (newline, tab, ...) that cannot be written safely "
-                       f"into the hosts' configuration files; use printable characters only")
+        raise KitError(
+            f"{variable}: holds a control character (newline, tab, ...) that cannot be written safely "
+            f"into the hosts' configuration files; use printable characters only"
+        )
     return value or None
 
 
@@ -61,5 +69,7 @@ SENTINEL_SAFE = re.compile(r"[A-Za-z0-9_.~+/=-]+")
 def check_usable(values: dict, secrets: dict[str, str]) -> None:
     """What a secret's use adds to the rules above, for this inventory's settings."""
     if values.get("redis_mode") == "sentinel" and not SENTINEL_SAFE.fullmatch(secrets["redis_replication_password"]):
-        raise KitError("redis_replication_password: with redis_mode=sentinel, only letters, digits and _ . ~ + / = - "
-                       "(Redis 7.0's Sentinel writes it back into sentinel.conf unquoted)")
+        raise KitError(
+            "redis_replication_password: with redis_mode=sentinel, only letters, digits and _ . ~ + / = - "
+            "(Redis 7.0's Sentinel writes it back into sentinel.conf unquoted)"
+        )

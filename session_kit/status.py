@@ -46,15 +46,19 @@ class HostStatus:
     @property
     def problems(self) -> list[str]:
         found = [f"{self.node.name}: {self.error}"] if self.error else []
-        found += [f"{self.node.name}: service {service} is {state}" for service, state in self.services.items()
-                  if state != "active"]
+        found += [
+            f"{self.node.name}: service {service} is {state}"
+            for service, state in self.services.items()
+            if state != "active"
+        ]
         found += [f"{self.node.name}: {what} {state}" for what, state in self.health.items() if state != "ok"]
         return found
 
 
 def _ssh(config: Path, node: Node, command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ssh", "-F", str(config), node.name, node.as_root(command)], capture_output=True,
-                          text=True, timeout=30)
+    return subprocess.run(
+        ["ssh", "-F", str(config), node.name, node.as_root(command)], capture_output=True, text=True, timeout=30
+    )
 
 
 def _health(url: str, verify: str | bool = True) -> str:
@@ -73,14 +77,17 @@ def host_status(deployment: Deployment, config: Path, node: Node) -> HostStatus:
     instances = [f"redis-server@{port}" for other, port in deployment.cluster_instances() if other == node]
     if instances:  # redis_mode=cluster: its instances serve, not redis-server
         services = [service for service in services if service != "redis-server"] + instances
-    script = FACTS + "".join(f'echo "service:{s}=$(systemctl is-active {s} 2>/dev/null)"\n' for s in services
-                             if s != "postgresql")
+    script = FACTS + "".join(
+        f'echo "service:{s}=$(systemctl is-active {s} 2>/dev/null)"\n' for s in services if s != "postgresql"
+    )
     if "postgresql" in services:
         # The cluster the deploys configure (platforms.platform_of decides which, from PLATFORM's line), and every
         # cluster's unit: Debian's postgresql.service only starts the clusters and stays active when one has died.
-        script += (f'echo "platform=$({PLATFORM})"\n'
-                   'for c in $(pg_lsclusters -h 2>/dev/null | awk \'{print $1 "-" $2}\'); do '
-                   'echo "cluster:postgresql@$c=$(systemctl is-active postgresql@$c 2>/dev/null)"; done\n')
+        script += (
+            f'echo "platform=$({PLATFORM})"\n'
+            "for c in $(pg_lsclusters -h 2>/dev/null | awk '{print $1 \"-\" $2}'); do "
+            'echo "cluster:postgresql@$c=$(systemctl is-active postgresql@$c 2>/dev/null)"; done\n'
+        )
     try:
         result = _ssh(config, node, script)
     except subprocess.TimeoutExpired:
@@ -91,9 +98,9 @@ def host_status(deployment: Deployment, config: Path, node: Node) -> HostStatus:
     for line in result.stdout.splitlines():
         key, _, value = line.partition("=")
         if key.startswith("service:"):
-            states[key[len("service:"):]] = value.strip() or "unknown"
+            states[key[len("service:") :]] = value.strip() or "unknown"
         elif key.startswith("cluster:"):
-            clusters[key[len("cluster:"):]] = value.strip() or "unknown"
+            clusters[key[len("cluster:") :]] = value.strip() or "unknown"
         elif key:
             facts[key] = value.strip()
     health = {}
@@ -123,18 +130,24 @@ def collect(deployment: Deployment) -> list[HostStatus]:
 
 
 def render(deployment: Deployment, statuses: list[HostStatus]) -> str:
-    lines = [f"inventory: strategy {deployment.strategy.name}, balancing {deployment.lb_method}",
-             f"{'host':10s} {'roles':16s} {'os':20s} {'deployed':26s} {'versions':44s} health"]
+    lines = [
+        f"inventory: strategy {deployment.strategy.name}, balancing {deployment.lb_method}",
+        f"{'host':10s} {'roles':16s} {'os':20s} {'deployed':26s} {'versions':44s} health",
+    ]
     for status in statuses:
         f = status.facts
         deployed = f"{f.get('strategy') or '-'}" + (f", {f['balancing']}" if f.get("balancing") else "")
-        versions = ", ".join(f"{name} {f[key]}" for name, key in (("app", "app"), ("nginx", "nginx"),
-                                                                  ("redis", "redis"), ("pg", "postgresql"))
-                             if f.get(key))
+        versions = ", ".join(
+            f"{name} {f[key]}"
+            for name, key in (("app", "app"), ("nginx", "nginx"), ("redis", "redis"), ("pg", "postgresql"))
+            if f.get(key)
+        )
         health = "ok" if not status.problems else "UNHEALTHY"
         system = describe(f["os"]) if f.get("os") else "-"
-        lines.append(f"{status.node.name:10s} {','.join(status.node.roles):16s} {system:20s} {deployed:26s} "
-                     f"{versions:44s} {health}")
+        lines.append(
+            f"{status.node.name:10s} {','.join(status.node.roles):16s} {system:20s} {deployed:26s} "
+            f"{versions:44s} {health}"
+        )
     problems = [problem for status in statuses for problem in status.problems]
     expected = deployment.strategy.name
     for status in statuses:

@@ -26,14 +26,18 @@ class Strategy:
     secrets: tuple[str, ...] = ()  # the generated secrets its app settings use
 
 
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
-    Strategy("cookie", ("lb", "app"), "round_robin", shared=True, secrets=("cookie_secret_key",)),
-    Strategy("sticky", ("lb", "app"), "ip_hash", shared=False),
-    Strategy("database", ("lb", "app", "db"), "round_robin", shared=True, secrets=("postgres_password",)),
-    Strategy("replication", ("lb", "app"), "round_robin", shared=True, secrets=("replication_key",)),
-    Strategy("redis", ("lb", "app", "redis"), "round_robin", shared=True, secrets=REDIS_SECRETS),
-    Strategy("token", ("lb", "app", "redis"), "round_robin", shared=True, bearer=True, secrets=REDIS_SECRETS),
-)}
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy("cookie", ("lb", "app"), "round_robin", shared=True, secrets=("cookie_secret_key",)),
+        Strategy("sticky", ("lb", "app"), "ip_hash", shared=False),
+        Strategy("database", ("lb", "app", "db"), "round_robin", shared=True, secrets=("postgres_password",)),
+        Strategy("replication", ("lb", "app"), "round_robin", shared=True, secrets=("replication_key",)),
+        Strategy("redis", ("lb", "app", "redis"), "round_robin", shared=True, secrets=REDIS_SECRETS),
+        Strategy("token", ("lb", "app", "redis"), "round_robin", shared=True, bearer=True, secrets=REDIS_SECRETS),
+    )
+}
+
 
 def redis_mode(data, strategy: Strategy) -> str:
     """The redis_mode in effect: the inventory's for a strategy that uses Redis, "standalone" (nothing extra to run)
@@ -48,7 +52,7 @@ def sentinel_hosts(redis: list, app: list) -> list:
     """With redis_mode=sentinel, where Sentinels run: on every redis host, and on the first app nodes until there are
     SENTINELS of them (so that one lost host leaves a majority)."""
     extra = [node for node in app if node not in redis]
-    return list(redis) + extra[:max(0, SENTINELS - len(redis))]
+    return list(redis) + extra[: max(0, SENTINELS - len(redis))]
 
 
 CLUSTER_PRIMARIES, CLUSTER_REPLICAS = 3, 1  # Redis Cluster: three primaries, each with one replica
@@ -76,13 +80,25 @@ def route_of(node: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", node)[:64]
 
 
-def app_environment(strategy: Strategy, data, secrets: dict[str, str], node: str, private_ip: str,
-                    peers: list[str], redis_ip: str | None, db_ip: str | None,
-                    sentinels: list[str] = (), cluster_nodes: list[tuple[str, int]] = ()) -> dict[str, str]:
+def app_environment(
+    strategy: Strategy,
+    data,
+    secrets: dict[str, str],
+    node: str,
+    private_ip: str,
+    peers: list[str],
+    redis_ip: str | None,
+    db_ip: str | None,
+    sentinels: list[str] = (),
+    cluster_nodes: list[tuple[str, int]] = (),
+) -> dict[str, str]:
     """The sample app's environment (its settings, see sample_app/settings.py) on one app node."""
     env = {
-        "SESSION_STRATEGY": strategy.name, "NODE_NAME": node, "APP_HOST": private_ip,
-        "APP_PORT": str(data.get("app_port")), "SESSION_TTL": str(data.get("app_session_ttl")),
+        "SESSION_STRATEGY": strategy.name,
+        "NODE_NAME": node,
+        "APP_HOST": private_ip,
+        "APP_PORT": str(data.get("app_port")),
+        "SESSION_TTL": str(data.get("app_session_ttl")),
         # Behind the balancer's TLS (lb_tls) the cookie is Secure: a browser never sends it over plain HTTP.
         "COOKIE_SECURE": "true" if data.get("app_cookie_secure") or data.get("lb_tls") else "false",
         "LOG_LEVEL": data.get("app_log_level"),
@@ -103,8 +119,10 @@ def app_environment(strategy: Strategy, data, secrets: dict[str, str], node: str
             env["REDIS_SENTINEL_MASTER"] = str(data.get("redis_sentinel_master"))
     if strategy.name == "database":
         password = quote(secrets["postgres_password"], safe="")
-        env["DATABASE_URL"] = (f"postgresql://{data.get('postgres_user')}:{password}@{db_ip}:"
-                               f"{data.get('postgres_port')}/{data.get('postgres_database')}?sslmode=require")
+        env["DATABASE_URL"] = (
+            f"postgresql://{data.get('postgres_user')}:{password}@{db_ip}:"
+            f"{data.get('postgres_port')}/{data.get('postgres_database')}?sslmode=require"
+        )
         env["DATABASE_POOL_SIZE"] = str(data.get("app_database_pool_size"))
     if strategy.name == "replication":
         env["PEERS"] = ",".join(f"http://{ip}:{data.get('app_port')}" for ip in peers)

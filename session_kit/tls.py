@@ -16,8 +16,9 @@ import datetime
 import hashlib
 import ipaddress
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .validate import controller_path
 
@@ -60,9 +61,10 @@ def covered(certificate_path: Path, names: list[str]) -> bool:
         alt = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (OSError, ValueError, x509.ExtensionNotFound):
         return False
-    now = datetime.datetime.now(datetime.timezone.utc)
-    return (all(_general_name(name) in alt for name in names)
-            and certificate.not_valid_after_utc - now > datetime.timedelta(days=RENEW_DAYS))
+    now = datetime.datetime.now(datetime.UTC)
+    return all(
+        _general_name(name) in alt for name in names
+    ) and certificate.not_valid_after_utc - now > datetime.timedelta(days=RENEW_DAYS)
 
 
 def self_signed(directory: str | Path, inventory_name: str, names: list[str]) -> tuple[Path, Path]:
@@ -80,25 +82,46 @@ def self_signed(directory: str | Path, inventory_name: str, names: list[str]) ->
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64]),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, f"session-kit {inventory_name}"[:64])])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64]),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, f"session-kit {inventory_name}"[:64]),
+        ]
+    )
+    now = datetime.datetime.now(datetime.UTC)
     public = key.public_key()
     certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(public)
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(public)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
         .add_extension(x509.SubjectAlternativeName([_general_name(name) for name in names]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
-        .sign(key, hashes.SHA256()))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     _write(key_path, key_pem, 0o600)
     _write(certificate_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
@@ -130,6 +153,7 @@ def spki_sha256(certificate_path: str | Path) -> str:
     from cryptography.hazmat.primitives import serialization
 
     certificate = x509.load_pem_x509_certificate(Path(certificate_path).read_bytes())
-    spki = certificate.public_key().public_bytes(serialization.Encoding.DER,
-                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+    spki = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     return base64.b64encode(hashlib.sha256(spki).digest()).decode()

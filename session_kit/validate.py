@@ -12,7 +12,8 @@ import functools
 import ipaddress
 import pathlib
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .strategies import STRATEGIES
 
@@ -100,8 +101,12 @@ class Path(Type):
         self.what = ("an absolute path" if absolute else "a path") + " of letters, digits and _.+-/"
 
     def accepts(self, value: Any) -> bool:
-        return (isinstance(value, str) and bool(self._SAFE.fullmatch(value))
-                and (value.startswith("/") or not self.absolute) and ".." not in value.split("/"))
+        return (
+            isinstance(value, str)
+            and bool(self._SAFE.fullmatch(value))
+            and (value.startswith("/") or not self.absolute)
+            and ".." not in value.split("/")
+        )
 
 
 def _ip(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -152,8 +157,7 @@ class Duration(Type):
 
     high: the largest value in seconds; seconds_only: the directive takes whole seconds (no ms)."""
 
-    _UNITS = {"y": 365 * 86400, "M": 30 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1,
-              "ms": 0.001}
+    _UNITS = {"y": 365 * 86400, "M": 30 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
     _PART = re.compile(r"(\d+)(ms|[yMwdhms])?")
 
     def __init__(self, high: float, seconds_only: bool = False):
@@ -178,7 +182,7 @@ class Duration(Type):
                 return None  # Nginx wants the largest unit first, each once
             last = order.index(unit)
             total += int(match.group(1)) * self._UNITS[unit]
-            rest = rest[match.end():]
+            rest = rest[match.end() :]
         return total
 
     def accepts(self, value: Any) -> bool:
@@ -308,6 +312,7 @@ def pyinfra_keys() -> tuple[frozenset[str], tuple[str, ...]]:
 
 def known_variables() -> frozenset[str]:
     from .defaults import VARIABLES
+
     return frozenset(VARIABLES) | {"inventory_name"} | pyinfra_keys()[0]
 
 
@@ -334,34 +339,47 @@ def check_data(data: Mapping[str, Any], host_name: str = "") -> None:
             raise KitError(f"{key}: {problem}{where}")
     strategy, method = data.get("session_strategy", "redis"), data.get("lb_method")
     if strategy == "sticky" and method == "round_robin":
-        raise KitError("lb_method: round_robin cannot serve session_strategy=sticky (a session lives on one node); "
-                       "use ip_hash or hash_cookie")
+        raise KitError(
+            "lb_method: round_robin cannot serve session_strategy=sticky (a session lives on one node); "
+            "use ip_hash or hash_cookie"
+        )
     workers = data.get("app_workers", VARIABLES["app_workers"].default)
     if strategy in ONE_WORKER and workers not in (1, "auto"):
-        raise KitError(f"app_workers: session_strategy={strategy} keeps its sessions in one process's memory, where "
-                       f"another worker of the node would not see them: 1 or auto (which is 1 for it), got "
-                       f"{workers!r}{where}")
+        raise KitError(
+            f"app_workers: session_strategy={strategy} keeps its sessions in one process's memory, where "
+            f"another worker of the node would not see them: 1 or auto (which is 1 for it), got "
+            f"{workers!r}{where}"
+        )
     if data.get("lb_tls", VARIABLES["lb_tls"].default):
         certificate, key = data.get("lb_tls_certificate"), data.get("lb_tls_key")
         if (certificate is None) != (key is None):
-            given, missing = ("lb_tls_certificate", "lb_tls_key") if key is None else ("lb_tls_key",
-                                                                                       "lb_tls_certificate")
-            raise KitError(f"{missing}: not set, but {given} is{where}; set both (a PEM certificate chain and its "
-                           f"key) or neither (the kit makes a self-signed pair per inventory)")
+            given, missing = (
+                ("lb_tls_certificate", "lb_tls_key") if key is None else ("lb_tls_key", "lb_tls_certificate")
+            )
+            raise KitError(
+                f"{missing}: not set, but {given} is{where}; set both (a PEM certificate chain and its "
+                f"key) or neither (the kit makes a self-signed pair per inventory)"
+            )
         plain = _listen_parts(data.get("nginx_listen", VARIABLES["nginx_listen"].default))
         tls = _listen_parts(data.get("nginx_listen_tls", VARIABLES["nginx_listen_tls"].default))
         if plain[1] == tls[1] and "*" in (plain[0], tls[0]) or plain == tls:
-            raise KitError(f"nginx_listen_tls: {data.get('nginx_listen_tls')!r} takes the port of nginx_listen "
-                           f"({data.get('nginx_listen', VARIABLES['nginx_listen'].default)!r}), which answers plain "
-                           f"HTTP with a redirect to HTTPS{where}; give each its own port")
+            raise KitError(
+                f"nginx_listen_tls: {data.get('nginx_listen_tls')!r} takes the port of nginx_listen "
+                f"({data.get('nginx_listen', VARIABLES['nginx_listen'].default)!r}), which answers plain "
+                f"HTTP with a redirect to HTTPS{where}; give each its own port"
+            )
     if not isinstance(data.get("inventory_name"), str) or not _NAME.fullmatch(data.get("inventory_name") or ""):
-        raise KitError(f"inventory_name: every inventory sets it (it names the secrets file), got "
-                       f"{data.get('inventory_name')!r}{where}")
+        raise KitError(
+            f"inventory_name: every inventory sets it (it names the secrets file), got "
+            f"{data.get('inventory_name')!r}{where}"
+        )
     if data.get("private_ip") is None:
         fallback = data.get("ssh_hostname") or host_name
         if fallback and not Address().accepts(fallback):
-            raise KitError(f"private_ip: not set, and {fallback!r} (the host's ssh_hostname) is not an IP address "
-                           f"to bind services to{where}; set the host's private address")
+            raise KitError(
+                f"private_ip: not set, and {fallback!r} (the host's ssh_hostname) is not an IP address "
+                f"to bind services to{where}; set the host's private address"
+            )
 
 
 def check_same(values: Mapping[str, Mapping[str, Any]]) -> None:
@@ -377,8 +395,7 @@ def check_same(values: Mapping[str, Mapping[str, Any]]) -> None:
         for other in hosts[1:]:
             a, b = values[first].get(name, default), values[other].get(name, default)
             if a != b or type(a) is not type(b):
-                raise KitError(f"{name}: must be the same on every host, but {first} has {a!r} and {other} has "
-                               f"{b!r}")
+                raise KitError(f"{name}: must be the same on every host, but {first} has {a!r} and {other} has {b!r}")
 
 
 def check_groups(strategy: str, groups: Mapping[str, list[str]], redis_mode: str = "standalone") -> None:
@@ -388,8 +405,10 @@ def check_groups(strategy: str, groups: Mapping[str, list[str]], redis_mode: str
         if not groups.get(group):
             raise KitError(f"{group}: group is empty, but session_strategy={strategy} needs it")
     if redis_mode == "sentinel" and "redis" in STRATEGIES[strategy].needs and len(groups["redis"]) < 2:
-        raise KitError(f"redis: redis_mode=sentinel needs two or more hosts (a primary and a replica to promote), "
-                       f"has {len(groups['redis'])}")
+        raise KitError(
+            f"redis: redis_mode=sentinel needs two or more hosts (a primary and a replica to promote), "
+            f"has {len(groups['redis'])}"
+        )
     if len(groups.get("app", [])) < 2:
         raise KitError(f"app: needs two or more hosts to share sessions across, has {len(groups.get('app', []))}")
     if len(groups.get("lb", [])) != 1:

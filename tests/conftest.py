@@ -43,5 +43,7 @@ def pytest_collection_modifyitems(config, items):
     """A run that includes the lab or end-to-end tests needs root: say so in one line instead of skipping them (a
     green run that tested nothing on the lab would hide it)."""
     if os.geteuid() != 0 and any(item.get_closest_marker("lab") for item in items):
-        raise pytest.UsageError("the lab and end-to-end tests need root (network namespaces, mounts, containers): "
-                                "run ./kit test as root, or select tests/unit tests/app")
+        raise pytest.UsageError(
+            "the lab and end-to-end tests need root (network namespaces, mounts, containers): "
+            "run ./kit test as root, or select tests/unit tests/app"
+        )

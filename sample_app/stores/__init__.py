@@ -6,7 +6,7 @@ A new strategy is one new module beside this one and one new row here.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from ..settings import Settings
 from .base import Limits, SessionStore
@@ -14,21 +14,25 @@ from .base import Limits, SessionStore
 
 def _cookie(settings: Settings, limits: Limits) -> SessionStore:
     from .signed_cookie import SignedCookieStore
+
     return SignedCookieStore(limits, settings.secret_keys)
 
 
 def _sticky(settings: Settings, limits: Limits) -> SessionStore:
     from .memory import MemoryStore
+
     return MemoryStore(limits)
 
 
 def _database(settings: Settings, limits: Limits) -> SessionStore:
     from .postgres import PostgresStore
+
     return PostgresStore(limits, settings.database_url, settings.database_pool_size, poll=_poll(settings))
 
 
 def _replication(settings: Settings, limits: Limits) -> SessionStore:
     from .replicated import ReplicatedStore
+
     return ReplicatedStore(limits, settings.node_name, settings.peers, settings.replication_key)
 
 
@@ -41,6 +45,7 @@ def _lean_redis(settings: Settings):
     """Redis Cluster when REDIS_CLUSTER_NODES is set (REDIS_URL: its user and password), else one Redis, found
     through Sentinel when REDIS_SENTINELS is set."""
     from .resp import ClusterRedis, LeanRedis
+
     if settings.redis_cluster_nodes:
         return ClusterRedis(settings.redis_url, settings.redis_cluster_nodes)
     return LeanRedis(settings.redis_url, settings.redis_sentinels, settings.redis_sentinel_master)
@@ -51,6 +56,7 @@ def _redis_connections(settings: Settings):
     (client_cache.py), which connects where the store's is; None on Redis Cluster or with REDIS_CACHE_SESSIONS=0."""
     from .client_cache import ClientCache
     from .resp import LeanRedis
+
     redis = _lean_redis(settings)
     if settings.redis_cluster_nodes or not settings.redis_cache_sessions:
         return redis, None
@@ -59,12 +65,14 @@ def _redis_connections(settings: Settings):
 
 def _redis(settings: Settings, limits: Limits) -> SessionStore:
     from .redis import RedisStore
+
     redis, reads = _redis_connections(settings)
     return RedisStore(limits, redis, poll=_poll(settings), reads=reads)
 
 
 def _token(settings: Settings, limits: Limits) -> SessionStore:
     from .token import TokenStore
+
     redis, reads = _redis_connections(settings)
     return TokenStore(limits, redis, poll=_poll(settings), reads=reads)
 
@@ -76,14 +84,17 @@ class Strategy:
     carrier: str  # "cookie": the SESSION cookie; "bearer": the Authorization header
 
 
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
-    Strategy("cookie", _cookie, "cookie"),
-    Strategy("sticky", _sticky, "cookie"),
-    Strategy("database", _database, "cookie"),
-    Strategy("replication", _replication, "cookie"),
-    Strategy("redis", _redis, "cookie"),
-    Strategy("token", _token, "bearer"),
-)}
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy("cookie", _cookie, "cookie"),
+        Strategy("sticky", _sticky, "cookie"),
+        Strategy("database", _database, "cookie"),
+        Strategy("replication", _replication, "cookie"),
+        Strategy("redis", _redis, "cookie"),
+        Strategy("token", _token, "bearer"),
+    )
+}
 
 
 def build_store(settings: Settings) -> tuple[Strategy, SessionStore]:

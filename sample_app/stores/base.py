@@ -70,7 +70,7 @@ class Session:
         return {"user": self.user, "counter": self.counter, "data": self.data, "created": self.created}
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Session":
+    def from_json(cls, obj: dict[str, Any]) -> Session:
         return cls(user=obj["user"], counter=int(obj["counter"]), data=dict(obj["data"]), created=float(obj["created"]))
 
 

@@ -30,7 +30,8 @@ request at a time (README, "What limits them").
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Generic, Sequence, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -71,9 +72,14 @@ POLLER = _Poller()
 
 
 class Batcher(Generic[Item, Result]):
-    def __init__(self, run: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]], limit: int = 256,
-                 concurrency: int | None = None, poll: float = 0.0,
-                 shares: Callable[[BaseException], bool] | None = None):
+    def __init__(
+        self,
+        run: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]],
+        limit: int = 256,
+        concurrency: int | None = None,
+        poll: float = 0.0,
+        shares: Callable[[BaseException], bool] | None = None,
+    ):
         """poll: seconds the loop keeps polling while a batch is out (0: it may sleep at once); shares(error): the
         requests waiting when a batch fails with this error fail with it (bounded concurrency)."""
         self.run, self.limit, self.poll, self.shares = run, limit, poll, shares
@@ -98,7 +104,7 @@ class Batcher(Generic[Item, Result]):
     def _flush(self) -> None:
         self.scheduled = False
         while self.pending and len(self.running) < self.concurrency:
-            batch, self.pending = self.pending[:self.limit], self.pending[self.limit:]
+            batch, self.pending = self.pending[: self.limit], self.pending[self.limit :]
             task = self.loop.create_task(self._answer(batch))
             if self.concurrency != float("inf"):  # unbounded: nothing to count, nothing to send when it is done
                 self.running.add(task)

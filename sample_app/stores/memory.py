@@ -1,8 +1,8 @@
 """sticky: sessions in this process's memory only. Another node does not know them; Nginx ip_hash keeps a client here.
 
 One process per node, one event loop: every change is made without awaiting (replication's sync mode awaits its
-peers only after it), so increments on one node are exact. A node restart loses its sessions, and a client moved to another node (node down, or its address hashed
-elsewhere) must log in again.
+peers only after it), so increments on one node are exact. A node restart loses its sessions, and a client moved
+to another node (node down, or its address hashed elsewhere) must log in again.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from typing import Any, Awaitable
+from collections.abc import Awaitable
+from typing import Any
 
 from .base import Change, Limits, Session, SessionStore, new_id, too_many_keys
 

@@ -123,16 +123,23 @@ class PeerLink:
         loop = asyncio.get_running_loop()
         try:
             _, connection = await asyncio.wait_for(
-                loop.create_connection(_Connection, self.host, self.port), self.connect_timeout)
-        except (OSError, asyncio.TimeoutError) as error:
+                loop.create_connection(_Connection, self.host, self.port), self.connect_timeout
+            )
+        except (TimeoutError, OSError) as error:
             raise PeerDown(f"cannot connect to {self.host}:{self.port}: {type(error).__name__}: {error}") from None
         finally:
             self._connecting = None  # done, whoever waited for it (all of them may have been cancelled)
         self._connection = connection
         return connection
 
-    async def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
-                      timeout: float | None = None) -> Response:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Response:
         """timeout: for the whole exchange (sending, the peer's work, the answer); the link's own by default."""
         connection = await self._connected()
         if connection.closed:  # lost between its connect and now
@@ -143,8 +150,11 @@ class PeerLink:
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         connection.waiters.append(waiter)
-        head = [f"{method} {self.prefix}{path} HTTP/1.1".encode(), b"Host: " + self.host_header,
-                b"Content-Length: " + str(len(body)).encode()]
+        head = [
+            f"{method} {self.prefix}{path} HTTP/1.1".encode(),
+            b"Host: " + self.host_header,
+            b"Content-Length: " + str(len(body)).encode(),
+        ]
         head += [f"{name}: {value}".encode() for name, value in (headers or {}).items()]
         assert connection.transport is not None
         try:

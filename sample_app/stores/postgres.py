@@ -32,8 +32,8 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -42,9 +42,19 @@ from psycopg.generators import execute as _execute_generator
 from psycopg.generators import send as _send_generator
 from psycopg.types.json import Jsonb
 
+from .base import (
+    SLIDE_AFTER,
+    STORE_TIMEOUT,
+    Change,
+    Limits,
+    Session,
+    SessionStore,
+    StoreUnavailable,
+    is_valid_id,
+    new_id,
+    too_many_keys,
+)
 from .batching import Batcher
-from .base import (SLIDE_AFTER, STORE_TIMEOUT, Change, Limits, Session, SessionStore, StoreUnavailable, is_valid_id,
-                   new_id, too_many_keys)
 
 log = logging.getLogger("sample_app.database")
 
@@ -110,8 +120,15 @@ PURGE_ROWS = "DELETE FROM sessions WHERE expires_at <= now()"
 # cut, a host gone) sends no reset: the kernel gives the connection up after 10 s of unacknowledged data, or 5 s idle
 # plus 3 unanswered keepalives 2 s apart, instead of TCP's 15 minutes. (A frozen process on a live host is another
 # matter: its kernel acknowledges everything; STORE_TIMEOUT bounds what a request waits for it.)
-_CONNECT = {"autocommit": True, "connect_timeout": 2, "tcp_user_timeout": 10_000, "keepalives": 1,
-            "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+_CONNECT = {
+    "autocommit": True,
+    "connect_timeout": 2,
+    "tcp_user_timeout": 10_000,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
 
 _UNAVAILABLE = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.errors.AdminShutdown)
 
@@ -145,6 +162,7 @@ def _settle(future: asyncio.Future, _: Any) -> None:
 
 def _no_answer(seconds: float) -> _Hopeless:
     return _Hopeless(f"postgresql: no answer within {seconds:g} s")
+
 
 _ROLLBACK_RETRIES = 2
 
@@ -262,8 +280,10 @@ class _Lane:
                 if result is None:  # the statement's results are all in
                     break
                 self.results.append(result)
-                if (result.status == pq.ExecStatus.FATAL_ERROR
-                        and result.error_field(pq.DiagnosticField.SEVERITY_NONLOCALIZED) == b"FATAL"):
+                if (
+                    result.status == pq.ExecStatus.FATAL_ERROR
+                    and result.error_field(pq.DiagnosticField.SEVERITY_NONLOCALIZED) == b"FATAL"
+                ):
                     break  # the server's goodbye: it closes the connection, nothing more comes
             else:
                 return  # more to come
@@ -395,7 +415,8 @@ class PostgresStore(SessionStore):
         super().__init__(limits)
         self.url = url
         self.pool = psycopg_pool.AsyncConnectionPool(
-            url, min_size=pool_size, max_size=pool_size, open=False, timeout=STORE_TIMEOUT, kwargs=dict(_CONNECT))
+            url, min_size=pool_size, max_size=pool_size, open=False, timeout=STORE_TIMEOUT, kwargs=dict(_CONNECT)
+        )
         self._schema_ready = False
         self._pool_check = asyncio.Lock()
         self.pool_checked_after: float | None = None  # monotonic time of the last test of the idle connections
@@ -437,8 +458,9 @@ class PostgresStore(SessionStore):
         if not task.cancelled() and task.exception() is not None:
             log.debug("background work failed: %r", task.exception())
 
-    async def _bounded(self, work: Awaitable[Any], timeout: float | None = None,
-                       dispose: Callable[[Any], Awaitable[Any]] | None = None) -> Any:
+    async def _bounded(
+        self, work: Awaitable[Any], timeout: float | None = None, dispose: Callable[[Any], Awaitable[Any]] | None = None
+    ) -> Any:
         """work's result, or _Hopeless after `timeout` seconds. The work runs as a task of its own, so that the
         request can leave it without waiting for it (a task, a future and a timer: about 9 us of CPU, where
         asyncio.wait took 20). Work left behind (timed out, or its request cancelled) is cancelled in the
@@ -483,7 +505,7 @@ class PostgresStore(SessionStore):
         try:
             async with self.pool.connection() as conn:
                 await self._ensure_schema(conn)
-                async with (conn.transaction() if transaction else contextlib.nullcontext()):
+                async with conn.transaction() if transaction else contextlib.nullcontext():
                     async with conn.cursor() as cur:
                         yield cur
         except psycopg.errors.AdminShutdown as error:
@@ -545,8 +567,9 @@ class PostgresStore(SessionStore):
         await self._one("SELECT 1", {})
 
     def _row(self, handle: str, session: Session) -> dict[str, Any]:
-        return self._args(handle, user=session.user, counter=session.counter, data=Jsonb(session.data),
-                          created=session.created)
+        return self._args(
+            handle, user=session.user, counter=session.counter, data=Jsonb(session.data), created=session.created
+        )
 
     async def create(self, session: Session) -> str:
         handle = new_id()
@@ -564,14 +587,19 @@ class PostgresStore(SessionStore):
         except StoreUnavailable:
             found = await self._load_lane.run(wanted)
         found = found or {}
-        return [None if (row := found.get(handle)) is None else
-                Session(user=row[0], counter=row[1], data=row[2], created=row[3]) for handle in handles]
+        return [
+            None
+            if (row := found.get(handle)) is None
+            else Session(user=row[0], counter=row[1], data=row[2], created=row[3])
+            for handle in handles
+        ]
 
     async def _increment_many(self, handles: Sequence[str]) -> list[Change[int] | None]:
         counters = await self._increment_lane.run(handles) or {}
         # handle -> the first of the n values its requests get
-        next_value = {handle: counters[handle] - n + 1
-                      for handle, n in collections.Counter(handles).items() if handle in counters}
+        next_value = {
+            handle: counters[handle] - n + 1 for handle, n in collections.Counter(handles).items() if handle in counters
+        }
         results: list[Change[int] | None] = []
         for handle in handles:
             if handle in next_value:

@@ -33,12 +33,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
+from .base import (
+    SLIDE_AFTER,
+    Change,
+    Limits,
+    Session,
+    SessionStore,
+    StoreUnavailable,
+    is_valid_id,
+    new_id,
+    too_many_keys,
+)
 from .batching import Batcher
 from .client_cache import ClientCache
-from .base import (SLIDE_AFTER, Change, Limits, Session, SessionStore, StoreUnavailable, is_valid_id, new_id,
-                   too_many_keys)
 from .resp import ClusterRedis, LeanRedis, RedisError
 
 log = logging.getLogger("sample_app.redis")
@@ -51,10 +61,29 @@ KEY_PATTERNS = ("session:*", "token:*", "user-tokens:*")
 #: Every command the app sends (AUTH aside, always allowed), by itself or from its scripts: an ACL user limited to
 #: these (and to KEY_PATTERNS) can run every strategy on Redis, through Sentinel and on Redis Cluster.
 ACL_COMMANDS = (
-    "ping", "select", "evalsha", "eval", "script|load", "cluster|slots", "asking",  # connection, scripts, cluster
-    "hello", "client|tracking",  # the reads' tracking connection (client_cache.py)
-    "hgetall", "hget", "hset", "hdel", "hexists", "hlen", "hincrby", "pexpire", "pttl", "exists", "del",  # sessions
-    "smembers", "sadd", "srem",  # the token store's per-user index
+    "ping",
+    "select",
+    "evalsha",
+    "eval",
+    "script|load",
+    "cluster|slots",
+    "asking",  # connection, scripts, cluster
+    "hello",
+    "client|tracking",  # the reads' tracking connection (client_cache.py)
+    "hgetall",
+    "hget",
+    "hset",
+    "hdel",
+    "hexists",
+    "hlen",
+    "hincrby",
+    "pexpire",
+    "pttl",
+    "exists",
+    "del",  # sessions
+    "smembers",
+    "sadd",
+    "srem",  # the token store's per-user index
 )
 
 CREATE = """
@@ -121,8 +150,9 @@ class RedisStore(SessionStore):
     key_prefix = "session:"
     index_prefix = ""  # "" keeps no per-user index
 
-    def __init__(self, limits: Limits, redis: LeanRedis | ClusterRedis, poll: float = 0.0,
-                 reads: LeanRedis | None = None):
+    def __init__(
+        self, limits: Limits, redis: LeanRedis | ClusterRedis, poll: float = 0.0, reads: LeanRedis | None = None
+    ):
         """reads: a tracking connection (LeanRedis with a ClientCache as its tracker) that reads go over, answered
         from the node's copies where it holds them (client_cache.py); None: every read from Redis."""
         super().__init__(limits)
@@ -212,8 +242,11 @@ class RedisStore(SessionStore):
         """A session from HGETALL's RESP3 reply (a map; empty: no session)."""
         if not fields:
             return None
-        data = {name[2:].decode(): json.loads(value) for name, value in fields.items()
-                if name[:2] == b"d:"} if len(fields) > _FIXED_FIELDS else {}
+        data = (
+            {name[2:].decode(): json.loads(value) for name, value in fields.items() if name[:2] == b"d:"}
+            if len(fields) > _FIXED_FIELDS
+            else {}
+        )
         return Session(fields[b"user"].decode(), int(fields[b"counter"]), data, float(fields[b"created"]))
 
     # On a cluster a batch's keys are in many slots: script_each runs the script once per slot, and a slot that
@@ -226,8 +259,9 @@ class RedisStore(SessionStore):
             return [flat if isinstance(flat, StoreUnavailable) else self._parse(flat) for flat in replies]
         if self.cache is not None:
             return await self._load_cached(keys)
-        replies = await self._call(self.redis.pipeline(*[command for key in keys
-                                                         for command in (("HGETALL", key), ("PTTL", key))]))
+        replies = await self._call(
+            self.redis.pipeline(*[command for key in keys for command in (("HGETALL", key), ("PTTL", key))])
+        )
         sessions = [self._parse(flat) for flat in replies[::2]]
         self._slide_due(keys, sessions, replies[1::2])
         return sessions
@@ -276,8 +310,11 @@ class RedisStore(SessionStore):
     def _slide_due(self, keys: Sequence[str], sessions: Sequence[Session | None], ttls: Sequence[int]) -> None:
         """Slide the expiry of the read sessions due for it (PTTL under the threshold: -2 for a key gone since its
         HGETALL, nothing to slide; -1 for one without expiry, given one)."""
-        due = [key for key, session, ttl in zip(keys, sessions, ttls)
-               if session is not None and -2 < ttl < self.slide_below_ms]
+        due = [
+            key
+            for key, session, ttl in zip(keys, sessions, ttls)
+            if session is not None and -2 < ttl < self.slide_below_ms
+        ]
         if due:
             # Not waited for: the reads are answered now, as when the script slid them in the same call. The PEXPIREs
             # go on the store's connection, so any later change of this node finds them done; a read on the tracking
@@ -292,10 +329,13 @@ class RedisStore(SessionStore):
             log.warning("redis: sliding the expiry of read sessions failed: %s", slide.exception())
 
     async def _increment_many(self, handles: Sequence[str]) -> list[Change[int] | None | StoreUnavailable]:
-        replies = await self._call(self.redis.script_each(INCREMENT_MANY, [self.key(h) for h in handles],
-                                                          [self.ttl_ms, self.slide_below_ms]))
-        return [counter if counter is None or isinstance(counter, StoreUnavailable) else Change(counter)
-                for counter in replies]
+        replies = await self._call(
+            self.redis.script_each(INCREMENT_MANY, [self.key(h) for h in handles], [self.ttl_ms, self.slide_below_ms])
+        )
+        return [
+            counter if counter is None or isinstance(counter, StoreUnavailable) else Change(counter)
+            for counter in replies
+        ]
 
     async def load(self, handle: str) -> Session | None:
         if not is_valid_id(handle):
@@ -310,8 +350,11 @@ class RedisStore(SessionStore):
     async def set_data(self, handle: str, key: str, value: Any) -> Change[None] | None:
         if not is_valid_id(handle):
             return None
-        result = await self._call(self.redis.script(
-            SET_DATA, [self.key(handle)], [self.ttl_ms, "d:" + key, json.dumps(value), self.limits.max_data_keys]))
+        result = await self._call(
+            self.redis.script(
+                SET_DATA, [self.key(handle)], [self.ttl_ms, "d:" + key, json.dumps(value), self.limits.max_data_keys]
+            )
+        )
         if result == -1:
             raise too_many_keys(self.limits.max_data_keys)
         return None if result is None else Change(None)
@@ -356,4 +399,3 @@ class RedisStore(SessionStore):
         # Only the members ended here: a login meanwhile may have listed a new session (a later one: it stays).
         await self._call(self.redis.execute("SREM", index, *members))
         return sum(deleted)
-

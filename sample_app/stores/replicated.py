@@ -1,4 +1,5 @@
-"""replication: every node keeps every session in memory and sends each change to all peers (like Tomcat's DeltaManager).
+"""replication: every node keeps every session in memory and sends each change to all peers (as Tomcat's
+DeltaManager does).
 
 State and convergence
 - A session is a set of fields (user, created, counter, and one per data key), each a last-writer-wins register with a
@@ -50,7 +51,8 @@ import logging
 import math
 import secrets
 import time
-from typing import Any, Awaitable
+from collections.abc import Awaitable
+from typing import Any
 
 from .base import SLIDE_AFTER, Limits, Session
 from .memory import MemoryStore
@@ -151,14 +153,22 @@ class Peer:
         self.last_error = ""
 
     def status(self) -> dict[str, Any]:
-        return {"state": self.state, "queued": len(self.queue), "sent": self.sent, "batches": self.batches,
-                "failures": self.failures, "dropped": self.dropped, "snapshots": self.snapshots,
-                "last_error": self.last_error}
+        return {
+            "state": self.state,
+            "queued": len(self.queue),
+            "sent": self.sent,
+            "batches": self.batches,
+            "failures": self.failures,
+            "dropped": self.dropped,
+            "snapshots": self.snapshots,
+            "last_error": self.last_error,
+        }
 
 
 class ReplicatedStore(MemoryStore):
-    def __init__(self, limits: Limits, node: str, peers: tuple[str, ...], key: str, mode: str = "sync",
-                 timeout: float = 1.0):
+    def __init__(
+        self, limits: Limits, node: str, peers: tuple[str, ...], key: str, mode: str = "sync", timeout: float = 1.0
+    ):
         super().__init__(limits)
         self.node = node
         self.key = key.encode()
@@ -214,8 +224,12 @@ class ReplicatedStore(MemoryStore):
         version = (self.clock, self.node)
         if op == "put":
             session: Session = fields["session"]
-            values = {"user": session.user, "created": session.created, "counter": session.counter,
-                      **{"d:" + key: value for key, value in session.data.items()}}
+            values = {
+                "user": session.user,
+                "created": session.created,
+                "counter": session.counter,
+                **{"d:" + key: value for key, value in session.data.items()},
+            }
             changed = {name: [*version, value] for name, value in values.items()}
             self.parts[handle] = {"counter": session.counter}
         elif op == "set" and fields["field"] == "counter":  # an increment: this node's own part grows by one
@@ -337,7 +351,7 @@ class ReplicatedStore(MemoryStore):
                         await asyncio.wait_for(peer.wakeup.wait(), pause)
                         pause = 0.05
                         await asyncio.sleep(pause)  # at most 20 tries a second however busy the others are
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pause = min(pause * 2, RETRY_MAX)
                     continue
                 pause = 0.05
@@ -462,8 +476,10 @@ class ReplicatedStore(MemoryStore):
     def snapshot(self) -> dict[str, Any]:
         """The whole state: every session (and early change) with its versions, and the tombstones."""
         self.purge_expired()
-        states = [{"sid": handle, "exp": self.expires[handle], "f": self._entries(handle, session)}
-                  for handle, session in self.sessions.items()]
+        states = [
+            {"sid": handle, "exp": self.expires[handle], "f": self._entries(handle, session)}
+            for handle, session in self.sessions.items()
+        ]
         states += [{"sid": handle, "exp": self.expires[handle], "f": entries} for handle, entries in self.early.items()]
         return {"node": self.node, "sessions": states, "tombstones": self.tombstones}
 
@@ -504,8 +520,10 @@ class ReplicatedStore(MemoryStore):
                 log.info("no peer is up: starting with no sessions")
                 return
             if loop.time() + pause > deadline:
-                raise RuntimeError(f"replication: no snapshot from the peers that are up within {STARTUP_TIMEOUT:g} s"
-                                   f" ({'; '.join(failed)})")
+                raise RuntimeError(
+                    f"replication: no snapshot from the peers that are up within {STARTUP_TIMEOUT:g} s"
+                    f" ({'; '.join(failed)})"
+                )
             log.warning("no snapshot yet, retrying: %s", "; ".join(failed))
             await asyncio.sleep(pause)
             pause = min(pause * 2, 2.0)
@@ -518,12 +536,26 @@ class ReplicatedStore(MemoryStore):
         def pct(p: float) -> float | None:
             return round(lags[min(len(lags) - 1, int(p * len(lags)))], 3) if lags else None
 
-        return {"node": self.node, "mode": self.mode, "sessions": len(self.sessions), "received": self.received,
-                "duplicates": self.duplicates, "stale": self.stale, "replays_refused": self.guard.refused,
-                "tombstones": len(self.tombstones), "early": len(self.early), "snapshot_from": self.snapshot_from,
-                "lag_ms": {"samples": len(lags), "last": round(self.lag_ms[-1], 3) if lags else None,
-                           "p50": pct(0.5), "p99": pct(0.99), "max": round(lags[-1], 3) if lags else None},
-                "peers": {peer.url: peer.status() for peer in self.peers}}
+        return {
+            "node": self.node,
+            "mode": self.mode,
+            "sessions": len(self.sessions),
+            "received": self.received,
+            "duplicates": self.duplicates,
+            "stale": self.stale,
+            "replays_refused": self.guard.refused,
+            "tombstones": len(self.tombstones),
+            "early": len(self.early),
+            "snapshot_from": self.snapshot_from,
+            "lag_ms": {
+                "samples": len(lags),
+                "last": round(self.lag_ms[-1], 3) if lags else None,
+                "p50": pct(0.5),
+                "p99": pct(0.99),
+                "max": round(lags[-1], 3) if lags else None,
+            },
+            "peers": {peer.url: peer.status() for peer in self.peers},
+        }
 
     async def _log_forever(self) -> None:
         seen = 0
@@ -531,6 +563,11 @@ class ReplicatedStore(MemoryStore):
             await asyncio.sleep(10)
             if self.received != seen:
                 lag = self.status()["lag_ms"]
-                log.info("replication: %d deltas received, lag p50 %s ms p99 %s ms max %s ms",
-                         self.received - seen, lag["p50"], lag["p99"], lag["max"])
+                log.info(
+                    "replication: %d deltas received, lag p50 %s ms p99 %s ms max %s ms",
+                    self.received - seen,
+                    lag["p50"],
+                    lag["p99"],
+                    lag["max"],
+                )
                 seen = self.received

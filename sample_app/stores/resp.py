@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import hiredis
 from redis.asyncio.sentinel import Sentinel
@@ -164,9 +165,17 @@ class _Protocol(asyncio.Protocol):
 class LeanRedis:
     """One auto-pipelined connection to the Redis master, (re)connected on demand, found through Sentinel if set."""
 
-    def __init__(self, url: str, sentinels: tuple[tuple[str, int], ...] = (), master: str = "mymaster", *,
-                 address: tuple[str, int] | None = None, db: int | None = None, tracker: Tracker | None = None,
-                 follows: "LeanRedis | None" = None):
+    def __init__(
+        self,
+        url: str,
+        sentinels: tuple[tuple[str, int], ...] = (),
+        master: str = "mymaster",
+        *,
+        address: tuple[str, int] | None = None,
+        db: int | None = None,
+        tracker: Tracker | None = None,
+        follows: LeanRedis | None = None,
+    ):
         """url: redis://[USER:PASSWORD@]HOST:PORT/DB (a user: AUTH USER PASSWORD, an ACL user; none: AUTH PASSWORD);
         address and db override the URL's (a cluster node: its own address, db 0). With a tracker the connection
         speaks RESP3 with CLIENT TRACKING ON: replies come in RESP3 types (HGETALL a dict), and the tracker hears of
@@ -220,8 +229,9 @@ class LeanRedis:
         loop = asyncio.get_running_loop()
         try:
             _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _Protocol(self.tracker), host, port), TIMEOUT)
-        except (OSError, asyncio.TimeoutError) as error:
+                loop.create_connection(lambda: _Protocol(self.tracker), host, port), TIMEOUT
+            )
+        except (TimeoutError, OSError) as error:
             why = str(error) or f"no answer in {TIMEOUT} s"
             raise NotSent(f"redis at {host}:{port} unreachable: {why}") from None
         setup = []
@@ -240,7 +250,7 @@ class LeanRedis:
         except RedisError as error:
             proto.close()
             raise NotSent(f"redis at {host}:{port} refused the connection setup: {error}") from None
-        except (asyncio.TimeoutError, StoreUnavailable) as error:  # accepted, then silent or closed
+        except (TimeoutError, StoreUnavailable) as error:  # accepted, then silent or closed
             proto.close()
             why = error if isinstance(error, StoreUnavailable) else f"no reply in {TIMEOUT} s"
             raise NotSent(f"redis at {host}:{port} did not answer the connection setup: {why}") from None
@@ -405,7 +415,7 @@ class ClusterRedis:
         for entry in reply:
             start, end, primary, *others = entry
             owner = (_host(primary[0], source[0]), int(primary[1]))
-            slots[int(start):int(end) + 1] = [owner] * (int(end) - int(start) + 1)
+            slots[int(start) : int(end) + 1] = [owner] * (int(end) - int(start) + 1)
             replicas += [(_host(other[0], source[0]), int(other[1])) for other in others]
         if not any(slots):
             raise StoreUnavailable(f"redis cluster node {source[0]}:{source[1]} serves no slot: not a cluster yet")
@@ -525,8 +535,9 @@ class ClusterRedis:
         if not any(self.slots):
             await self.refresh(force=True)
         owners = [address for address in dict.fromkeys(self.slots) if address is not None]
-        await asyncio.gather(*(self._run(self.slots.index(owner), lambda node, asking: node.execute("PING"))
-                               for owner in owners))
+        await asyncio.gather(
+            *(self._run(self.slots.index(owner), lambda node, asking: node.execute("PING")) for owner in owners)
+        )
 
     async def close(self) -> None:
         for task in list(self._background):

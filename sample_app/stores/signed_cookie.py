@@ -64,8 +64,9 @@ class SignedCookieStore(SessionStore):
     def __init__(self, limits: Limits, secret_keys: tuple[str, ...]):
         super().__init__(limits)
         # One keyed HMAC per secret, newest first; each message MACs a copy (the key's pads are computed once).
-        self._macs = [hmac.new(hmac.digest(key.encode(), _CONTEXT, "sha256"), digestmod=hashlib.sha256)
-                      for key in secret_keys]
+        self._macs = [
+            hmac.new(hmac.digest(key.encode(), _CONTEXT, "sha256"), digestmod=hashlib.sha256) for key in secret_keys
+        ]
         self._decoded: dict[str, tuple[str, dict[str, Any], float, str]] = {}
 
     async def ping(self) -> None:
@@ -107,8 +108,11 @@ class SignedCookieStore(SessionStore):
         signed = f"{int(time.time())}.{counter}.{body}"
         handle = f"{signed}.{self._mac(signed.encode('ascii'))}"
         if len(COOKIE_NAME) + 1 + len(handle) > MAX_COOKIE_BYTES:
-            raise Rejected(413, "cookie_too_large",
-                           f"the session cookie would exceed {MAX_COOKIE_BYTES} bytes; nothing was changed")
+            raise Rejected(
+                413,
+                "cookie_too_large",
+                f"the session cookie would exceed {MAX_COOKIE_BYTES} bytes; nothing was changed",
+            )
         return handle
 
     def _encode_body(self, user: str, data: dict[str, Any], created: float, sid: str) -> str:
@@ -133,8 +137,12 @@ class SignedCookieStore(SessionStore):
             elif body[:1] != "j":
                 return None
             user, data, created, sid = _decode_json(raw.decode("utf-8"))
-            if not (isinstance(user, str) and isinstance(data, dict) and isinstance(created, (int, float))
-                    and isinstance(sid, str)):
+            if not (
+                isinstance(user, str)
+                and isinstance(data, dict)
+                and isinstance(created, (int, float))
+                and isinstance(sid, str)
+            ):
                 return None
         except (binascii.Error, zlib.error, UnicodeDecodeError, ValueError, TypeError):
             return None

@@ -37,4 +37,5 @@ def run(request):
     def run(coroutine):
         with asyncio.Runner(loop_factory=factory) as runner:
             return runner.run(asyncio.wait_for(coroutine, 20))
+
     return run

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -46,7 +45,7 @@ def tampered(handle: str) -> list[str]:
     middle = len(handle) // 2
     flip = "A" if handle[middle] != "A" else "B"
     return [
-        handle[:middle] + flip + handle[middle + 1:],  # one character changed
+        handle[:middle] + flip + handle[middle + 1 :],  # one character changed
         handle[:-1],  # truncated
         handle + "x",  # extended
         handle.upper(),
@@ -65,30 +64,43 @@ def test_tampered_forged_and_malformed_handles_are_401(cluster, victim):
         forger = SessionClient(bearer=cluster.bearer)
         raw = handle.encode("utf-8").decode("latin-1")  # non-ASCII bytes on the wire, as a hostile client sends them
         headers = {"Authorization": f"Bearer {raw}"} if cluster.bearer else {"Cookie": f"SESSION={raw}"}
-        for method, path in (("GET", "/session"), ("POST", "/session/counter"), ("PUT", "/session/data/x"),
-                             ("DELETE", "/session/data/keep"), ("POST", "/logout")):
+        for method, path in (
+            ("GET", "/session"),
+            ("POST", "/session/counter"),
+            ("PUT", "/session/data/x"),
+            ("DELETE", "/session/data/keep"),
+            ("POST", "/logout"),
+        ):
             response = forger.request(method, url + path, headers=headers, json=1 if method == "PUT" else None)
             assert_json_error(response, 401, "no_session")
 
 
 def test_malformed_authorization_and_cookie_headers(cluster, victim):
     client, url = victim
-    for headers in ({"Authorization": "Bearer"}, {"Authorization": "Basic Zm9vOmJhcg=="},
-                    {"Authorization": "Bearer a b c"}, {"Cookie": "SESSION"}, {"Cookie": ";;;=;SESSION=;"},
-                    {"Cookie": 'SESSION="unterminated'}):
+    for headers in (
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic Zm9vOmJhcg=="},
+        {"Authorization": "Bearer a b c"},
+        {"Cookie": "SESSION"},
+        {"Cookie": ";;;=;SESSION=;"},
+        {"Cookie": 'SESSION="unterminated'},
+    ):
         response = SessionClient().get(url + "/session", headers=headers)
         assert_json_error(response, 401, "no_session")
 
 
-@pytest.mark.parametrize("body, code", [
-    (b"{not json", "invalid_json"),
-    (b"\xff\xfe", "invalid_json"),
-    (b"[]", "invalid_username"),
-    (b'{"username": 7}', "invalid_username"),
-    (b'{"username": ""}', "invalid_username"),
-    (b'{"username": "a b"}', "invalid_username"),
-    (b'{"username": "' + b"x" * 65 + b'"}', "invalid_username"),
-])
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        (b"{not json", "invalid_json"),
+        (b"\xff\xfe", "invalid_json"),
+        (b"[]", "invalid_username"),
+        (b'{"username": 7}', "invalid_username"),
+        (b'{"username": ""}', "invalid_username"),
+        (b'{"username": "a b"}', "invalid_username"),
+        (b'{"username": "' + b"x" * 65 + b'"}', "invalid_username"),
+    ],
+)
 def test_bad_login_bodies_are_400(cluster, victim, body, code):
     client, url = victim
     response = client.post(url + "/login", data=body, headers={"Content-Type": "application/json"})
@@ -100,8 +112,11 @@ def test_oversized_body_is_413(cluster, victim):
     big = b'{"username": "' + b"x" * 70_000 + b'"}'
     assert_json_error(client.post(url + "/login", data=big), 413, "body_too_large")
     # A body that lies about its size (chunked, no Content-Length) is cut off as well.
-    assert_json_error(client.request("PUT", url + "/session/data/big", data=iter([b"[" + b"1," * 40_000 + b"1]"])),
-                      413, "body_too_large")
+    assert_json_error(
+        client.request("PUT", url + "/session/data/big", data=iter([b"[" + b"1," * 40_000 + b"1]"])),
+        413,
+        "body_too_large",
+    )
 
 
 def test_oversized_value_is_413(cluster, victim):
@@ -110,10 +125,15 @@ def test_oversized_value_is_413(cluster, victim):
     assert_json_error(response, 413, "value_too_large")
 
 
-@pytest.mark.parametrize("key, status, code", [
-    ("a" * 65, 400, "invalid_key"), ("with space", 400, "invalid_key"), ("%C3%A9", 400, "invalid_key"),
-    ("sl%2Fash", 404, "not_found"),  # decodes to a deeper path: no such route
-])
+@pytest.mark.parametrize(
+    "key, status, code",
+    [
+        ("a" * 65, 400, "invalid_key"),
+        ("with space", 400, "invalid_key"),
+        ("%C3%A9", 400, "invalid_key"),
+        ("sl%2Fash", 404, "not_found"),  # decodes to a deeper path: no such route
+    ],
+)
 def test_bad_data_keys_are_4xx(cluster, victim, key, status, code):
     client, url = victim
     assert_json_error(client.request("PUT", f"{url}/session/data/{key}", json=1), status, code)
@@ -121,7 +141,9 @@ def test_bad_data_keys_are_4xx(cluster, victim, key, status, code):
 
 def test_invalid_json_value_is_400(cluster, victim):
     client, url = victim
-    response = client.request("PUT", url + "/session/data/k", data=b"{oops", headers={"Content-Type": "application/json"})
+    response = client.request(
+        "PUT", url + "/session/data/k", data=b"{oops", headers={"Content-Type": "application/json"}
+    )
     assert_json_error(response, 400, "invalid_json")
 
 
@@ -199,7 +221,7 @@ def test_what_the_rule_accepts_round_trips(cluster, victim):
     client, url = victim
     accepted = {
         "deep": b"[" * 32 + b"1" + b"]" * 32,
-        "numbers": b'[9007199254740993, 1e308, -1.5e300, 5e-324, -0.0, 1E-400, 0.1]',
+        "numbers": b"[9007199254740993, 1e308, -1.5e300, 5e-324, -0.0, 1E-400, 0.1]",
         "text": '{"\\u0001\\u001f": "\\ud83d\\ude00 \u00e9\u4e2d \\u2028", "": [null, true, false]}'.encode(),
     }
     for key, body in accepted.items():
@@ -235,10 +257,12 @@ def test_store_that_accepts_but_never_answers_is_503_then_recovers(strategy):
         assert client.post(url + "/session/counter").status_code == 200
         server.freeze()
         try:
-            attempts = {"a read": lambda: client.get(url + "/session"),
-                        "an increment": lambda: client.post(url + "/session/counter"),
-                        "a read after the store failed": lambda: client.get(url + "/session"),
-                        "a login": lambda: SessionClient(bearer=cluster.bearer, timeout=20).login(url, "new")}
+            attempts = {
+                "a read": lambda: client.get(url + "/session"),
+                "an increment": lambda: client.post(url + "/session/counter"),
+                "a read after the store failed": lambda: client.get(url + "/session"),
+                "a login": lambda: SessionClient(bearer=cluster.bearer, timeout=20).login(url, "new"),
+            }
             for attempt, request in attempts.items():
                 started = time.monotonic()
                 response = request()
@@ -273,13 +297,16 @@ def test_store_that_accepts_but_never_answers_is_503_then_recovers(strategy):
 def test_rediss_url_is_refused_at_start():
     """The app does not speak TLS to Redis: a rediss:// URL would send the password in the clear, so it stops the
     app before it serves, with one line naming the setting."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SESSION_STRATEGY": "redis",
-           "REDIS_URL": "rediss://:secret-password@127.0.0.1:6380/0"}
-    result = subprocess.run([sys.executable, "-m", "sample_app"], env=env, capture_output=True, text=True, timeout=30,
-                            cwd=ROOT)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "SESSION_STRATEGY": "redis",
+        "REDIS_URL": "rediss://:secret-password@127.0.0.1:6380/0",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "sample_app"], env=env, capture_output=True, text=True, timeout=30, cwd=ROOT
+    )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "REDIS_URL" in lines[0] and "rediss://" in lines[0], lines
     assert "secret-password" not in result.stderr
-
-

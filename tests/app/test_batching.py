@@ -92,6 +92,7 @@ def test_a_failed_batch_fails_each_of_its_requests_and_the_next_batch_still_goes
 def test_a_shared_failure_fails_the_requests_that_waited_for_it_and_no_other():
     """shares(error): the requests that arrived while a batch was out fail with its error when it says so (a store
     that did not answer in time: one wait, not one per batch), and with no other error; a later request goes."""
+
     async def scenario(shares):
         run = Recorder(delay=0.2, fail=True)
         batcher = Batcher(run, concurrency=1, shares=shares)

@@ -16,10 +16,20 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--no-default-browser-check",
-         "--disable-default-apps", "--disable-domain-reliability", "--disable-client-side-phishing-detection",
-         "--window-size=1000,1000")
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-default-apps",
+    "--disable-domain-reliability",
+    "--disable-client-side-phishing-detection",
+    "--window-size=1000,1000",
+)
 
 
 def missing() -> str | None:
@@ -74,8 +84,10 @@ def walk(driver, url: str, strategy: str, screenshot: Path, increments: int = 10
 
     driver.get(url + "/")
     assert text("strategy") == strategy
-    until(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-session") == "no",
-          "the page reads the session on load: none yet")
+    until(
+        lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-session") == "no",
+        "the page reads the session on load: none yet",
+    )
     name = driver.find_element(By.ID, "name")
     name.clear()
     name.send_keys("browser")
@@ -93,8 +105,12 @@ def walk(driver, url: str, strategy: str, screenshot: Path, increments: int = 10
     until(lambda: text("counter") == str(increments), f"after a reload the counter is still {increments}")
     assert text("user") == "browser"
     travel = driver.find_element(By.ID, "travel")
-    seen = {"counter": text("counter"), "nodes": text("nodes"), "travel": travel.text,
-            "distinct": travel.get_attribute("data-count")}
+    seen = {
+        "counter": text("counter"),
+        "nodes": text("nodes"),
+        "travel": travel.text,
+        "distinct": travel.get_attribute("data-count"),
+    }
     assert int(seen["distinct"]) > 1, f"more than one node served the session: {seen}"
     assert "different nodes served this one session" in seen["travel"]
     served = [row.find_elements(By.TAG_NAME, "td")[3].text for row in driver.find_elements(By.CSS_SELECTOR, "#log tr")]
@@ -114,8 +130,10 @@ def walk(driver, url: str, strategy: str, screenshot: Path, increments: int = 10
 
 # -- on loopback -------------------------------------------------------------------------------------------------------
 
-pytestmark = [pytest.mark.skipif(missing() is not None, reason=missing() or ""),
-              pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")]
+pytestmark = [
+    pytest.mark.skipif(missing() is not None, reason=missing() or ""),
+    pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed"),
+]
 
 
 @pytest.fixture(params=["redis", "token"])
@@ -148,8 +166,10 @@ def test_the_same_walk_over_the_kits_tls_site(strategy, backends, tmp_path):
     from tests.app.test_routing import balanced_site
 
     pair = tls.self_signed(tmp_path, "browser", ["127.0.0.1"])
-    with balanced_site(strategy, "round_robin", tls=pair, backends=backends,
-                       extra_env={"COOKIE_SECURE": "true"}) as (_, nginx):
+    with balanced_site(strategy, "round_robin", tls=pair, backends=backends, extra_env={"COOKIE_SECURE": "true"}) as (
+        _,
+        nginx,
+    ):
         with browser(trusting(pair[0])) as driver:
             seen = walk(driver, nginx.tls_url, strategy, ROOT / "report" / f"browser-local-tls-{strategy}.png")
             assert driver.current_url.startswith("https://")

@@ -22,9 +22,12 @@ def test_parallel_increments(cluster):
     owner.login(cluster.urls[0], "racer")
     handle = owner.handle
     if cluster.strategy == "replication":
-        eventually(lambda: all(SessionClient(bearer=False, timeout=5).get(url + "/session",
-                                                                          headers={"Cookie": f"SESSION={handle}"}).ok
-                               for url in cluster.urls))
+        eventually(
+            lambda: all(
+                SessionClient(bearer=False, timeout=5).get(url + "/session", headers={"Cookie": f"SESSION={handle}"}).ok
+                for url in cluster.urls
+            )
+        )
 
     def increment(i: int) -> tuple[int, int | None]:
         client = SessionClient(bearer=cluster.bearer)
@@ -62,6 +65,8 @@ def test_parallel_increments(cluster):
         assert settled is not None, f"replicas never converged: {counters()}"
         final = settled
         assert accepted == INCREMENTS and final == INCREMENTS, f"replication lost {accepted - final} increments"
-    MEASURED.append(f"{cluster.strategy:12s}: {INCREMENTS} parallel increments over 3 nodes -> {accepted} accepted, "
-                    f"counter ends at {final}: {accepted - final} of the accepted increments lost "
-                    f"({100 * (accepted - final) / accepted:.0f}%)")
+    MEASURED.append(
+        f"{cluster.strategy:12s}: {INCREMENTS} parallel increments over 3 nodes -> {accepted} accepted, "
+        f"counter ends at {final}: {accepted - final} of the accepted increments lost "
+        f"({100 * (accepted - final) / accepted:.0f}%)"
+    )

@@ -20,6 +20,7 @@ def sharing_urls(cluster) -> list[str]:
 
 def session_on(client: SessionClient, url: str, expect: int = 200, when=lambda body: True):
     """GET /session on one node, waiting (replication is asynchronous) for the expected status and content."""
+
     def attempt():
         response = client.get(url + "/session")
         if response.status_code == expect and (expect != 200 or when(response.json())):

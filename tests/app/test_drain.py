@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+
 import pytest
 
 from drills.load import Load, summarize, upstreams_of_failures

@@ -20,11 +20,15 @@ import requests
 import schemathesis
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.core.parameters import ParameterLocation
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import (
-    content_type_conformance, negative_data_rejection, response_headers_conformance, response_schema_conformance,
-    status_code_conformance)
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from sample_app.app import create_app
 from sample_app.settings import STRATEGIES, Settings
@@ -37,14 +41,23 @@ EXAMPLES = {"session": 50, "public": 10, "raw": 400}  # per operation and mode (
 # more), and raw bodies per strategy
 SECONDS_PER_STRATEGY = 240.0  # a bound against a hang, far above the ~10-20 s it takes on a loaded 2-core machine
 REQUEST_TIMEOUT = 10.0
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 
 CREDENTIAL = {True: ParameterLocation.HEADER, False: ParameterLocation.COOKIE}  # bearer: Authorization
 FUZZ_SETTINGS = dict(
-    deadline=None, database=None, derandomize=False, print_blob=True,
+    deadline=None,
+    database=None,
+    derandomize=False,
+    print_blob=True,
     phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],  # no shrinking: a failure is reported as found
-    suppress_health_check=list(hypothesis.HealthCheck))
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
 
 
 @pytest.fixture(scope="module", params=STRATEGIES)
@@ -69,8 +82,11 @@ class Victim:
         if self.bearer:
             return response.json().get("token") if response.status_code == 200 else None
         # a requests.Response (login), or schemathesis' Response (lower-case names, a list of values each)
-        headers = response.raw.headers.getlist("Set-Cookie") if hasattr(response, "raw") else \
-            response.headers.get("set-cookie", [])
+        headers = (
+            response.raw.headers.getlist("Set-Cookie")
+            if hasattr(response, "raw")
+            else response.headers.get("set-cookie", [])
+        )
         for header in headers:
             cookie = SimpleCookie(header).get("SESSION")
             if cookie is not None:
@@ -125,8 +141,9 @@ def fuzz_operation(operation, mode: GenerationMode, url: str, bearer: bool, dead
         counts[response.status_code] = counts.get(response.status_code, 0) + 1
         case.validate_response(response, checks=checks)
         if mode is GenerationMode.POSITIVE:  # the document's schemas are the app's rule: what they allow is valid
-            assert response.status_code != 400, \
+            assert response.status_code != 400, (
                 f"{case.method} {case.formatted_path}: the document allows what the app refused: {response.text[:300]}"
+            )
         if victim is not None:
             victim.check_after(case, response)
 
@@ -147,8 +164,10 @@ def test_fuzz_every_operation(node):
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if has_input else (GenerationMode.POSITIVE,):
             fuzz_operation(operation, mode, url, node.bearer, started + SECONDS_PER_STRATEGY, counts)
     elapsed = time.monotonic() - started
-    MEASURED.append(f"fuzz {node.strategy}: {sum(counts.values())} schemathesis requests over {len(operations)} "
-                    f"operations in {elapsed:.1f} s, statuses {dict(sorted(counts.items()))}")
+    MEASURED.append(
+        f"fuzz {node.strategy}: {sum(counts.values())} schemathesis requests over {len(operations)} "
+        f"operations in {elapsed:.1f} s, statuses {dict(sorted(counts.items()))}"
+    )
     assert not any(status >= 500 for status in counts)
     assert counts.get(200, 0) > 0 and counts.get(400, 0) > 0, "the fuzz never got past (or never hit) validation"
 
@@ -157,12 +176,14 @@ def test_the_document_lists_every_route(node):
     """Every route the app serves is in its document, with the same methods, and nothing else is."""
     with plain_http() as http:
         document = http.get(node.urls[0] + "/openapi.json", timeout=REQUEST_TIMEOUT).json()
-    documented = {(path, method.upper()) for path, item in document["paths"].items()
-                  for method in item if method != "parameters"}
+    documented = {
+        (path, method.upper()) for path, item in document["paths"].items() for method in item if method != "parameters"
+    }
     app = create_app(Settings.from_env({**node.env, "NODE_NAME": "document"})).app  # not started: no store used
     served = {(route.path, method) for route in app.routes for method in route.methods if method != "HEAD"}
-    assert documented == served, f"served, not documented: {served - documented}; documented, not served: " \
-                                 f"{documented - served}"
+    assert documented == served, (
+        f"served, not documented: {served - documented}; documented, not served: {documented - served}"
+    )
 
 
 # -- any bytes as a JSON body: what schemathesis never sends (it sends valid JSON only) ---------------------------
@@ -170,7 +191,9 @@ def test_the_document_lists_every_route(node):
 ANY_TEXT = st.text(max_size=8)  # NUL and lone surrogates included
 ANY_VALUE = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | ANY_TEXT,  # NaN and Infinity included
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ANY_TEXT, inner, max_size=3), max_leaves=8)
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ANY_TEXT, inner, max_size=3),
+    max_leaves=8,
+)
 
 
 def _encode(value, ascii_only: bool) -> bytes:
@@ -186,14 +209,17 @@ def _splice(body: bytes, at: int, junk: bytes) -> bytes:
 NESTED = st.one_of(
     st.integers(0, 3000).map(lambda depth: b"[" * depth + b"1" + b"]" * depth),
     st.integers(0, 3000).map(lambda depth: b'{"k":' * depth + b"1" + b"}" * depth),
-    st.integers(0, 3000).map(lambda depth: b"[" * depth))
+    st.integers(0, 3000).map(lambda depth: b"[" * depth),
+)
 BODIES = st.one_of(
     st.builds(_encode, ANY_VALUE, st.booleans()),
     NESTED,
-    st.sampled_from([b"NaN", b"-Infinity", b"1e400", b"-1e999", b"1" * 4400, b'"\\u0000"', b'"\\udfff"',
-                     b"\xef\xbb\xbf1"]),
+    st.sampled_from(
+        [b"NaN", b"-Infinity", b"1e400", b"-1e999", b"1" * 4400, b'"\\u0000"', b'"\\udfff"', b"\xef\xbb\xbf1"]
+    ),
     st.builds(_splice, st.builds(_encode, ANY_VALUE, st.booleans()), st.integers(0, 10**6), st.binary(max_size=3)),
-    st.binary(max_size=64))
+    st.binary(max_size=64),
+)
 
 
 def test_any_bytes_as_a_value_or_a_login(node):
@@ -207,8 +233,9 @@ def test_any_bytes_as_a_value_or_a_login(node):
         victim = Victim(url, bearer, http)
         credential = {"Authorization": f"Bearer {victim.handle}"} if bearer else {"Cookie": f"SESSION={victim.handle}"}
         headers = {"Content-Type": "application/json", **credential}
-        response = http.request("PUT" if path != "/login" else "POST", url + path, data=body, headers=headers,
-                                timeout=REQUEST_TIMEOUT)
+        response = http.request(
+            "PUT" if path != "/login" else "POST", url + path, data=body, headers=headers, timeout=REQUEST_TIMEOUT
+        )
         http.cookies.clear()
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
         assert response.status_code in (200, 400, 413), f"{path} {body[:80]!r}: {response.text[:200]}"
@@ -216,8 +243,9 @@ def test_any_bytes_as_a_value_or_a_login(node):
         if response.status_code != 200:
             assert set(answer) == {"error", "message"}, answer
             read = victim.read(victim.handle)
-            assert read.status_code == 200 and {k: read.json()[k] for k in victim.expected} == victim.expected, \
+            assert read.status_code == 200 and {k: read.json()[k] for k in victim.expected} == victim.expected, (
                 f"{path} {body[:80]!r} was refused ({answer['error']}) but changed the session: {read.text[:200]}"
+            )
         elif path != "/login":
             read = victim.read(victim.handle_from(response) or victim.handle)  # cookie: a new one on every change
             assert read.status_code == 200, f"{body[:80]!r} was accepted and broke the session: {read.text[:200]}"
@@ -225,6 +253,7 @@ def test_any_bytes_as_a_value_or_a_login(node):
 
     with plain_http() as http:
         run()
-    MEASURED.append(f"raw bodies {node.strategy}: {sum(statuses.values())} requests, "
-                    f"statuses {dict(sorted(statuses.items()))}")
+    MEASURED.append(
+        f"raw bodies {node.strategy}: {sum(statuses.values())} requests, statuses {dict(sorted(statuses.items()))}"
+    )
     assert statuses.get(200, 0) > 0 and statuses.get(400, 0) > 0

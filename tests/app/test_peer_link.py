@@ -20,7 +20,7 @@ class Server:
         self.opened = self.closed = 0
         self.server: asyncio.base_events.Server | None = None
 
-    async def __aenter__(self) -> "Server":
+    async def __aenter__(self) -> Server:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
@@ -34,8 +34,9 @@ class Server:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode().split("\r\n")
-                length = next((int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length")),
-                              0)
+                length = next(
+                    (int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length")), 0
+                )
                 await reader.readexactly(length)
                 path = lines[0].split()[1].encode()
                 if self.delay is None:
@@ -62,6 +63,7 @@ def test_pipelined_requests_come_back_in_order_on_one_connection(run):
             assert all(r.status == 200 for r in responses)
             assert server.opened == 1, "the requests were not pipelined on one kept-alive connection"
             link.close()
+
     run(main())
 
 
@@ -75,6 +77,7 @@ def test_a_peer_that_is_not_up_is_peer_down(run):
             for _ in range(2):  # and again: a failed connect is not remembered
                 with pytest.raises(PeerDown):
                     await link.request("GET", "/")
+
         run(main())
 
 
@@ -82,10 +85,10 @@ def test_no_answer_in_time_fails_the_request_and_those_behind_it(run):
     async def main():
         async with Server(delay=None) as server:
             link = PeerLink(f"http://127.0.0.1:{server.port}", timeout=0.3)
-            results = await asyncio.gather(link.request("GET", "/a"), link.request("GET", "/b"),
-                                           return_exceptions=True)
+            results = await asyncio.gather(link.request("GET", "/a"), link.request("GET", "/b"), return_exceptions=True)
             assert all(isinstance(r, LinkError) and not isinstance(r, PeerDown) for r in results), results
             assert "within 0.3 s" in str(results[0])
+
     run(main())
 
 
@@ -93,12 +96,14 @@ def test_a_peer_closing_after_its_answer_fails_what_was_pipelined_behind_then_re
     async def main():
         async with Server(close=True) as server:
             link = PeerLink(f"http://127.0.0.1:{server.port}")
-            first, second = await asyncio.gather(link.request("GET", "/a"), link.request("GET", "/b"),
-                                                 return_exceptions=True)
+            first, second = await asyncio.gather(
+                link.request("GET", "/a"), link.request("GET", "/b"), return_exceptions=True
+            )
             assert first.body == b"/a"
             assert isinstance(second, LinkError)
             assert (await link.request("GET", "/c")).body == b"/c"  # a new connection
             assert server.opened == 2
+
     run(main())
 
 
@@ -122,6 +127,7 @@ def test_an_idle_connection_is_let_go_of_and_a_busy_one_is_not(run):
             server.delay = 0.6  # an answer slower than `idle`: the connection is busy, not idle
             assert (await link.request("GET", "/c")).body == b"/c"
             assert server.opened == 2 and server.closed == 1
+
     run(main())
 
 
@@ -138,6 +144,7 @@ def test_a_cancelled_request_closes_its_connection_and_the_next_one_reconnects(r
             assert (await link.request("GET", "/next")).body == b"/next"
             assert server.opened == 2, "the cancelled request's connection was used again"
             link.close()
+
     run(main())
 
 

@@ -10,10 +10,11 @@ import asyncio
 import psycopg
 import pytest
 
-from sample_app.stores.base import Limits, Session, StoreUnavailable
 from sample_app.stores import postgres as postgres_store
+from sample_app.stores.base import Limits, Session, StoreUnavailable
 from sample_app.stores.postgres import PostgresStore, _Lane
 from tests.support.servers import PostgresServer
+
 
 @pytest.fixture(scope="module")
 def postgres():

@@ -38,8 +38,12 @@ def redis_cluster():
 
 def on_cluster(strategy: str, redis_cluster: RedisCluster, size: int = 2) -> Cluster:
     url = redis_cluster.url(APP_USER, APP_PASSWORD)
-    return Cluster(strategy, Backends(redis=types.SimpleNamespace(url=url)), size=size, extra_env={
-        "REDIS_URL": url, "REDIS_CLUSTER_NODES": redis_cluster.seeds}).start()
+    return Cluster(
+        strategy,
+        Backends(redis=types.SimpleNamespace(url=url)),
+        size=size,
+        extra_env={"REDIS_URL": url, "REDIS_CLUSTER_NODES": redis_cluster.seeds},
+    ).start()
 
 
 def key_of(strategy: str, handle: str) -> str:
@@ -184,8 +188,9 @@ def test_a_primary_killed_under_load_fails_over_with_503s_only_and_loses_nothing
                     if response.status_code != 503 or response.json().get("error") != "store_unavailable":
                         bad.append(f"{response.status_code} {response.text[:200]}")
 
-        threads = [threading.Thread(target=hammer, args=([i for i in range(len(clients)) if i % 4 == t],))
-                   for t in range(4)]
+        threads = [
+            threading.Thread(target=hammer, args=([i for i in range(len(clients)) if i % 4 == t],)) for t in range(4)
+        ]
         for thread in threads:
             thread.start()
         try:
@@ -204,16 +209,18 @@ def test_a_primary_killed_under_load_fails_over_with_503s_only_and_loses_nothing
             for thread in threads:
                 thread.join(15)
         assert not bad, f"requests neither served nor a JSON 503: {bad[:5]} (statuses {statuses})"
-        assert all(acked[i] > before[i] for i in range(len(clients))), \
+        assert all(acked[i] > before[i] for i in range(len(clients))), (
             f"sessions not served again 10 s after the failover ({failover_s:.1f} s): {acked} vs {before}"
+        )
         assert on_victim, "no session on the killed primary: the test proved nothing"
         for i, client in enumerate(clients):
             response = client.get(cluster.urls[i % 2] + "/session")
             assert response.status_code == 200, response.text
             counter = response.json()["counter"]
             # A 503 may come after Redis applied the change (the connection died before the answer), never the reverse.
-            assert acked[i] <= counter <= acked[i] + failed[i], \
+            assert acked[i] <= counter <= acked[i] + failed[i], (
                 f"session {i}: {acked[i]} acknowledged, {failed[i]} failed, counter {counter}"
+            )
         during = sum(1 for at in answered if killed_at <= at <= killed_at + failover_s)
         assert during > 0, "no request was answered during the failover: the test proved nothing"
     finally:
@@ -226,8 +233,14 @@ def test_a_batch_over_several_primaries_fails_only_the_keys_of_the_one_that_fail
     """One batch of increments (one event-loop turn) goes to every primary; one primary refusing the script fails the
     requests of its keys only (a 503 each), the others are answered."""
     url = redis_cluster.url(APP_USER, APP_PASSWORD)
-    settings = Settings.from_env({"SESSION_STRATEGY": "redis", "REDIS_URL": url, "NODE_NAME": "batch",
-                                  "REDIS_CLUSTER_NODES": redis_cluster.seeds})
+    settings = Settings.from_env(
+        {
+            "SESSION_STRATEGY": "redis",
+            "REDIS_URL": url,
+            "NODE_NAME": "batch",
+            "REDIS_CLUSTER_NODES": redis_cluster.seeds,
+        }
+    )
     _, store = build_store(settings)
     loop = asyncio.new_event_loop()
     refusing = None
@@ -261,6 +274,7 @@ def test_a_batch_over_several_primaries_fails_only_the_keys_of_the_one_that_fail
 
 # -- an ACL user ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("strategy", ["redis", "token"])
 def test_the_app_logs_in_as_an_acl_user_with_the_default_user_off(strategy):
     redis = RedisServer().start()
@@ -282,15 +296,22 @@ def test_the_app_logs_in_as_an_acl_user_with_the_default_user_off(strategy):
             client.login(cluster.urls[0], "many")
             SessionClient(bearer=True).login(cluster.urls[1], "many")
             assert client.post(cluster.urls[1] + "/logout/all").json()["sessions_ended"] == 2
-        users = {field.split("=", 1)[1] for line in as_admin("CLIENT", "LIST").splitlines()
-                 for field in line.split() if field.startswith("user=")}
+        users = {
+            field.split("=", 1)[1]
+            for line in as_admin("CLIENT", "LIST").splitlines()
+            for field in line.split()
+            if field.startswith("user=")
+        }
         assert APP_USER in users, f"the app's connections are not the ACL user's: {users}"
         assert as_admin("ACL", "LOG") == "", "the app ran into a command or key its ACL user lacks"
         keys = as_admin("KEYS", "*").split()
         assert keys and all(any(key.startswith(p.rstrip("*")) for p in KEY_PATTERNS) for key in keys), keys
         # A wrong password is the store being unavailable (a JSON 503), not an error of the app.
-        wrong = Cluster(strategy, Backends(redis=types.SimpleNamespace(
-            url=f"redis://{APP_USER}:wrong@127.0.0.1:{redis.port}/0")), size=1)
+        wrong = Cluster(
+            strategy,
+            Backends(redis=types.SimpleNamespace(url=f"redis://{APP_USER}:wrong@127.0.0.1:{redis.port}/0")),
+            size=1,
+        )
         try:
             wrong.nodes[0].start()
             health = requests.get(wrong.urls[0] + "/healthz", timeout=10)
@@ -304,4 +325,3 @@ def test_the_app_logs_in_as_an_acl_user_with_the_default_user_off(strategy):
             redis.proc.terminate()
             redis.proc.wait(10)
         redis.destroy()
-

@@ -99,13 +99,20 @@ def test_a_batch_of_reads_runs_no_script_and_slides_only_the_sessions_due(driven
     assert all(client.exists(store.key(h)) == 0 for h in gone), "a read brought back a gone session"
 
 
-@pytest.mark.parametrize("order", [
-    [b"user", b"ann", b"counter", b"7", b"created", b"1700000000.5", b"d:a", b"[1,2]", b"d:b", b"\"x\""],
-    [b"d:b", b"\"x\"", b"created", b"1700000000.5", b"counter", b"7", b"d:a", b"[1,2]", b"user", b"ann"],
-    [b"counter", b"7", b"user", b"ann", b"created", b"1700000000.5", b"d:a", b"[1,2]", b"d:b", b"\"x\""],
-])
+@pytest.mark.parametrize(
+    "order",
+    [
+        [b"user", b"ann", b"counter", b"7", b"created", b"1700000000.5", b"d:a", b"[1,2]", b"d:b", b'"x"'],
+        [b"d:b", b'"x"', b"created", b"1700000000.5", b"counter", b"7", b"d:a", b"[1,2]", b"user", b"ann"],
+        [b"counter", b"7", b"user", b"ann", b"created", b"1700000000.5", b"d:a", b"[1,2]", b"d:b", b'"x"'],
+    ],
+)
 def test_a_session_hash_reads_the_same_in_any_field_order(order):
     session = RedisStore._parse(order)
-    assert (session.user, session.counter, session.created, session.data) == ("ann", 7, 1700000000.5,
-                                                                                {"a": [1, 2], "b": "x"})
+    assert (session.user, session.counter, session.created, session.data) == (
+        "ann",
+        7,
+        1700000000.5,
+        {"a": [1, 2], "b": "x"},
+    )
     assert RedisStore._parse([]) is None

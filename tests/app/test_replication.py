@@ -54,8 +54,9 @@ def test_sync_round_robin_reads_its_own_writes(sync_cluster):
     assert [thief.get(url + "/session").status_code for url in urls] == [401, 401, 401]
     thief.handle = client.handle
     assert client.post(urls[0] + "/logout").status_code == 200
-    assert [thief.get(url + "/session").status_code for url in urls] == [401, 401, 401], \
+    assert [thief.get(url + "/session").status_code for url in urls] == [401, 401, 401], (
         "after logout every node must refuse the session at once"
+    )
     assert {status(url)["mode"] for url in urls} == {"sync"}
 
 
@@ -64,15 +65,21 @@ def test_replayed_delta_batch_is_refused(sync_cluster):
     handle = "R" * 43
 
     def batch(seq: int, delta: dict) -> bytes:
-        return json.dumps({"origin": "intruder", "epoch": "e1",
-                           "deltas": [{"seq": seq, "ts": time.time(), "sid": handle, **delta}]}).encode()
+        return json.dumps(
+            {"origin": "intruder", "epoch": "e1", "deltas": [{"seq": seq, "ts": time.time(), "sid": handle, **delta}]}
+        ).encode()
 
     def post(body: bytes, header: str) -> requests.Response:
         return requests.post(url + "/_replication/deltas", data=body, headers={AUTH_HEADER: header}, timeout=5)
 
     version = [10**9, "intruder"]
-    create = batch(1, {"exp": time.time() + 600, "f": {"user": [*version, "mallory"], "created": [*version, 0],
-                                                        "counter": [*version, 0]}})
+    create = batch(
+        1,
+        {
+            "exp": time.time() + 600,
+            "f": {"user": [*version, "mallory"], "created": [*version, 0], "counter": [*version, 0]},
+        },
+    )
     captured = sign(key, "POST", "/_replication/deltas", create)
     assert post(create, captured).json() == {"applied": 1}
     reader = SessionClient()
@@ -91,8 +98,9 @@ def test_replayed_delta_batch_is_refused(sync_cluster):
 
 
 def test_peer_that_misses_the_timeout_is_marked_down_and_catches_up():
-    cluster = Cluster("replication", Backends(), size=3,
-                      extra_env={"REPLICATION_MODE": "sync", "REPLICATION_TIMEOUT_MS": "300"}).start()
+    cluster = Cluster(
+        "replication", Backends(), size=3, extra_env={"REPLICATION_MODE": "sync", "REPLICATION_TIMEOUT_MS": "300"}
+    ).start()
     try:
         first, stuck = cluster.nodes[0], cluster.nodes[2]
         client = SessionClient()
@@ -102,7 +110,9 @@ def test_peer_that_misses_the_timeout_is_marked_down_and_catches_up():
             started = time.monotonic()
             assert client.post(first.url + "/session/counter").json()["counter"] == 1
             waited = time.monotonic() - started
-            assert 0.25 <= waited < 2, f"a sync change waits for the stuck peer about REPLICATION_TIMEOUT ({waited:.2f} s)"
+            assert 0.25 <= waited < 2, (
+                f"a sync change waits for the stuck peer about REPLICATION_TIMEOUT ({waited:.2f} s)"
+            )
             assert status(first.url)["peers"][stuck.url]["state"] != "up"
             # the second node has not sent to the stuck peer yet: its first change waits once, and marks it down too
             assert client.post(cluster.urls[1] + "/session/counter").json()["counter"] == 2

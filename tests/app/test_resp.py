@@ -31,7 +31,10 @@ def test_commands_sent_together_answer_in_order_with_concurrent_callers(lean):
             client.pipeline(("INCR", "resp:n"), ("INCR", "resp:n"), ("GET", "resp:n")),
             client.execute("PING"),
             client.pipeline(("HSET", "resp:h", "a", "1"), ("HGETALL", "resp:h"), ("PTTL", "resp:h")),
-            client.pipeline(("INCR", "resp:n"),))
+            client.pipeline(
+                ("INCR", "resp:n"),
+            ),
+        )
 
     first, pong, hash_, single = run(batches())
     assert first == [1, 2, b"2"]

@@ -21,26 +21,41 @@ from tests.support.client import SessionClient
 from tests.support.cluster import Backends, Cluster
 from tests.support.servers import SiteNginx, free_port, render_site
 
-pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
+)
 
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
 
 
 @contextlib.contextmanager
-def balanced_site(strategy: str, lb_method: str, tls: tuple | None = None, backends: Backends | None = None,
-                  extra_env: dict | None = None, **site):
+def balanced_site(
+    strategy: str,
+    lb_method: str,
+    tls: tuple | None = None,
+    backends: Backends | None = None,
+    extra_env: dict | None = None,
+    **site,
+):
     """The kit's site in front of a cluster of the strategy: (cluster, SiteNginx). tls: the (certificate, key) pair
     of a site with lb_tls (its HTTPS at nginx.tls_url, the plain listener at nginx.url); None: plain HTTP."""
-    cluster = Cluster(strategy, backends or Backends(), hosts=HOSTS, routed=lb_method == "hash_cookie",
-                      extra_env=extra_env)
+    cluster = Cluster(
+        strategy, backends or Backends(), hosts=HOSTS, routed=lb_method == "hash_cookie", extra_env=extra_env
+    )
     nginx = None
     try:
         cluster.start()
         port, tls_port = free_port(), free_port()
-        site = render_site(strategy=strategy, lb_method=lb_method, app_port=cluster.nodes[0].port,
-                           app_nodes=[{"name": n.name, "ip": n.host, "route": route_of(n.name)} for n in cluster.nodes],
-                           nginx_listen=f"127.0.0.1:{port}", nginx_listen_tls=f"127.0.0.1:{tls_port}",
-                           lb_tls=tls is not None, **site)
+        site = render_site(
+            strategy=strategy,
+            lb_method=lb_method,
+            app_port=cluster.nodes[0].port,
+            app_nodes=[{"name": n.name, "ip": n.host, "route": route_of(n.name)} for n in cluster.nodes],
+            nginx_listen=f"127.0.0.1:{port}",
+            nginx_listen_tls=f"127.0.0.1:{tls_port}",
+            lb_tls=tls is not None,
+            **site,
+        )
         nginx = SiteNginx(site, port, tls=tls, tls_port=tls_port if tls else None).start()
         yield cluster, nginx
     finally:
@@ -117,8 +132,13 @@ def test_round_robin_replication_in_sync_mode_reads_its_writes_through_the_balan
 
 
 def test_a_burst_of_logins_from_one_address_is_limited_and_sessions_go_on():
-    with balanced("replication", "round_robin", nginx_login_rate="1r/s", nginx_login_burst=5,
-                  nginx_unlimited_sources=["127.0.0.9"]) as (cluster, lb):
+    with balanced(
+        "replication",
+        "round_robin",
+        nginx_login_rate="1r/s",
+        nginx_login_burst=5,
+        nginx_unlimited_sources=["127.0.0.9"],
+    ) as (cluster, lb):
         first = SessionClient()
         assert first.login(lb, "first").status_code == 200
         statuses = [SessionClient().login(lb, f"burst{i}") for i in range(30)]
@@ -133,6 +153,7 @@ def test_a_burst_of_logins_from_one_address_is_limited_and_sessions_go_on():
             assert change.status_code == 200 and change.json()["counter"] == n, change.text
         # a source listed in nginx_unlimited_sources is never limited
         import requests
+
         unlimited = requests.Session()
         unlimited.mount("http://", _SourceAdapter("127.0.0.9"))
         codes = [unlimited.post(lb + "/login", json={"username": f"u{i}"}, timeout=10).status_code for i in range(30)]

@@ -86,16 +86,29 @@ def test_every_single_character_changed_reads_as_no_session():
     assert run(cookies.load(handle)) is not None
     for position, character in enumerate(handle):
         for other in {"0", "A", "z", "."} - {character}:
-            forged = handle[:position] + other + handle[position + 1:]
+            forged = handle[:position] + other + handle[position + 1 :]
             assert run(cookies.load(forged)) is None, f"changed at {position}: {forged}"
             assert run(cookies.increment(forged)) is None
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda h: h[:-1], lambda h: h + "0", lambda h: h.upper(), lambda h: "", lambda h: ".", lambda h: "...",
-    lambda h: h.rpartition(".")[0], lambda h: h.replace(".", "", 1), lambda h: h + "." + h.rpartition(".")[2],
-    lambda h: "x" * 5000, lambda h: "é" * 64, lambda h: h[:-64] + "é" * 64, lambda h: h[:-64] + "G" * 64,
-])
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda h: h[:-1],
+        lambda h: h + "0",
+        lambda h: h.upper(),
+        lambda h: "",
+        lambda h: ".",
+        lambda h: "...",
+        lambda h: h.rpartition(".")[0],
+        lambda h: h.replace(".", "", 1),
+        lambda h: h + "." + h.rpartition(".")[2],
+        lambda h: "x" * 5000,
+        lambda h: "é" * 64,
+        lambda h: h[:-64] + "é" * 64,
+        lambda h: h[:-64] + "G" * 64,
+    ],
+)
 def test_malformed_cookies_read_as_no_session(mangle):
     cookies = store()
     handle = login(cookies)
@@ -108,9 +121,14 @@ def test_a_valid_signature_over_something_else_is_no_session():
     """Signed with the right key, yet not a session: not our format, or not our body."""
     cookies = store()
     now = int(time.time())
-    bodies = ["j" + base64.urlsafe_b64encode(b'{"user":"x"}').decode().rstrip("="), "jnot-base64!", "q", "",
-              "z" + base64.urlsafe_b64encode(b"not zlib").decode().rstrip("="),
-              "j" + base64.urlsafe_b64encode(json.dumps([1, {}, 0.0, "sid"]).encode()).decode().rstrip("=")]
+    bodies = [
+        "j" + base64.urlsafe_b64encode(b'{"user":"x"}').decode().rstrip("="),
+        "jnot-base64!",
+        "q",
+        "",
+        "z" + base64.urlsafe_b64encode(b"not zlib").decode().rstrip("="),
+        "j" + base64.urlsafe_b64encode(json.dumps([1, {}, 0.0, "sid"]).encode()).decode().rstrip("="),
+    ]
     for body in bodies:
         assert run(cookies.load(sign_as_the_store_does(NEW, f"{now}.0.{body}"))) is None, body
     assert run(cookies.load(sign_as_the_store_does(NEW, f"{now}.x.j"))) is None

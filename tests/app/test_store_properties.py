@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import hypothesis
 import pytest
@@ -45,11 +46,21 @@ def json_equal(a: Any, b: Any) -> bool:
 TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=12)
 VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | TEXT,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4), max_leaves=10)
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=10,
+)
 KEYS = st.sampled_from(["a", "b", "k-1", "x.y", "_"])
-OPERATIONS = st.lists(st.one_of(
-    st.tuples(st.just("set"), KEYS, VALUES), st.tuples(st.just("delete"), KEYS), st.tuples(st.just("increment")),
-    st.tuples(st.just("rotate")), st.tuples(st.just("load"))), min_size=1, max_size=12)
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), KEYS, VALUES),
+        st.tuples(st.just("delete"), KEYS),
+        st.tuples(st.just("increment")),
+        st.tuples(st.just("rotate")),
+        st.tuples(st.just("load")),
+    ),
+    min_size=1,
+    max_size=12,
+)
 
 
 @dataclasses.dataclass
@@ -115,9 +126,12 @@ async def scenario(driven: Driven, operations: list[tuple]) -> None:
         assert await store.load(handle) is None
 
 
-@hypothesis.settings(max_examples=EXAMPLES, deadline=None, database=None,
-                     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture,
-                                            hypothesis.HealthCheck.too_slow])
+@hypothesis.settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture, hypothesis.HealthCheck.too_slow],
+)
 @hypothesis.given(operations=OPERATIONS)
 def test_any_sequence_of_changes_reads_back_like_a_dict(store, operations):
     store.run(scenario(store, operations))

@@ -23,6 +23,7 @@ def one_cluster(strategy, backends, size=2, **extra_env):
 
 # -- cookie -----------------------------------------------------------------------------------------------------
 
+
 def test_cookie_key_rotation(backends):
     old, new = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     before = one_cluster("cookie", backends, size=1, SECRET_KEYS=old)
@@ -51,7 +52,9 @@ def test_cookie_refuses_to_grow_past_4096_bytes(backends):
         client.login(url, "hoarder")
         kept = None
         for i in range(20):
-            response = client.request("PUT", f"{url}/session/data/blob{i}", json=secrets.token_hex(350))  # random: the serializer compresses
+            response = client.request(
+                "PUT", f"{url}/session/data/blob{i}", json=secrets.token_hex(350)
+            )  # random: the serializer compresses
             if response.status_code != 200:
                 kept = i
                 break
@@ -77,6 +80,7 @@ def test_cookie_secure_when_configured(backends):
 
 # -- token ------------------------------------------------------------------------------------------------------
 
+
 def test_token_ignores_cookies_and_sets_none(backends):
     cluster = one_cluster("token", backends)
     try:
@@ -97,15 +101,30 @@ def test_token_ignores_cookies_and_sets_none(backends):
 
 # -- replication ------------------------------------------------------------------------------------------------
 
+
 def test_replication_refuses_unauthenticated_deltas(backends):
     cluster = one_cluster("replication", backends)
     try:
         url = cluster.urls[0]
-        delta = b'[{"origin": "evil", "seq": 1, "ts": 0, "clock": 1, "op": "put", "sid": "' + b"A" * 43 + \
-            b'", "session": {"user": "root", "counter": 0, "data": {}, "created": 0}}]'
-        for headers in ({}, {AUTH_HEADER: "0:00"}, {AUTH_HEADER: sign(b"wrong key", "POST", "/_replication/deltas", delta)},
-                        {AUTH_HEADER: sign(cluster.env["REPLICATION_KEY"].encode(), "POST", "/_replication/deltas",
-                                           delta, now=time.time() - 3600)}):
+        delta = (
+            b'[{"origin": "evil", "seq": 1, "ts": 0, "clock": 1, "op": "put", "sid": "'
+            + b"A" * 43
+            + b'", "session": {"user": "root", "counter": 0, "data": {}, "created": 0}}]'
+        )
+        for headers in (
+            {},
+            {AUTH_HEADER: "0:00"},
+            {AUTH_HEADER: sign(b"wrong key", "POST", "/_replication/deltas", delta)},
+            {
+                AUTH_HEADER: sign(
+                    cluster.env["REPLICATION_KEY"].encode(),
+                    "POST",
+                    "/_replication/deltas",
+                    delta,
+                    now=time.time() - 3600,
+                )
+            },
+        ):
             response = requests.post(url + "/_replication/deltas", data=delta, headers=headers, timeout=5)
             assert response.status_code == 401 and response.json()["error"] == "unauthenticated"
         assert requests.post(url + "/_replication/snapshot", timeout=5).status_code == 401
@@ -127,6 +146,7 @@ def test_replication_exposes_lag_and_a_new_node_catches_up(backends):
         client.login(cluster.urls[0], "lagged")
         for _ in range(5):
             client.post(cluster.urls[0] + "/session/counter")
+
         def caught_up():
             status = requests.get(cluster.urls[1] + "/_replication/status", timeout=5).json()
             return status if status["received"] >= 6 else None
@@ -149,14 +169,22 @@ def test_replication_exposes_lag_and_a_new_node_catches_up(backends):
 
 # -- redis through Sentinel -------------------------------------------------------------------------------------
 
+
 def test_redis_through_sentinel(backends):
     master = RedisServer().start()
     sentinel = SentinelServer(master).start()
     cluster = None
     try:
-        cluster = Cluster("redis", Backends(redis=master), size=2, extra_env={
-            "REDIS_URL": f"redis://:{master.password}@127.0.0.1:1/0",  # host and port unused: Sentinel says where
-            "REDIS_SENTINELS": f"127.0.0.1:{sentinel.port}", "REDIS_SENTINEL_MASTER": "mymaster"}).start()
+        cluster = Cluster(
+            "redis",
+            Backends(redis=master),
+            size=2,
+            extra_env={
+                "REDIS_URL": f"redis://:{master.password}@127.0.0.1:1/0",  # host and port unused: Sentinel says where
+                "REDIS_SENTINELS": f"127.0.0.1:{sentinel.port}",
+                "REDIS_SENTINEL_MASTER": "mymaster",
+            },
+        ).start()
         client = SessionClient()
         assert client.login(cluster.urls[0], "sentinel").status_code == 200
         assert client.post(cluster.urls[1] + "/session/counter").json()["counter"] == 1
@@ -176,22 +204,32 @@ def test_redis_sentinel_failover_keeps_sessions():
     try:
         # The replica's first full sync takes a moment; WAIT below only counts a replica that is online, and
         # Sentinel can only promote a replica it has seen in the master's INFO.
-        assert eventually(lambda: "state=online" in master.cli("INFO", "replication"), timeout=30, interval=0.2), \
+        assert eventually(lambda: "state=online" in master.cli("INFO", "replication"), timeout=30, interval=0.2), (
             "the replica never came online"
+        )
         sentinel = SentinelServer(master).start()
-        assert eventually(lambda: str(replica.port) in sentinel.cli("SENTINEL", "REPLICAS", "mymaster"),
-                          timeout=30, interval=0.2), "Sentinel never saw the replica"
-        cluster = Cluster("redis", Backends(redis=master), size=2, extra_env={
-            "REDIS_URL": f"redis://:{master.password}@127.0.0.1:1/0",
-            "REDIS_SENTINELS": f"127.0.0.1:{sentinel.port}"}).start()
+        assert eventually(
+            lambda: str(replica.port) in sentinel.cli("SENTINEL", "REPLICAS", "mymaster"), timeout=30, interval=0.2
+        ), "Sentinel never saw the replica"
+        cluster = Cluster(
+            "redis",
+            Backends(redis=master),
+            size=2,
+            extra_env={
+                "REDIS_URL": f"redis://:{master.password}@127.0.0.1:1/0",
+                "REDIS_SENTINELS": f"127.0.0.1:{sentinel.port}",
+            },
+        ).start()
         client = SessionClient()
         client.login(cluster.urls[0], "survivor")
         assert client.post(cluster.urls[1] + "/session/counter").json()["counter"] == 1
         assert master.cli("WAIT", "1", "5000") == "1", "the replica did not acknowledge the writes"
         master.proc.kill()  # no shutdown, no save: the master is simply gone
+
         def recovered():
             response = client.get(cluster.urls[0] + "/session")
             return response if response.status_code == 200 else None
+
         response = eventually(recovered, timeout=30, interval=0.2)
         assert response is not None, "the app never reached the promoted replica"
         assert response.json()["counter"] == 1
@@ -207,6 +245,7 @@ def test_redis_sentinel_failover_keeps_sessions():
 
 
 # -- outages ----------------------------------------------------------------------------------------------------
+
 
 def _outage(cluster, stop, start):
     client = SessionClient(bearer=cluster.bearer)
@@ -225,8 +264,9 @@ def _outage(cluster, stop, start):
     finally:
         start()
     for node_url in cluster.urls:
-        assert eventually(lambda url=node_url: requests.get(url + "/healthz", timeout=10).status_code == 200,
-                          timeout=15)
+        assert eventually(
+            lambda url=node_url: requests.get(url + "/healthz", timeout=10).status_code == 200, timeout=15
+        )
     body = client.get(cluster.urls[1] + "/session").json()
     assert body["counter"] == 1 and body["data"] == {"k": [1, 2]}, "the outage lost or changed the session"
 
@@ -268,11 +308,14 @@ def test_every_request_succeeds_at_once_after_a_postgres_restart(backends):
         response = client.get(url + "/session")
         assert response.status_code == 200, f"first read after the restart: {response.status_code} {response.text}"
         response = client.post(url + "/session/counter")
-        assert response.status_code == 200 and response.json()["counter"] == 9, \
+        assert response.status_code == 200 and response.json()["counter"] == 9, (
             f"first increment after the restart: {response.status_code} {response.text}"
+        )
         for i in range(6):  # more logins than the pool has connections
             response = SessionClient().login(url, f"after{i}")
-            assert response.status_code == 200, f"login {i + 1} after the restart: {response.status_code} {response.text}"
+            assert response.status_code == 200, (
+                f"login {i + 1} after the restart: {response.status_code} {response.text}"
+            )
         response = client.request("PUT", url + "/session/data/k", json=[1])
         assert response.status_code == 200, response.text
         body = client.get(url + "/session").json()

@@ -21,8 +21,9 @@ from session_kit.strategies import STRATEGIES, app_environment
 from tests.app.test_routing import balanced_site
 from tests.support.client import SessionClient
 
-pytestmark = pytest.mark.skipif(shutil.which("nginx") is None,
-                                reason="nginx is not installed (apt-get install nginx-light)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
+)
 
 HSTS = "max-age=31536000"
 
@@ -34,9 +35,16 @@ def pair(tmp_path_factory):
 
 def kit_env(strategy: str) -> dict[str, str]:
     """COOKIE_SECURE as the kit's deploy writes it for lb_tls (its default) and app_cookie_secure False."""
-    env = app_environment(STRATEGIES[strategy], {**ALL_DEFAULTS, "inventory_name": "test"},
-                          {"cookie_secret_key": "k" * 43, "replication_key": "r"}, node="n1", private_ip="127.0.0.2", peers=[],
-                          redis_ip=None, db_ip=None)
+    env = app_environment(
+        STRATEGIES[strategy],
+        {**ALL_DEFAULTS, "inventory_name": "test"},
+        {"cookie_secret_key": "k" * 43, "replication_key": "r"},
+        node="n1",
+        private_ip="127.0.0.2",
+        peers=[],
+        redis_ip=None,
+        db_ip=None,
+    )
     assert ALL_DEFAULTS["lb_tls"] is True and ALL_DEFAULTS["app_cookie_secure"] is False
     return {"COOKIE_SECURE": env["COOKIE_SECURE"]}
 
@@ -65,10 +73,20 @@ def test_https_sessions_with_the_certificate_as_ca_and_plain_http_redirected(pai
             requests.get(https + "/healthz", timeout=10)
 
         # plain HTTP: every request, whatever its method and path, to the same URL over HTTPS, with 308
-        for method, path in (("GET", "/session?x=1"), ("POST", "/login"), ("POST", "/session/counter"),
-                             ("GET", "/_replication/status"), ("GET", "/")):
-            answer = requests.request(method, http + path, json={"username": "plain"} if method == "POST" else None,
-                                      allow_redirects=False, timeout=10)
+        for method, path in (
+            ("GET", "/session?x=1"),
+            ("POST", "/login"),
+            ("POST", "/session/counter"),
+            ("GET", "/_replication/status"),
+            ("GET", "/"),
+        ):
+            answer = requests.request(
+                method,
+                http + path,
+                json={"username": "plain"} if method == "POST" else None,
+                allow_redirects=False,
+                timeout=10,
+            )
             assert answer.status_code == 308, f"{method} {path}: {answer.status_code}"
             assert answer.headers["Location"] == https + path
         # a client that follows it sends the POST again, with its body, over HTTPS
@@ -95,8 +113,10 @@ def test_replication_behind_https_keeps_its_peers_on_plain_http(pair):
 
 
 def test_the_login_limit_applies_over_https(pair):
-    with balanced_site("replication", "round_robin", tls=pair, nginx_login_rate="1r/s",
-                       nginx_login_burst=5) as (_, nginx):
+    with balanced_site("replication", "round_robin", tls=pair, nginx_login_rate="1r/s", nginx_login_burst=5) as (
+        _,
+        nginx,
+    ):
         https = nginx.tls_url
         first = SessionClient(verify=str(pair[0]))
         assert first.login(https, "first").status_code == 200

@@ -63,8 +63,9 @@ def serving_pid(conn: http.client.HTTPConnection, server_port: int, pids: set[in
     return None
 
 
-def call(conn: http.client.HTTPConnection, method: str, path: str, body: dict | None = None,
-         cookie: str | None = None) -> tuple[int, dict, str | None]:
+def call(
+    conn: http.client.HTTPConnection, method: str, path: str, body: dict | None = None, cookie: str | None = None
+) -> tuple[int, dict, str | None]:
     headers = {"Content-Type": "application/json"} if body is not None else {}
     if cookie:
         headers["Cookie"] = f"SESSION={cookie}"
@@ -135,8 +136,11 @@ def test_a_killed_worker_is_replaced(node):
     workers = wait_workers(node, 2)
     killed = min(workers)
     os.kill(killed, signal.SIGKILL)
-    wait_until(lambda: killed not in children(node.proc.pid) and len(children(node.proc.pid)) == 2, 15,
-               "a new worker in place of the killed one")
+    wait_until(
+        lambda: killed not in children(node.proc.pid) and len(children(node.proc.pid)) == 2,
+        15,
+        "a new worker in place of the killed one",
+    )
     now = children(node.proc.pid)
     new = now - workers
     assert len(new) == 1, (workers, now)
@@ -149,13 +153,18 @@ def test_workers_dying_over_and_over_stop_the_node(backends):
     """More than RESTART_LIMIT replacements within RESTART_WINDOW: the node stops with status 1 (and systemd's
     Restart=on-failure takes over)."""
     from sample_app.serve import RESTART_LIMIT
+
     node = AppNode("crashing", {**strategy_env("redis", backends), "WORKERS": "2"}).start()
     try:
         for _ in range(RESTART_LIMIT):
             workers = wait_workers(node, 2)
-            os.kill(min(workers), signal.SIGKILL)
-            wait_until(lambda: min(workers) not in children(node.proc.pid) and len(children(node.proc.pid)) == 2,
-                       15, "a replacement")
+            gone = min(workers)
+            os.kill(gone, signal.SIGKILL)
+            wait_until(
+                lambda gone=gone: gone not in children(node.proc.pid) and len(children(node.proc.pid)) == 2,
+                15,
+                "a replacement",
+            )
         os.kill(min(children(node.proc.pid)), signal.SIGKILL)  # one more than the limit
         assert node.proc.wait(15) == 1
         assert "more than 5 restarts within 60 s: the node stops" in node.log.read_text()
@@ -210,8 +219,11 @@ def test_stopping_a_node_of_workers_under_load_fails_no_request(backends):
             mark("stop")
             started = time.monotonic()
             node.stop()  # SIGTERM to the parent
-            stopped.update(status=node.proc.returncode, seconds=time.monotonic() - started,
-                           left=[pid for pid in workers if stat_state(pid) != "Z"])
+            stopped.update(
+                status=node.proc.returncode,
+                seconds=time.monotonic() - started,
+                left=[pid for pid in workers if stat_state(pid) != "Z"],
+            )
             node.start()
 
         load, figures = run_load_around(cluster, nginx, stop_and_restart)
@@ -227,17 +239,31 @@ def test_stopping_a_node_of_workers_under_load_fails_no_request(backends):
 
 
 def run_app(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sample_app"], capture_output=True, text=True, timeout=30, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "APP_HOST": "127.0.0.1",
-                               "APP_PORT": str(free_port()), "LOG_LEVEL": "warning", **env})
+    return subprocess.run(
+        [sys.executable, "-m", "sample_app"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "APP_HOST": "127.0.0.1",
+            "APP_PORT": str(free_port()),
+            "LOG_LEVEL": "warning",
+            **env,
+        },
+    )
 
 
 @pytest.mark.parametrize("strategy", ["sticky", "replication"])
 def test_in_memory_strategies_refuse_several_workers(strategy, backends):
     result = run_app({**strategy_env(strategy, backends), "WORKERS": "2"})
     assert result.returncode == 2
-    assert result.stderr == (f"sample_app: invalid setting WORKERS: {strategy} keeps its sessions in one process's "
-                             f"memory, so it runs 1 worker per node, got 2\n")
+    assert result.stderr == (
+        f"sample_app: invalid setting WORKERS: {strategy} keeps its sessions in one process's "
+        f"memory, so it runs 1 worker per node, got 2\n"
+    )
 
 
 def test_a_port_in_use_stops_the_node_with_one_line(backends):

@@ -75,15 +75,29 @@ def deploy_verify_and_reapply(strategy: str, outside_source: str) -> None:
     first = apply(strategy)
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
     assert totals(first)["errors"] == 0
-    verify = run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify",
-                 "--inventory", INVENTORY, "--strategy", strategy, "--outside-source", outside_source)
+    verify = run(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/verify",
+        "--inventory",
+        INVENTORY,
+        "--strategy",
+        strategy,
+        "--outside-source",
+        outside_source,
+    )
     assert verify.returncode == 0, f"verification of {strategy} failed:\n{verify.stdout[-6000:]}"
     assert re.search(r"\d+ passed", verify.stdout)
     second = apply(strategy)
     assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
     counts = totals(second)
-    assert counts["changed"] == 0 and counts["errors"] == 0, \
+    assert counts["changed"] == 0 and counts["errors"] == 0, (
         f"second apply of {strategy} changed things: {counts}; " + "; ".join(changed_steps(second))
+    )
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
@@ -97,8 +111,21 @@ def test_cookie_routing(lab, strategy):
     the first request after login on (verified: every request on exactly one node, no retry)."""
     first = apply(strategy, "--data", "lb_method=hash_cookie")
     assert first.returncode == 0 and totals(first)["errors"] == 0, (first.stdout + first.stderr)[-3000:]
-    verify = run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify",
-                 "--inventory", INVENTORY, "--strategy", strategy, "--data", "lb_method=hash_cookie")
+    verify = run(
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/verify",
+        "--inventory",
+        INVENTORY,
+        "--strategy",
+        strategy,
+        "--data",
+        "lb_method=hash_cookie",
+    )
     assert verify.returncode == 0, f"verification of {strategy} + hash_cookie failed:\n{verify.stdout[-6000:]}"
     second = apply(strategy, "--data", "lb_method=hash_cookie")
     assert totals(second)["changed"] == 0
@@ -124,13 +151,17 @@ def test_limit_and_serial_as_pyinfra_users_expect_them(lab):
     ssh = ["ssh", "-F", str(paths().ssh_config)]
 
     def ttls() -> dict[str, str]:
-        return {node: run(*ssh, node, "sed -n 's/^SESSION_TTL=//p' /etc/session-kit/app.env").stdout.strip()
-                for node in ("lab2", "lab3", "lab4")}
+        return {
+            node: run(*ssh, node, "sed -n 's/^SESSION_TTL=//p' /etc/session-kit/app.env").stdout.strip()
+            for node in ("lab2", "lab3", "lab4")
+        }
 
     def restarts() -> dict[str, int]:
         """When each node's app last started (monotonic us)."""
-        return {node: int(run(*ssh, node, "systemctl show -P ActiveEnterTimestampMonotonic session-kit-app").stdout)
-                for node in ("lab2", "lab3", "lab4")}
+        return {
+            node: int(run(*ssh, node, "systemctl show -P ActiveEnterTimestampMonotonic session-kit-app").stdout)
+            for node in ("lab2", "lab3", "lab4")
+        }
 
     assert apply("redis").returncode == 0
     before = ttls()
@@ -152,8 +183,9 @@ def test_limit_and_serial_as_pyinfra_users_expect_them(lab):
     assert len(blocks) == len(set(blocks)) >= 2, f"hosts did not run one after another: {blocks}"
     assert set(ttls().values()) == {changed}
     again = restarts()
-    assert again["lab3"] == started["lab3"] and all(again[node] > started[node] for node in ("lab2", "lab4")), \
+    assert again["lab3"] == started["lab3"] and all(again[node] > started[node] for node in ("lab2", "lab4")), (
         f"the serial apply restarts the nodes whose settings changed, and only them: {started} -> {again}"
+    )
     deployment = load(INVENTORY)
     for node in deployment.role("app"):
         health = run(*ssh, node.name, f"curl -fsS --max-time 3 http://{node.ip}:{deployment.vars['app_port']}/healthz")
@@ -161,4 +193,3 @@ def test_limit_and_serial_as_pyinfra_users_expect_them(lab):
     back = apply("redis")  # the inventory as it is, for the modules after this one
     assert back.returncode == 0 and set(ttls().values()) == set(before.values())
     assert totals(apply("redis"))["changed"] == 0
-

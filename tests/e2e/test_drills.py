@@ -32,8 +32,10 @@ def test_drill_meets_its_goals(target, drill):
     assert goals, f"{drill} sets goals for {target.strategy}"
     missed = {name: goal for name, goal in goals.items() if not goal["met"]}
     assert not missed, f"{drill} on {target.strategy}: {missed}; figures {figures}"
-    print(f"{drill} on {target.strategy}: {figures['requests']} requests, {figures['failed']} failed, "
-          f"{figures['sessions_lost']} sessions lost")
+    print(
+        f"{drill} on {target.strategy}: {figures['requests']} requests, {figures['failed']} failed, "
+        f"{figures['sessions_lost']} sessions lost"
+    )
 
 
 @pytest.mark.parametrize("target", ["redis"], indirect=True)
@@ -47,6 +49,8 @@ def test_a_frozen_store_fails_requests_with_a_json_503_within_seconds(target):
     assert figures["requests"] > 1000 and figures["failed"] > 0, f"the freeze failed no request: {figures}"
     missed = {name: goal for name, goal in goals.items() if not goal["met"]}
     assert not missed, f"store-freeze on {target.strategy}: {missed}; figures {figures}"
-    print(f"store-freeze on {target.strategy}: {figures['failed']} of {figures['requests']} failed, longest "
-          f"{figures['longest_request_seconds']} s, failures ended {figures['failures_end_after_thaw_seconds']} s "
-          f"after the thaw")
+    print(
+        f"store-freeze on {target.strategy}: {figures['failed']} of {figures['requests']} failed, longest "
+        f"{figures['longest_request_seconds']} s, failures ended {figures['failures_end_after_thaw_seconds']} s "
+        f"after the thaw"
+    )

@@ -17,13 +17,26 @@ from tests.e2e.test_deploy import PYINFRA, run, totals
 
 pytestmark = pytest.mark.lab
 HA = "inventories/lab_ha.py"
-MODES = {"sentinel": {"session_strategy": "token", "redis_mode": "sentinel", "redis_sentinel_down_after": "2s"},
-         "cluster": {"session_strategy": "redis", "redis_mode": "cluster", "redis_cluster_node_timeout": "2s"}}
+MODES = {
+    "sentinel": {"session_strategy": "token", "redis_mode": "sentinel", "redis_sentinel_down_after": "2s"},
+    "cluster": {"session_strategy": "redis", "redis_mode": "cluster", "redis_cluster_node_timeout": "2s"},
+}
 
 
 def verify(inventory: str, data: dict, outside_source: str) -> None:
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify",
-               "--inventory", inventory, "--outside-source", outside_source]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/verify",
+        "--inventory",
+        inventory,
+        "--outside-source",
+        outside_source,
+    ]
     for key, value in data.items():
         command += ["--data", f"{key}={value}"]
     result = run(*command)
@@ -52,8 +65,10 @@ def test_failover_under_load_and_an_apply_after_it_changes_nothing(mode, outside
     missed = {name: goal for name, goal in goals.items() if not goal["met"]}
     assert not missed, f"failover: {missed}; figures {figures}"
     assert figures["promoted"] != figures["killed"]
-    print(f"failover: {figures['killed']} -> {figures['promoted']}, writes back after "
-          f"{figures['seconds_until_writes']} s, {figures['failed']} of {figures['requests']} failed")
+    print(
+        f"failover: {figures['killed']} -> {figures['promoted']}, writes back after "
+        f"{figures['seconds_until_writes']} s, {figures['failed']} of {figures['requests']} failed"
+    )
     after = mode.apply()
     assert after.get("changed") == 0 and after.get("errors") == 0, f"an apply after the failover changed: {after}"
     verify(HA, mode.data, outside_source)  # the new primary, its replicas (the old one among them), one view
@@ -66,8 +81,9 @@ def test_back_to_standalone(lab, outside_source):
         assert applied.get("errors") == 0, applied
         for node in target.deployment.nodes:
             # a Sentinel, a Cluster instance, and outside the redis group (lab2, lab3 in lab_ha) Redis itself
-            units = "'redis-sentinel.service' 'redis-server@*.service'" + \
-                ("" if "redis" in node.roles else " redis-server.service")
+            units = "'redis-sentinel.service' 'redis-server@*.service'" + (
+                "" if "redis" in node.roles else " redis-server.service"
+            )
             running = target.ssh(node, f"systemctl list-units --plain --no-legend --state=active {units}")
             assert not running.strip(), f"{node.name}: still running after the switch back to standalone: {running}"
     finally:

@@ -36,7 +36,7 @@ LAYOUTS = {
 
 
 def version_of(codename: str) -> str:
-    """"trixie" -> "13", from the kit's table of supported releases."""
+    """ "trixie" -> "13", from the kit's table of supported releases."""
     return next(version for (_, version), release in SUPPORTED.items() if release.name.endswith(f"({codename})"))
 
 
@@ -72,13 +72,15 @@ def test_hosts_refuse_root_let_the_deploy_user_sudo_and_run_their_release(server
     layout, inventory = servers
     for node in inventory.nodes:
         refused = ssh("root", node.name, "true")
-        assert refused.returncode == 255 and "Permission denied" in refused.stderr, \
+        assert refused.returncode == 255 and "Permission denied" in refused.stderr, (
             f"{node.name}: root login over SSH was not refused: {refused.returncode} {refused.stderr[-300:]}"
+        )
         sudo = ssh(config.SERVER_USER, node.name, "id -un && sudo -n id -u && . /etc/os-release && echo $VERSION_ID")
         release = release_of(layout, node.name)
-        assert sudo.returncode == 0 and sudo.stdout.split() == [config.SERVER_USER, "0", version_of(release)], \
-            f"{node.name}: {config.SERVER_USER} with sudo on {release}: {sudo.returncode} {sudo.stdout!r} " \
+        assert sudo.returncode == 0 and sudo.stdout.split() == [config.SERVER_USER, "0", version_of(release)], (
+            f"{node.name}: {config.SERVER_USER} with sudo on {release}: {sudo.returncode} {sudo.stdout!r} "
             f"{sudo.stderr[-300:]}"
+        )
 
 
 def test_the_inventory_is_the_example_as_written(servers):
@@ -89,8 +91,9 @@ def test_the_inventory_is_the_example_as_written(servers):
         nodes = inventory.role(role)
         assert len(nodes) == len(entries), f"{role}: {len(nodes)} lab host(s), the example has {len(entries)}"
         for node, (name, data) in zip(nodes, entries):
-            assert node.ssh.get("ssh_user") == data["ssh_user"] and node.ssh.get("_sudo") is data["_sudo"] is True, \
+            assert node.ssh.get("ssh_user") == data["ssh_user"] and node.ssh.get("_sudo") is data["_sudo"] is True, (
                 f"{node.name} (the example's {name}): {node.ssh}"
+            )
     hosts = [node.name for role in example for node in inventory.role(role)]
     assert len(hosts) == len(set(hosts)), f"a host per role, as the example: {hosts}"
 
@@ -102,9 +105,11 @@ def test_a_host_on_another_release_is_refused_before_any_operation(servers):
     node = inventory.role("app")[-1].name
     state = "ls /etc/session-kit /opt/session-kit 2>&1; dpkg -l nginx redis-server 2>&1 | tail -2"
     before = ssh(config.SERVER_USER, node, state)
-    pretend = ("sudo -n mv /etc/os-release /etc/os-release.kit-test && sed -e 's/^VERSION_ID=.*/VERSION_ID=\"11\"/' "
-               "-e 's/^VERSION_CODENAME=.*/VERSION_CODENAME=bullseye/' /usr/lib/os-release | "
-               "sudo -n tee /etc/os-release >/dev/null")
+    pretend = (
+        "sudo -n mv /etc/os-release /etc/os-release.kit-test && sed -e 's/^VERSION_ID=.*/VERSION_ID=\"11\"/' "
+        "-e 's/^VERSION_CODENAME=.*/VERSION_CODENAME=bullseye/' /usr/lib/os-release | "
+        "sudo -n tee /etc/os-release >/dev/null"
+    )
     assert ssh(config.SERVER_USER, node, pretend).returncode == 0
     try:
         result = run(PYINFRA, "-y", INVENTORY, "deploys/site.py", "--data", "session_strategy=redis")
@@ -113,8 +118,11 @@ def test_a_host_on_another_release_is_refused_before_any_operation(servers):
         assert restored.returncode == 0, restored.stderr
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    refused = re.findall(rf"{node}: Debian 11 \(bullseye\) is not supported: session-kit deploys onto Debian 12 "
-                         r"\(bookworm\) or Debian 13 \(trixie\)", output)
+    refused = re.findall(
+        rf"{node}: Debian 11 \(bullseye\) is not supported: session-kit deploys onto Debian 12 "
+        r"\(bookworm\) or Debian 13 \(trixie\)",
+        output,
+    )
     assert len(refused) == 1, output[-3000:]
     assert "Starting operation" not in output, "operations ran despite a host on an unsupported release"
     assert ssh(config.SERVER_USER, node, state).stdout == before.stdout, f"the refused apply changed {node}"
@@ -130,8 +138,9 @@ def test_status_through_sudo(servers):
     """After the last deploy above: every host healthy, read over SSH through sudo, with its versions."""
     layout, inventory = servers
     strategy = LAYOUTS[layout][1][-1]
-    result = run(sys.executable, "-m", "session_kit", "status", INVENTORY, "--data", f"session_strategy={strategy}",
-                 timeout=120)
+    result = run(
+        sys.executable, "-m", "session_kit", "status", INVENTORY, "--data", f"session_strategy={strategy}", timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("status: healthy"), result.stdout
     for node in inventory.nodes:
@@ -140,16 +149,25 @@ def test_status_through_sudo(servers):
     assert re.search(rf"\bpg {postgres}\b", result.stdout), result.stdout
     for node in inventory.nodes:
         release = release_of(layout, node.name)
-        assert re.search(rf"^{node.name} .* Debian {version_of(release)} \({release}\) ", result.stdout, re.M), \
+        assert re.search(rf"^{node.name} .* Debian {version_of(release)} \({release}\) ", result.stdout, re.M), (
             result.stdout
+        )
     if strategy == "database":
         # the cluster's own unit is what serves (Debian's postgresql.service stays active when a cluster died)
         db = inventory.role("db")[0].name
         unit = f"postgresql@{postgres}-main"
         assert ssh(config.SERVER_USER, db, f"sudo -n systemctl kill -s KILL {unit}").returncode == 0
         try:
-            broken = run(sys.executable, "-m", "session_kit", "status", INVENTORY, "--data",
-                         f"session_strategy={strategy}", timeout=120)
+            broken = run(
+                sys.executable,
+                "-m",
+                "session_kit",
+                "status",
+                INVENTORY,
+                "--data",
+                f"session_strategy={strategy}",
+                timeout=120,
+            )
             assert broken.returncode == 1 and f"{db}: service {unit} is " in broken.stdout, broken.stdout
         finally:
             assert ssh(config.SERVER_USER, db, f"sudo -n systemctl start {unit}").returncode == 0

@@ -15,8 +15,13 @@ INVENTORY = "inventories/lab.py"
 
 
 def status() -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "session_kit", "status", INVENTORY, "--data",
-                           "session_strategy=redis"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "session_kit", "status", INVENTORY, "--data", "session_strategy=redis"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_status_names_a_stopped_service(lab):

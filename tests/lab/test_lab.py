@@ -19,13 +19,20 @@ pytestmark = pytest.mark.lab  # needs root: tests/conftest.py stops the run with
 
 
 def lab(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=1200, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "lab", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def on(host: str, command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["ssh", "-F", str(config.paths().ssh_config), host, command], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        ["ssh", "-F", str(config.paths().ssh_config), host, command], capture_output=True, text=True, timeout=300
+    )
 
 
 def machine_ids() -> dict[str, str]:
@@ -48,6 +55,7 @@ def test_refuses_a_used_address_range_and_makes_nothing():
 def test_refuses_to_run_without_root(monkeypatch, capsys):
     # (The venv's interpreter lives under /root, so a real unprivileged user could not even start it here.)
     from lab.__main__ import main
+
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     for command in (["up"], ["down"]):
         assert main(command) == 1
@@ -87,9 +95,15 @@ def test_each_host_runs_systemd_with_its_own_identity(three_hosts):
 def test_strict_host_key_checking_refuses_a_wrong_key(three_hosts, tmp_path):
     wrong = tmp_path / "known_hosts"
     first = hosts()[0]
-    wrong.write_text(f"{first['ip']} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1c3QgYSB3cm9uZyBrZXkgZm9yIHRoZSB0ZXN0cw==\n")
-    result = subprocess.run(["ssh", "-F", str(config.paths().ssh_config), "-o", f"UserKnownHostsFile={wrong}",
-                             first["name"], "true"], capture_output=True, text=True, timeout=30)
+    wrong.write_text(
+        f"{first['ip']} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1c3QgYSB3cm9uZyBrZXkgZm9yIHRoZSB0ZXN0cw==\n"
+    )
+    result = subprocess.run(
+        ["ssh", "-F", str(config.paths().ssh_config), "-o", f"UserKnownHostsFile={wrong}", first["name"], "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode != 0
 
 
@@ -138,8 +152,11 @@ def test_grow_and_shrink(three_hosts):
 
 def mac_of(name: str) -> str:
     """A host's MAC, read from the machine (inside an nspawn host, sysfs shows another interface's address)."""
-    link = json.loads(subprocess.run(["ip", "-j", "-n", config.netns(name), "link", "show", "eth0"],
-                                     capture_output=True, text=True, check=True).stdout)
+    link = json.loads(
+        subprocess.run(
+            ["ip", "-j", "-n", config.netns(name), "link", "show", "eth0"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     return link[0]["address"]
 
 
@@ -167,8 +184,11 @@ def test_down_leaves_nothing(three_hosts):
     assert result.returncode == 0, result.stderr
     assert "nothing left" in result.stdout
     assert control.leftovers(config.paths()) == []
-    assert not [ns for ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
-                if ns.startswith(config.PREFIX)]
+    assert not [
+        ns
+        for ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+        if ns.startswith(config.PREFIX)
+    ]
     assert config.BRIDGE not in subprocess.run(["ip", "link"], capture_output=True, text=True).stdout
     assert "systemd-nspawn" not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert lab("status").stdout.strip() == "lab: no hosts"

@@ -35,8 +35,16 @@ def strategy_env(strategy: str, backends: Backends, ttl: int = 1800) -> dict[str
 
 
 class Cluster:
-    def __init__(self, strategy: str, backends: Backends, size: int = 3, ttl: int = 1800,
-                 extra_env: dict[str, str] | None = None, hosts: list[str] | None = None, routed: bool = False):
+    def __init__(
+        self,
+        strategy: str,
+        backends: Backends,
+        size: int = 3,
+        ttl: int = 1800,
+        extra_env: dict[str, str] | None = None,
+        hosts: list[str] | None = None,
+        routed: bool = False,
+    ):
         """hosts: one loopback address per node, all on one port (as the kit's servers); routed: each node marks
         the sessions it creates with its name (SESSION_ROUTE, cookie routing)."""
         self.strategy, self.bearer = strategy, strategy in BEARER
@@ -58,7 +66,7 @@ class Cluster:
     def urls(self) -> list[str]:
         return [node.url for node in self.nodes]
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         for node in self.nodes:
             node.start(wait=False)
         for node in self.nodes:
@@ -69,9 +77,14 @@ class Cluster:
 
     def wait_replicating(self, timeout: float = 10) -> None:
         """Until every node counts every other one as live (replication: sync mode waits for live peers only)."""
+
         def all_up() -> bool:
-            return all(peer["state"] == "up" for node in self.nodes if node.proc and node.proc.poll() is None
-                       for peer in requests.get(node.url + "/_replication/status", timeout=2).json()["peers"].values())
+            return all(
+                peer["state"] == "up"
+                for node in self.nodes
+                if node.proc and node.proc.poll() is None
+                for peer in requests.get(node.url + "/_replication/status", timeout=2).json()["peers"].values()
+            )
 
         wait_until(all_up, timeout, "replication between the nodes")
 

@@ -15,8 +15,13 @@ from .servers import _stop, free_port, wait_until
 
 
 class RedisCluster:
-    def __init__(self, password: str = "test-redis-password", primaries: int = 3, node_timeout_ms: int = 1000,
-                 acl_user: tuple[str, str, str] | None = None):
+    def __init__(
+        self,
+        password: str = "test-redis-password",
+        primaries: int = 3,
+        node_timeout_ms: int = 1000,
+        acl_user: tuple[str, str, str] | None = None,
+    ):
         """acl_user: (name, password, rules) set on every node, e.g. ("app", "pw", "~session:* +@all")."""
         self.password, self.node_timeout_ms, self.acl_user = password, node_timeout_ms, acl_user
         self.ports = [free_port() for _ in range(primaries * 2)]
@@ -38,22 +43,47 @@ class RedisCluster:
         node_dir = self.dir / str(port)
         node_dir.mkdir(exist_ok=True)
         self.procs[port] = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node_dir),
-             "--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
-             "--cluster-port", str(self.bus_ports[port]),
-             "--cluster-node-timeout", str(self.node_timeout_ms), "--requirepass", self.password,
-             "--masterauth", self.password, "--save", "", "--appendonly", "no", "--protected-mode", "yes",
-             "--repl-diskless-sync-delay", "0"],  # a replica syncs at once, not after the default 5 s
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(node_dir),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(node_dir / "nodes.conf"),
+                "--cluster-port",
+                str(self.bus_ports[port]),
+                "--cluster-node-timeout",
+                str(self.node_timeout_ms),
+                "--requirepass",
+                self.password,
+                "--masterauth",
+                self.password,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--repl-diskless-sync-delay",
+                "0",
+            ],  # a replica syncs at once, not after the default 5 s
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
-    def start(self, timeout: float = 30) -> "RedisCluster":
+    def start(self, timeout: float = 30) -> RedisCluster:
         try:
             return self._start(timeout)
         except BaseException:
             self.destroy()
             raise
 
-    def _start(self, timeout: float) -> "RedisCluster":
+    def _start(self, timeout: float) -> RedisCluster:
         for port in self.ports:
             self._start_node(port)
         for port in self.ports:
@@ -63,23 +93,42 @@ class RedisCluster:
             for port in self.ports:
                 assert self.cli(port, "ACL", "SETUSER", name, "reset", "on", f">{password}", *rules.split()) == "OK"
         created = subprocess.run(
-            ["redis-cli", "--no-auth-warning", "-a", self.password, "--cluster", "create",
-             *(f"127.0.0.1:{port}" for port in self.ports), "--cluster-replicas", "1", "--cluster-yes"],
-            capture_output=True, text=True, timeout=timeout)
+            [
+                "redis-cli",
+                "--no-auth-warning",
+                "-a",
+                self.password,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                "--cluster-replicas",
+                "1",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         assert created.returncode == 0, created.stdout + created.stderr
         self.wait_ok(timeout)
+
         # Every replica known to the cluster and synced with its primary: a failover needs one that is up to date.
         def replicas_up() -> bool:
             replicas = self.replica_ports()
             return len(replicas) == len(self.ports) // 2 and all(
-                "master_link_status:up" in self.cli(port, "INFO", "replication") for port in replicas)
+                "master_link_status:up" in self.cli(port, "INFO", "replication") for port in replicas
+            )
 
         wait_until(replicas_up, timeout, "the cluster's replicas", interval=0.1)
         return self
 
     def cli(self, port: int, *args: str, timeout: float = 10) -> str:
-        result = subprocess.run(["redis-cli", "-p", str(port), "--no-auth-warning", "-a", self.password, *args],
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            ["redis-cli", "-p", str(port), "--no-auth-warning", "-a", self.password, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         return result.stdout.strip()
 
     def alive(self) -> list[int]:
@@ -91,8 +140,15 @@ class RedisCluster:
         result = []
         for line in lines:
             fields = line.split()
-            result.append({"id": fields[0], "port": int(fields[1].split("@")[0].rsplit(":", 1)[1]),
-                           "flags": fields[2].split(","), "primary": fields[3], "slots": fields[8:]})
+            result.append(
+                {
+                    "id": fields[0],
+                    "port": int(fields[1].split("@")[0].rsplit(":", 1)[1]),
+                    "flags": fields[2].split(","),
+                    "primary": fields[3],
+                    "slots": fields[8:],
+                }
+            )
         return result
 
     def primary_ports(self) -> list[int]:
@@ -131,9 +187,12 @@ class RedisCluster:
 
     def wait_ok(self, timeout: float = 30) -> None:
         """Every live node reports cluster_state:ok and sees every slot served by a live primary."""
+
         def ok() -> bool:
-            return all(self.state_ok(port) for port in self.alive()) and \
-                sum(high - low + 1 for low, high, _ in self._slots()) == 16384
+            return (
+                all(self.state_ok(port) for port in self.alive())
+                and sum(high - low + 1 for low, high, _ in self._slots()) == 16384
+            )
 
         wait_until(ok, timeout, "the redis cluster", interval=0.1)
 
@@ -170,8 +229,9 @@ class RedisCluster:
         assert self.cli(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id) == "OK"
         if keys_first:
             while keys := self.cli(source, "CLUSTER", "GETKEYSINSLOT", str(slot), "100").split():
-                moved = self.cli(source, "MIGRATE", "127.0.0.1", str(target), "", "0", "5000", "AUTH",
-                                 self.password, "KEYS", *keys)
+                moved = self.cli(
+                    source, "MIGRATE", "127.0.0.1", str(target), "", "0", "5000", "AUTH", self.password, "KEYS", *keys
+                )
                 assert moved == "OK", moved
         if finish:
             self.finish_move(slot, target)
@@ -188,4 +248,3 @@ class RedisCluster:
         for proc in self.procs.values():
             _stop(proc, signal.SIGKILL, timeout=5)
         shutil.rmtree(self.dir, ignore_errors=True)
-

@@ -81,18 +81,41 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", self.password,
-             "--masterauth", self.password, "--dir", str(self.dir), "--save", "", "--appendonly", "no",
-             "--protected-mode", "yes", *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--requirepass",
+                self.password,
+                "--masterauth",
+                self.password,
+                "--dir",
+                str(self.dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_until(lambda: self.cli("PING") == "PONG", 10, f"redis on port {self.port}")
         return self
 
     def cli(self, *args: str) -> str:
-        result = subprocess.run(["redis-cli", "-p", str(self.port), "--no-auth-warning", "-a", self.password, *args],
-                                capture_output=True, text=True, timeout=10)
+        result = subprocess.run(
+            ["redis-cli", "-p", str(self.port), "--no-auth-warning", "-a", self.password, *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return result.stdout.strip()
 
     def freeze(self) -> None:
@@ -124,16 +147,18 @@ class SentinelServer:
         self.dir = Path(tempfile.mkdtemp(prefix="kit-sentinel-"))
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "SentinelServer":
+    def start(self) -> SentinelServer:
         conf = self.dir / "sentinel.conf"
         conf.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
             f"sentinel monitor {self.master_name} 127.0.0.1 {self.master.port} 1\n"
             f"sentinel auth-pass {self.master_name} {self.master.password}\n"
             f"sentinel down-after-milliseconds {self.master_name} 1000\n"
-            f"sentinel failover-timeout {self.master_name} 5000\n")
-        self.proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            f"sentinel failover-timeout {self.master_name} 5000\n"
+        )
+        self.proc = subprocess.Popen(
+            ["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_until(lambda: port_open(self.port), 10, f"sentinel on port {self.port}")
         return self
 
@@ -170,31 +195,84 @@ class PostgresServer:
     def _run(self, *command: str) -> None:
         subprocess.run([*self.as_user, *command], check=True, capture_output=True, timeout=60, cwd=self.dir)
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         if not self.initialised:
             pwfile = self.dir / "pw"
             pwfile.write_text(self.password + "\n")
             if self.as_user:
                 shutil.chown(pwfile, "postgres", "postgres")
-            self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=scram-sha-256",
-                      f"--pwfile={pwfile}", "--no-sync", "-E", "UTF8")
+            self._run(
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                self.user,
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            )
             pwfile.unlink()
             # TLS as the kit's PostgreSQL has it (the app's DATABASE_URL says sslmode=require): a self-signed pair.
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-                            "/CN=127.0.0.1", "-keyout", str(self.dir / "server.key"), "-out",
-                            str(self.dir / "server.crt")], check=True, capture_output=True, timeout=60)
+            subprocess.run(
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-keyout",
+                    str(self.dir / "server.key"),
+                    "-out",
+                    str(self.dir / "server.crt"),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
             (self.dir / "server.key").chmod(0o600)
             if self.as_user:
                 for name in ("server.key", "server.crt"):
                     shutil.chown(self.dir / name, "postgres", "postgres")
             self.initialised = True
-        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.dir / "log"), "start", "-o",
-                  f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off -c max_connections=200 "
-                  f"-c ssl=on -c ssl_cert_file={self.dir}/server.crt -c ssl_key_file={self.dir}/server.key")
+        self._run(
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-w",
+            "-l",
+            str(self.dir / "log"),
+            "start",
+            "-o",
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off -c max_connections=200 "
+            f"-c ssl=on -c ssl_cert_file={self.dir}/server.crt -c ssl_key_file={self.dir}/server.key",
+        )
         if not self.database_created:
             env = {**os.environ, "PGPASSWORD": self.password}
-            subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", "postgres",
-                            "-c", f"CREATE DATABASE {self.database}"], check=True, capture_output=True, env=env)
+            subprocess.run(
+                [
+                    "psql",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    self.user,
+                    "-d",
+                    "postgres",
+                    "-c",
+                    f"CREATE DATABASE {self.database}",
+                ],
+                check=True,
+                capture_output=True,
+                env=env,
+            )
             self.database_created = True
         return self
 
@@ -236,10 +314,17 @@ class AppNode:
 
     def __init__(self, name: str, env: dict[str, str], port: int | None = None, host: str = "127.0.0.1"):
         self.name, self.port, self.host = name, port or free_port(), host
-        self.env = {**os.environ, "NODE_NAME": name, "APP_HOST": host, "APP_PORT": str(self.port),
-                    "LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT),
-                    # test clients keep idle connections open: a stop would wait the whole drain for them
-                    "DRAIN_SECONDS": "1", **env}
+        self.env = {
+            **os.environ,
+            "NODE_NAME": name,
+            "APP_HOST": host,
+            "APP_PORT": str(self.port),
+            "LOG_LEVEL": "warning",
+            "PYTHONPATH": str(ROOT),
+            # test clients keep idle connections open: a stop would wait the whole drain for them
+            "DRAIN_SECONDS": "1",
+            **env,
+        }
         self.log = Path(tempfile.mkstemp(prefix=f"kit-app-{name}-", suffix=".log")[1])
         self.proc: subprocess.Popen | None = None
 
@@ -247,10 +332,11 @@ class AppNode:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, wait: bool = True) -> "AppNode":
+    def start(self, wait: bool = True) -> AppNode:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "sample_app"], env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=ROOT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "sample_app"], env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            )
         if wait:
             self.wait_ready()
         return self
@@ -294,7 +380,7 @@ class Nginx:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Nginx":
+    def start(self) -> Nginx:
         servers = "\n".join(f"    server {backend};" for backend in self.backends)
         # Each request's status, the node(s) it went to and its X-Request-Id (the drain tests read it).
         access = f"access_log {self.dir}/access.log upstreams;" if self.logging else "access_log off;"
@@ -328,8 +414,11 @@ http {{
 }}
 """)
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.proc = subprocess.Popen([nginx, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
-                                      "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [nginx, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_until(lambda: port_open(self.port), 10, "nginx")
         return self
 
@@ -353,7 +442,8 @@ def render_site(**values) -> str:
     from session_kit.defaults import NGINX_DEFAULTS
 
     template = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(
-        SITE_TEMPLATE.read_text())
+        SITE_TEMPLATE.read_text()
+    )
     return template.render(**{**NGINX_DEFAULTS, **values})
 
 
@@ -385,16 +475,23 @@ http {{
 """)
 
     def command(self, *args: str) -> list[str]:
-        return [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"),
-                *args]
+        return [
+            shutil.which("nginx") or "/usr/sbin/nginx",
+            "-p",
+            str(self.dir),
+            "-c",
+            str(self.dir / "nginx.conf"),
+            *args,
+        ]
 
     def test(self) -> subprocess.CompletedProcess:
         """nginx -t on the site."""
         return subprocess.run(self.command("-t"), capture_output=True, text=True, timeout=30)
 
-    def start(self) -> "SiteNginx":
-        self.proc = subprocess.Popen(self.command("-g", "daemon off;"), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+    def start(self) -> SiteNginx:
+        self.proc = subprocess.Popen(
+            self.command("-g", "daemon off;"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         wait_until(lambda: port_open(self.port) and (self.tls_port is None or port_open(self.tls_port)), 10, "nginx")
         return self
 

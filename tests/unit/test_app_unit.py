@@ -19,9 +19,15 @@ GOAL = 2.0
 def test_rendered_unit_scores_ok(tmp_path):
     unit = tmp_path / "session-kit-app.service"
     source = open(template("etc/systemd/system/session-kit-app.service")).read()
-    unit.write_text(jinja2.Template(source).render(strategy="redis", app_user="session-kit", app_dir="/opt/session-kit"))
-    result = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
-                            capture_output=True, text=True, timeout=60)
+    unit.write_text(
+        jinja2.Template(source).render(strategy="redis", app_user="session-kit", app_dir="/opt/session-kit")
+    )
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     match = re.search(r"Overall exposure level for session-kit-app\.service:\s*([\d.]+)", result.stdout)
     assert match, result.stdout[-500:] + result.stderr[-500:]
     assert float(match.group(1)) <= GOAL, result.stdout

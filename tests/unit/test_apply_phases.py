@@ -43,12 +43,17 @@ def test_a_command_past_its_time_is_stopped():
 def test_the_slowest_steps_are_named_with_their_slowest_host():
     from drills.cluster import slowest_steps
 
-    lines = "\n".join([
-        '{"host": "lab2", "step": "Install the app into its venv", "seconds": 11.5, "ok": true}',
-        '{"host": "lab3", "step": "Install the app into its venv", "seconds": 14.0, "ok": true}',
-        '{"host": "lab1", "step": "Render the firewall", "seconds": 0.2, "ok": true}',
-        'not json: a line cut off by a killed run',
-        '{"host": "lab2", "step": "Install python3-venv and curl", "seconds": 20.25, "ok": false}'])
+    lines = "\n".join(
+        [
+            '{"host": "lab2", "step": "Install the app into its venv", "seconds": 11.5, "ok": true}',
+            '{"host": "lab3", "step": "Install the app into its venv", "seconds": 14.0, "ok": true}',
+            '{"host": "lab1", "step": "Render the firewall", "seconds": 0.2, "ok": true}',
+            "not json: a line cut off by a killed run",
+            '{"host": "lab2", "step": "Install python3-venv and curl", "seconds": 20.25, "ok": false}',
+        ]
+    )
     steps = slowest_steps(lines, count=2)
     assert [(s["step"], s["host"], s["seconds"]) for s in steps] == [
-        ("Install python3-venv and curl", "lab2", 20.25), ("Install the app into its venv", "lab3", 14.0)]
+        ("Install python3-venv and curl", "lab2", 20.25),
+        ("Install the app into its venv", "lab3", 14.0),
+    ]

@@ -45,8 +45,11 @@ def test_the_full_report_deploys_each_variant_and_the_quick_one_none():
     drills = {(s.name, s.strategy, s.variant) for s in full if s.name.startswith("drill ")}
     assert ("drill scale-out", "sticky", "hash_cookie") in drills
     # every drill where it applies, except where the report takes one strategy for others (REPORT_STRATEGIES)
-    assert {(f"drill {n}", st, v) for n, st, v in plan(list(FULL_DRILLS), list(STRATEGIES))
-            if st in REPORT_STRATEGIES.get(n, (st,))} == drills
+    assert {
+        (f"drill {n}", st, v)
+        for n, st, v in plan(list(FULL_DRILLS), list(STRATEGIES))
+        if st in REPORT_STRATEGIES.get(n, (st,))
+    } == drills
     assert ("drill failover", "redis", "sentinel") in drills and ("drill failover", "token", "sentinel") not in drills
     # failover's configurations run on the lab with three redis hosts
     assert {s.lab_inventory for s in full if s.variant in ("sentinel", "cluster")} == {"inventories/lab_ha.py"}
@@ -59,8 +62,10 @@ def test_the_full_report_deploys_each_variant_and_the_quick_one_none():
 def test_failover_runs_only_with_sentinel_or_cluster_and_on_the_lab_with_three_redis_hosts():
     runs = plan(["failover"], list(STRATEGIES))
     assert runs == [("failover", s, v) for s in ("redis", "token") for v in ("cluster", "sentinel")]
-    assert DRILLS["failover"].variants("redis") == {"sentinel": {"redis_mode": "sentinel"},
-                                                    "cluster": {"redis_mode": "cluster"}}
+    assert DRILLS["failover"].variants("redis") == {
+        "sentinel": {"redis_mode": "sentinel"},
+        "cluster": {"redis_mode": "cluster"},
+    }
     assert DRILLS["failover"].inventory("inventories/lab.py") == "inventories/lab_ha.py"
     assert DRILLS["failover"].inventory("inventories/mine.py") == "inventories/mine.py"  # a user's own: as given
     assert DRILLS["node-stop"].inventory("inventories/lab.py") == "inventories/lab.py"

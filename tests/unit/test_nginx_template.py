@@ -12,8 +12,10 @@ import pytest
 from session_kit.strategies import LB_METHODS, route_of
 from tests.support.servers import SiteNginx, free_port, render_site
 
-NODES = [{"name": name, "ip": f"10.0.0.{i}", "route": route_of(name)}
-         for i, name in enumerate(("lab2", "lab3", "app4.example.org"), start=2)]
+NODES = [
+    {"name": name, "ip": f"10.0.0.{i}", "route": route_of(name)}
+    for i, name in enumerate(("lab2", "lab3", "app4.example.org"), start=2)
+]
 # The one form every server line keeps: `server IP:PORT <params>;  # NODE_NAME` (the drain's sed relies on it).
 SERVER_LINE = re.compile(r"^    server (\d+\.\d+\.\d+\.\d+):(\d+)((?: [a-z_]+(?:=\w+)?)*);  # (\S+)$")
 
@@ -25,8 +27,10 @@ def site(lb_method: str, **values) -> str:
 def upstreams(text: str) -> dict[str, list[re.Match]]:
     """Each upstream block's server lines, parsed."""
     blocks = re.findall(r"^upstream (\S+) \{\n(.*?)^\}", text, re.M | re.S)
-    return {name: [SERVER_LINE.match(line) for line in body.splitlines() if line.startswith("    server ")]
-            for name, body in blocks}
+    return {
+        name: [SERVER_LINE.match(line) for line in body.splitlines() if line.startswith("    server ")]
+        for name, body in blocks
+    }
 
 
 @pytest.mark.parametrize("lb_method", LB_METHODS)
@@ -99,6 +103,7 @@ def test_nginx_accepts_the_site_and_the_drained_site(lb_method, lb_tls, pair):
 
 # -- TLS (lb_tls, the default) -------------------------------------------------------------------------------------
 
+
 def servers(text: str) -> list[str]:
     """Each top-level `server { ... }` block's text."""
     return re.findall(r"^server \{\n(.*?)^\}", text, re.M | re.S)
@@ -134,4 +139,3 @@ def test_the_redirect_names_the_tls_port_unless_443():
     text = site("round_robin", nginx_listen="8080", nginx_listen_tls="10.0.0.5:8443")
     assert "return 308 https://$host:8443$request_uri;" in text
     assert "listen 10.0.0.5:8443 ssl default_server;" in text and "listen 8080 default_server;" in text
-

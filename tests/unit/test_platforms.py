@@ -16,13 +16,19 @@ def test_debian_12_and_13_pass(line):
     assert check_release("app1", line) is SUPPORTED[tuple(line.split()[:2])]
 
 
-@pytest.mark.parametrize("line, named", [
-    ("debian 11 bullseye", "app1: Debian 11 (bullseye) is not supported: session-kit deploys onto Debian 12 "
-                           "(bookworm) or Debian 13 (trixie)"),
-    ("debian 14 forky", "app1: Debian 14 (forky) is not supported"),
-    ("ubuntu 24.04 noble", "app1: Ubuntu 24.04 (noble) is not supported"),
-    ("unknown ? ?", "app1: Unknown ? is not supported"),  # no /etc/os-release at all (PLATFORM prints this)
-])
+@pytest.mark.parametrize(
+    "line, named",
+    [
+        (
+            "debian 11 bullseye",
+            "app1: Debian 11 (bullseye) is not supported: session-kit deploys onto Debian 12 "
+            "(bookworm) or Debian 13 (trixie)",
+        ),
+        ("debian 14 forky", "app1: Debian 14 (forky) is not supported"),
+        ("ubuntu 24.04 noble", "app1: Ubuntu 24.04 (noble) is not supported"),
+        ("unknown ? ?", "app1: Unknown ? is not supported"),  # no /etc/os-release at all (PLATFORM prints this)
+    ],
+)
 def test_another_release_is_refused_in_one_line(line, named):
     with pytest.raises(KitError) as refused:
         platform_of("app1", f"{line}|3.11.2|15:main:5432 |15")
@@ -47,8 +53,9 @@ def test_a_host_upgraded_from_12_to_13_keeps_its_postgresql():
     assert platform_of("db1", "debian 13 trixie|3.13.5|17:main:5433 |17").postgres == 17
 
 
-@pytest.mark.parametrize("clusters", ["15:main:5432 17:main:5432 ", "15:main:5433 17:main:5434 ",
-                                      "15:other:5432 17:main:5434 "])
+@pytest.mark.parametrize(
+    "clusters", ["15:main:5432 17:main:5432 ", "15:main:5433 17:main:5434 ", "15:other:5432 17:main:5434 "]
+)
 def test_several_clusters_none_of_them_the_kits_is_refused_in_one_line(clusters):
     with pytest.raises(KitError) as refused:
         platform_of("db1", f"debian 13 trixie|3.13.5|{clusters}|17")

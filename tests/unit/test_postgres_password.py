@@ -23,8 +23,10 @@ PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 HOSTILE = "p@ss:w/o%rd#?&[]\"' \\$`${HOME}%40;*"
 ROLE = "kit_app"
 
-pytestmark = pytest.mark.skipif(not shutil.which("psql") or not Path("/usr/lib/postgresql/15/bin/initdb").exists(),
-                                reason="PostgreSQL 15 is not installed (./kit setup installs it)")
+pytestmark = pytest.mark.skipif(
+    not shutil.which("psql") or not Path("/usr/lib/postgresql/15/bin/initdb").exists(),
+    reason="PostgreSQL 15 is not installed (./kit setup installs it)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,14 @@ def server():
 
 
 def admin(server: PostgresServer) -> psycopg.Connection:
-    return psycopg.connect(host="127.0.0.1", port=server.port, user=server.user, password=server.password,
-                           dbname="postgres", autocommit=True)
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=server.port,
+        user=server.user,
+        password=server.password,
+        dbname="postgres",
+        autocommit=True,
+    )
 
 
 def verifier(server: PostgresServer, role: str) -> str | None:
@@ -47,8 +55,9 @@ def verifier(server: PostgresServer, role: str) -> str | None:
 
 def logs_in(server: PostgresServer, role: str, password: str) -> bool:
     try:
-        with psycopg.connect(host="127.0.0.1", port=server.port, user=role, password=password, dbname="postgres",
-                             connect_timeout=5):
+        with psycopg.connect(
+            host="127.0.0.1", port=server.port, user=role, password=password, dbname="postgres", connect_timeout=5
+        ):
             return True
     except psycopg.OperationalError:
         return False
@@ -66,8 +75,9 @@ def test_scram_matches_what_postgresql_computed(server, password):
     assert not scram_matches(password[:-1], stored)
 
 
-@pytest.mark.parametrize("stored", [None, "", "md5" + "0" * 32, "SCRAM-SHA-256$x:y$z:w",
-                                    "SCRAM-SHA-1$4096:c2FsdA==$a:b"])
+@pytest.mark.parametrize(
+    "stored", [None, "", "md5" + "0" * 32, "SCRAM-SHA-256$x:y$z:w", "SCRAM-SHA-1$4096:c2FsdA==$a:b"]
+)
 def test_no_or_foreign_verifier_means_set_it(stored):
     assert not scram_matches("anything", stored)
 
@@ -79,16 +89,30 @@ def apply(server: PostgresServer, password: str) -> dict:
         "import os\nfrom deploys.postgres import app_role\n"
         "app_role(os.environ['KIT_ROLE'], os.environ['KIT_PASSWORD'], psql_user=os.environ['KIT_ADMIN'],\n"
         "         psql_password=os.environ['KIT_ADMIN_PASSWORD'], psql_host='127.0.0.1',\n"
-        "         psql_port=int(os.environ['KIT_PORT']), psql_database='postgres')\n")
-    env = {**os.environ, "KIT_ROLE": ROLE, "KIT_PASSWORD": password, "KIT_ADMIN": server.user,
-           "KIT_ADMIN_PASSWORD": server.password, "KIT_PORT": str(server.port), "PYTHONPATH": str(ROOT)}
+        "         psql_port=int(os.environ['KIT_PORT']), psql_database='postgres')\n"
+    )
+    env = {
+        **os.environ,
+        "KIT_ROLE": ROLE,
+        "KIT_PASSWORD": password,
+        "KIT_ADMIN": server.user,
+        "KIT_ADMIN_PASSWORD": server.password,
+        "KIT_PORT": str(server.port),
+        "PYTHONPATH": str(ROOT),
+    }
     try:
-        result = subprocess.run([PYINFRA, "-y", "--json", "@local", str(deploy)], capture_output=True, text=True,
-                                env=env, cwd=ROOT, timeout=120)
+        result = subprocess.run(
+            [PYINFRA, "-y", "--json", "@local", str(deploy)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
+        )
     finally:
         deploy.unlink()
     out = result.stdout
-    report = json.loads(out[out.index("{"):]) if "{" in out else {}
+    report = json.loads(out[out.index("{") :]) if "{" in out else {}
     report["returncode"] = result.returncode
     report["text"] = result.stdout + result.stderr
     return report
@@ -109,9 +133,18 @@ def test_the_deploy_sets_the_password_only_when_postgresql_lacks_it(server):
     # the app's DATABASE_URL (percent-encoded password) logs in as that role
     from session_kit.defaults import ALL_DEFAULTS
     from session_kit.strategies import STRATEGIES, app_environment
+
     data = {**ALL_DEFAULTS, "postgres_user": ROLE, "postgres_port": server.port, "postgres_database": "postgres"}
-    env = app_environment(STRATEGIES["database"], data, {"postgres_password": HOSTILE}, node="n",
-                          private_ip="127.0.0.1", peers=[], redis_ip=None, db_ip="127.0.0.1")
+    env = app_environment(
+        STRATEGIES["database"],
+        data,
+        {"postgres_password": HOSTILE},
+        node="n",
+        private_ip="127.0.0.1",
+        peers=[],
+        redis_ip=None,
+        db_ip="127.0.0.1",
+    )
     with psycopg.connect(env["DATABASE_URL"], connect_timeout=5) as conn:
         assert conn.execute("SELECT current_user").fetchone()[0] == ROLE
     stored = verifier(server, ROLE)

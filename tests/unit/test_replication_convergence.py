@@ -21,8 +21,13 @@ OPS = ("login", "increment", "set", "unset", "logout", "rotate", "read")
 def replicas() -> dict[str, ReplicatedStore]:
     stores = {}
     for name in NODES:
-        store = ReplicatedStore(Limits(ttl=600, max_data_keys=64), name,
-                                tuple(f"http://{other}" for other in NODES if other != name), "key", mode="async")
+        store = ReplicatedStore(
+            Limits(ttl=600, max_data_keys=64),
+            name,
+            tuple(f"http://{other}" for other in NODES if other != name),
+            "key",
+            mode="async",
+        )
         for peer in store.peers:
             peer.state = JOINING  # deltas queue for it; the test is the network and takes them from the queue
         stores[name] = store
@@ -62,8 +67,12 @@ async def change(store: ReplicatedStore, op: str, handle: str | None, key: str, 
 
 
 def state(store: ReplicatedStore) -> dict:
-    return {"sessions": {h: s.as_json() for h, s in store.sessions.items()}, "early": store.early,
-            "tombstones": set(store.tombstones), "versions": store.versions}
+    return {
+        "sessions": {h: s.as_json() for h, s in store.sessions.items()},
+        "early": store.early,
+        "tombstones": set(store.tombstones),
+        "versions": store.versions,
+    }
 
 
 def expected(created: list[dict]) -> dict[str, dict]:
@@ -82,14 +91,24 @@ def expected(created: list[dict]) -> dict[str, dict]:
         if "user" in fields:
             data = {name[2:]: entry[2] for name, entry in fields.items() if name.startswith("d:") and len(entry) > 2}
             counter = sum(entry[2] for name, entry in fields.items() if name == "counter" or name.startswith("c:"))
-            sessions[handle] = {"user": fields["user"][2], "counter": counter, "data": data,
-                                "created": fields["created"][2]}
+            sessions[handle] = {
+                "user": fields["user"][2],
+                "counter": counter,
+                "data": data,
+                "created": fields["created"][2],
+            }
     return sessions
 
 
 step = st.one_of(
-    st.tuples(st.just("change"), st.sampled_from(NODES), st.sampled_from(OPS), st.integers(0, 30),
-              st.sampled_from(KEYS), st.sampled_from(("ann", "bob"))),
+    st.tuples(
+        st.just("change"),
+        st.sampled_from(NODES),
+        st.sampled_from(OPS),
+        st.integers(0, 30),
+        st.sampled_from(KEYS),
+        st.sampled_from(("ann", "bob")),
+    ),
     st.tuples(st.just("deliver"), st.integers(0, 10_000), st.booleans()),  # which delta; keep a duplicate for later
 )
 
@@ -109,8 +128,9 @@ async def run(steps, finale) -> tuple[dict[str, ReplicatedStore], list[dict]]:
             in_flight += [(node, target, delta) for target, delta in sent]
         elif in_flight:
             pick, duplicate = args
-            origin, target, delta = in_flight[pick % len(in_flight)] if duplicate else \
-                in_flight.pop(pick % len(in_flight))
+            origin, target, delta = (
+                in_flight[pick % len(in_flight)] if duplicate else in_flight.pop(pick % len(in_flight))
+            )
             stores[target].merge(delta)
     for index in finale(len(in_flight)):  # what is still on the way arrives in any order
         origin, target, delta = in_flight[index]

@@ -27,108 +27,257 @@ REAL_RESULTS = Path(__file__).resolve().parents[2] / "report" / "drills"
 
 def drill(name: str, strategy: str, figures: dict, goals: dict | None = None, status: str = "ok") -> dict:
     """A drill result as drills/__main__.py writes it."""
-    result = {"drill": name, "strategy": strategy, "doc": f"the {name} drill", "inventory": "inventories/lab.py",
-              "params": {"clients": 200, "seconds": 9.0, "think": 0.1}, "when": "2026-11-25T07:54:08+00:00",
-              "lb_method": "ip_hash" if strategy == "sticky" else "round_robin", "figures": figures,
-              "goals": goals or {}, "restored": "put back", "status": status, "seconds": 18.3}
+    result = {
+        "drill": name,
+        "strategy": strategy,
+        "doc": f"the {name} drill",
+        "inventory": "inventories/lab.py",
+        "params": {"clients": 200, "seconds": 9.0, "think": 0.1},
+        "when": "2026-11-25T07:54:08+00:00",
+        "lb_method": "ip_hash" if strategy == "sticky" else "round_robin",
+        "figures": figures,
+        "goals": goals or {},
+        "restored": "put back",
+        "status": status,
+        "seconds": 18.3,
+    }
     if status != "ok":
         result["error"] = "DrillError: lab3 did not answer /healthz within 60 s"
     return result
 
 
 def under_load(failed: int, lost: int, per_node: dict, requests: int = 24284, **extra) -> dict:
-    return {"requests": requests, "ok": requests - failed, "failed": failed, "failed_not_json": 0, "unauthorized": lost,
-            "errors": {"503 unavailable": failed} if failed else {}, "per_node": per_node, "seconds": 12.37,
-            "requests_per_second": 1962.7, "latency_ms": {"p50": 1.33, "p99": 7.81}, "gone_at_end": 0,
-            "counter_mismatch": 0, "clients": 200, "sessions_lost": lost, "failure_window_seconds": 0.0,
-            "events": {"stop": 3.057, "action_done": 6.374}, "node": "lab3", "seconds_until_serving": 0.42, **extra}
+    return {
+        "requests": requests,
+        "ok": requests - failed,
+        "failed": failed,
+        "failed_not_json": 0,
+        "unauthorized": lost,
+        "errors": {"503 unavailable": failed} if failed else {},
+        "per_node": per_node,
+        "seconds": 12.37,
+        "requests_per_second": 1962.7,
+        "latency_ms": {"p50": 1.33, "p99": 7.81},
+        "gone_at_end": 0,
+        "counter_mismatch": 0,
+        "clients": 200,
+        "sessions_lost": lost,
+        "failure_window_seconds": 0.0,
+        "events": {"stop": 3.057, "action_done": 6.374},
+        "node": "lab3",
+        "seconds_until_serving": 0.42,
+        **extra,
+    }
 
 
 def load(strategy: str, base: float, read: float, change: float) -> dict:
     def endpoint(method, path, rps, p99, cpu):
-        return {"method": method, "path": path, "rps": rps, "requests": int(rps * 5), "non_2xx": 0,
-                "latency_ms": {"p50": round(p99 / 4, 2), "p75": round(p99 / 3, 2), "p90": round(p99 / 2, 2),
-                               "p99": p99},
-                "cpu_seconds": cpu}
+        return {
+            "method": method,
+            "path": path,
+            "rps": rps,
+            "requests": int(rps * 5),
+            "non_2xx": 0,
+            "latency_ms": {"p50": round(p99 / 4, 2), "p75": round(p99 / 3, 2), "p90": round(p99 / 2, 2), "p99": p99},
+            "cpu_seconds": cpu,
+        }
+
     store = 1.2 if strategy in ("redis", "token", "database") else 0.0
-    return {"kind": "load", "strategy": strategy, "lb_url": "http://10.213.0.11", "when": "2026-11-25T08:00:00+00:00",
-            "tool": "wrk", "seconds": 5, "connections": 32, "sessions": 200, "app_nodes": 3,
-            "cores": {"app": 2, "lb": 2, "store": 2}, "workers": {"app": 1 if strategy in ("sticky", "replication") else 2},
-            "per_node": {"lab2": 100} if strategy == "sticky" else
-            {"lab2": 34, "lab3": 33, "lab4": 33},
-            "endpoints": {"baseline": endpoint("GET", "/ping", base, 9.5, {"app": 4.1, "lb": 1.1, "store": 0.0}),
-                          "read": endpoint("GET", "/session", read, 21.25, {"app": 4.6, "lb": 0.9, "store": store}),
-                          "change": endpoint("POST", "/session/counter", change, 23.5,
-                                             {"app": 4.7, "lb": 0.9, "store": store})}}
+    return {
+        "kind": "load",
+        "strategy": strategy,
+        "lb_url": "http://10.213.0.11",
+        "when": "2026-11-25T08:00:00+00:00",
+        "tool": "wrk",
+        "seconds": 5,
+        "connections": 32,
+        "sessions": 200,
+        "app_nodes": 3,
+        "cores": {"app": 2, "lb": 2, "store": 2},
+        "workers": {"app": 1 if strategy in ("sticky", "replication") else 2},
+        "per_node": {"lab2": 100} if strategy == "sticky" else {"lab2": 34, "lab3": 33, "lab4": 33},
+        "endpoints": {
+            "baseline": endpoint("GET", "/ping", base, 9.5, {"app": 4.1, "lb": 1.1, "store": 0.0}),
+            "read": endpoint("GET", "/session", read, 21.25, {"app": 4.6, "lb": 0.9, "store": store}),
+            "change": endpoint("POST", "/session/counter", change, 23.5, {"app": 4.7, "lb": 0.9, "store": store}),
+        },
+    }
 
 
 def results() -> dict[str, dict]:
     """A whole run's results: every strategy measured, every plot drawable."""
     docs: dict[str, dict] = {
-        "environment.json": {"kind": "environment", "when": "2026-11-25T07:50:00+00:00",
-                             "controller": {"cores": 2, "memory_bytes": 8323805184, "os": "Debian GNU/Linux 12",
-                                            "python": "3.11.2", "kit_commit": "208db5b"},
-                             "hosts": {"lab1": {"roles": ["lb", "redis", "db"], "cores": 2, "memory_bytes": 8323805184,
-                                                "os": "Debian GNU/Linux 12 (bookworm)", "nginx": "1.22.1",
-                                                "redis": "7.0.15", "postgresql": "15.14"},
-                                       "lab2": {"roles": ["app"], "cores": 2, "memory_bytes": 8323805184,
-                                                "os": "Debian GNU/Linux 12 (bookworm)", "python": "3.11.2"}},
-                             "params": {"quick": False, "clients": 200, "seconds": 9.0, "load_seconds": 5,
-                                        "strategies": STRATEGIES}},
-        "steps.json": {"kind": "steps", "started": "2026-11-25T07:50:00+00:00",
-                       "finished": "2026-11-25T08:14:00+00:00", "seconds": 1440.5, "interrupted": False,
-                       "steps": [{"name": "deploy", "strategy": "redis", "status": "ok", "seconds": 31.2},
-                                 {"name": "drill store-restart", "strategy": "database", "status": "failed",
-                                  "seconds": 61.0, "error": "DrillError: lab1 did not come back"}]},
+        "environment.json": {
+            "kind": "environment",
+            "when": "2026-11-25T07:50:00+00:00",
+            "controller": {
+                "cores": 2,
+                "memory_bytes": 8323805184,
+                "os": "Debian GNU/Linux 12",
+                "python": "3.11.2",
+                "kit_commit": "208db5b",
+            },
+            "hosts": {
+                "lab1": {
+                    "roles": ["lb", "redis", "db"],
+                    "cores": 2,
+                    "memory_bytes": 8323805184,
+                    "os": "Debian GNU/Linux 12 (bookworm)",
+                    "nginx": "1.22.1",
+                    "redis": "7.0.15",
+                    "postgresql": "15.14",
+                },
+                "lab2": {
+                    "roles": ["app"],
+                    "cores": 2,
+                    "memory_bytes": 8323805184,
+                    "os": "Debian GNU/Linux 12 (bookworm)",
+                    "python": "3.11.2",
+                },
+            },
+            "params": {"quick": False, "clients": 200, "seconds": 9.0, "load_seconds": 5, "strategies": STRATEGIES},
+        },
+        "steps.json": {
+            "kind": "steps",
+            "started": "2026-11-25T07:50:00+00:00",
+            "finished": "2026-11-25T08:14:00+00:00",
+            "seconds": 1440.5,
+            "interrupted": False,
+            "steps": [
+                {"name": "deploy", "strategy": "redis", "status": "ok", "seconds": 31.2},
+                {
+                    "name": "drill store-restart",
+                    "strategy": "database",
+                    "status": "failed",
+                    "seconds": 61.0,
+                    "error": "DrillError: lab1 did not come back",
+                },
+            ],
+        },
     }
     for strategy in STRATEGIES:
-        docs[f"verify/{strategy}.json"] = {"kind": "verify", "strategy": strategy, "when": "2026-11-25T07:52:00+00:00",
-                                           "exit": 0, "summary": "7 passed, 2 skipped in 25.1s", "passed": 7,
-                                           "failed": 0, "skipped": 2, "errors": 0, "seconds": 25.1}
+        docs[f"verify/{strategy}.json"] = {
+            "kind": "verify",
+            "strategy": strategy,
+            "when": "2026-11-25T07:52:00+00:00",
+            "exit": 0,
+            "summary": "7 passed, 2 skipped in 25.1s",
+            "passed": 7,
+            "failed": 0,
+            "skipped": 2,
+            "errors": 0,
+            "seconds": 25.1,
+        }
     ratios = {"cookie": 0.54, "sticky": 0.85, "database": 0.45, "replication": 0.83, "redis": 0.72, "token": 0.7}
     for strategy in STRATEGIES:
         docs[f"load/{strategy}.json"] = load(strategy, 2000.0, 2000.0 * ratios[strategy], 1500.0)
         shared = strategy != "sticky"
         nodes = {"lab2": 9000} if strategy == "sticky" else {"lab2": 8100, "lab3": 8000, "lab4": 8184}
         docs[f"drills/node-stop--{strategy}.json"] = drill(
-            "node-stop", strategy, under_load(0, 0 if shared else 67, nodes),
-            {"sessions_lost": {"expected": 0, "measured": 0, "met": True}} if shared else {})
+            "node-stop",
+            strategy,
+            under_load(0, 0 if shared else 67, nodes),
+            {"sessions_lost": {"expected": 0, "measured": 0, "met": True}} if shared else {},
+        )
         docs[f"drills/contention--{strategy}.json"] = drill(
-            "contention", strategy, {"parallel": 200, "accepted": 200,
-                                     "final_counter": {"cookie": 1, "replication": 106}.get(strategy, 200),
-                                     "lost_updates": {"cookie": 199, "replication": 94}.get(strategy, 0),
-                                     "per_node": nodes})
+            "contention",
+            strategy,
+            {
+                "parallel": 200,
+                "accepted": 200,
+                "final_counter": {"cookie": 1, "replication": 106}.get(strategy, 200),
+                "lost_updates": {"cookie": 199, "replication": 94}.get(strategy, 0),
+                "per_node": nodes,
+            },
+        )
         docs[f"drills/footprint--{strategy}.json"] = drill(
-            "footprint", strategy, {"sessions": 10000, "store": "Redis used_memory", "value_bytes": 200,
-                                    "bytes_per_session": {"cookie": 402.0, "database": 611.2}.get(strategy, 517.3),
-                                    "sessions_per_gib": 2075647, "create_seconds": 14.1})
-    docs["drills/node-kill--redis.json"] = drill("node-kill", "redis", under_load(
-        2, 0, {"lab2": 8929, "lab4": 8929, "lab3": 3357}, failed_on_killed_node=2, failed_elsewhere=0))
+            "footprint",
+            strategy,
+            {
+                "sessions": 10000,
+                "store": "Redis used_memory",
+                "value_bytes": 200,
+                "bytes_per_session": {"cookie": 402.0, "database": 611.2}.get(strategy, 517.3),
+                "sessions_per_gib": 2075647,
+                "create_seconds": 14.1,
+            },
+        )
+    docs["drills/node-kill--redis.json"] = drill(
+        "node-kill",
+        "redis",
+        under_load(2, 0, {"lab2": 8929, "lab4": 8929, "lab3": 3357}, failed_on_killed_node=2, failed_elsewhere=0),
+    )
     docs["drills/store-restart--database.json"] = drill("store-restart", "database", {}, status="failed")
     docs["drills/cookie-limits--cookie.json"] = drill(
-        "cookie-limits", "cookie", {"data_bytes_at_limit": 3612, "cookie_bytes_at_limit": 3924,
-                                    "refused_with": "413 cookie_too_large", "replay_after_logout_status": 200,
-                                    "replay_after_logout_accepted": True})
+        "cookie-limits",
+        "cookie",
+        {
+            "data_bytes_at_limit": 3612,
+            "cookie_bytes_at_limit": 3924,
+            "refused_with": "413 cookie_too_large",
+            "replay_after_logout_status": 200,
+            "replay_after_logout_accepted": True,
+        },
+    )
     for mode, stale, samples in (("sync", 0, [0.35, 0.5, 0.72, 0.9, 1.56, 3.66]), ("async", 3, [0.8, 2.1, 4.4, 9.9])):
         docs[f"drills/lag--replication--{mode}.json"] = drill(
-            "lag", "replication", {"mode": mode, "writes": 200, "reads": 400,
-                                   "lag_ms": {"p50": samples[len(samples) // 2], "p99": samples[-2],
-                                              "max": samples[-1]},
-                                   "lag_ms_samples": samples, "stale_first_reads": stale,
-                                   "stale_first_read_share": stale / 400,
-                                   "through_balancer": {"lb_method": "round_robin", "reads": 200,
-                                                        "read_on_another_node": 197, "stale": stale * 2,
-                                                        "stale_share": stale / 100},
-                                   "rejoin": {"1000": {"seconds": 8.61, "sessions_pulled": 1000}}})
-    phases = {"start": 1.1, "Loading config": 0.2, "Connecting to hosts": 0.9, "Preparing operations": 2.4,
-              "Beginning operation run": 0.8}
-    docs["deploy-scale.json"] = {"kind": "deploy-scale", "strategy": "redis", "inventory": "inventories/lab.py",
-                                 "when": "2026-11-25T08:10:00+00:00", "runs": [
-        {"app_nodes": n, "hosts": n + 1, "lab_up_seconds": 9.5,
-         "first_apply": {"hosts": n + 1, "changed": 40 + 20 * n, "errors": 0, "unchanged": 30, "seconds": 50.0 + 9 * n},
-         "noop_apply": {"hosts": n + 1, "changed": 0, "errors": 0, "unchanged": 80, "seconds": 4.5 + 0.6 * n,
-                        "phases": phases}} for n in (2, 4, 8)],
-        "goals": {"noop_apply_seconds": {"expected": "<= 3.0", "measured": 9.3, "met": False}}}
+            "lag",
+            "replication",
+            {
+                "mode": mode,
+                "writes": 200,
+                "reads": 400,
+                "lag_ms": {"p50": samples[len(samples) // 2], "p99": samples[-2], "max": samples[-1]},
+                "lag_ms_samples": samples,
+                "stale_first_reads": stale,
+                "stale_first_read_share": stale / 400,
+                "through_balancer": {
+                    "lb_method": "round_robin",
+                    "reads": 200,
+                    "read_on_another_node": 197,
+                    "stale": stale * 2,
+                    "stale_share": stale / 100,
+                },
+                "rejoin": {"1000": {"seconds": 8.61, "sessions_pulled": 1000}},
+            },
+        )
+    phases = {
+        "start": 1.1,
+        "Loading config": 0.2,
+        "Connecting to hosts": 0.9,
+        "Preparing operations": 2.4,
+        "Beginning operation run": 0.8,
+    }
+    docs["deploy-scale.json"] = {
+        "kind": "deploy-scale",
+        "strategy": "redis",
+        "inventory": "inventories/lab.py",
+        "when": "2026-11-25T08:10:00+00:00",
+        "runs": [
+            {
+                "app_nodes": n,
+                "hosts": n + 1,
+                "lab_up_seconds": 9.5,
+                "first_apply": {
+                    "hosts": n + 1,
+                    "changed": 40 + 20 * n,
+                    "errors": 0,
+                    "unchanged": 30,
+                    "seconds": 50.0 + 9 * n,
+                },
+                "noop_apply": {
+                    "hosts": n + 1,
+                    "changed": 0,
+                    "errors": 0,
+                    "unchanged": 80,
+                    "seconds": 4.5 + 0.6 * n,
+                    "phases": phases,
+                },
+            }
+            for n in (2, 4, 8)
+        ],
+        "goals": {"noop_apply_seconds": {"expected": "<= 3.0", "measured": 9.3, "met": False}},
+    }
     return docs
 
 
@@ -148,10 +297,21 @@ def test_the_report_has_its_sections_a_verdict_row_per_strategy_and_png_plots(tm
     source, out = written(tmp_path, results())
     assert check.problems(out, source) == []
     md, page = (out / "report.md").read_text(), (out / "index.html").read_text()
-    for section in ("## What it ran on", "### Parameters", "### How long each part took", "## The usual verdicts",
-                    "### Findings", "## Throughput and latency", "## Failed requests and sessions lost",
-                    "### Verified after each deploy", "## Replication lag", "## Bytes per session", "## Per-node share", "## A capacity model",
-                    "### Past one Redis, past one PostgreSQL"):
+    for section in (
+        "## What it ran on",
+        "### Parameters",
+        "### How long each part took",
+        "## The usual verdicts",
+        "### Findings",
+        "## Throughput and latency",
+        "## Failed requests and sessions lost",
+        "### Verified after each deploy",
+        "## Replication lag",
+        "## Bytes per session",
+        "## Per-node share",
+        "## A capacity model",
+        "### Past one Redis, past one PostgreSQL",
+    ):
         assert section in md, section
     table = md.split("## The usual verdicts", 1)[1].split("### Findings", 1)[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| strategy")]
@@ -160,8 +320,15 @@ def test_the_report_has_its_sections_a_verdict_row_per_strategy_and_png_plots(tm
     findings_list = md.split("### Findings", 1)[1].split("##", 1)[0]
     assert len(re.findall(r"^- \*\*", findings_list, re.MULTILINE)) == len(STRATEGIES)
     images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
-    assert set(images) == {"throughput.png", "latency.png", "drills.png", "lag.png", "footprint.png", "per-node.png",
-                           "deploy-scale.png"}
+    assert set(images) == {
+        "throughput.png",
+        "latency.png",
+        "drills.png",
+        "lag.png",
+        "footprint.png",
+        "per-node.png",
+        "deploy-scale.png",
+    }
     scale = md.split("### Deploy time against the number of app nodes", 1)[1].split("##", 1)[0]
     assert "| 8 | 122 | 200 | 9.3 | 0 | start 1.1, Loading config 0.2," in scale, scale
     for image in images:
@@ -181,8 +348,10 @@ def test_the_report_has_its_sections_a_verdict_row_per_strategy_and_png_plots(tm
     redis_line = next(line for line in capacity.splitlines() if line.startswith("**redis**"))
     sticky_line = next(line for line in capacity.splitlines() if line.startswith("**sticky**"))
     assert "one app node (2 worker(s), 2 cores)" in redis_line and "one app node (1 worker(s), 2 cores)" in sticky_line
-    per_core, per_node = (int(n.replace(",", "")) for n in re.findall(
-        r"carries about ([\d,]+) session reads/s on one core.*?about ([\d,]+) req/s", redis_line)[0])
+    per_core, per_node = (
+        int(n.replace(",", ""))
+        for n in re.findall(r"carries about ([\d,]+) session reads/s on one core.*?about ([\d,]+) req/s", redis_line)[0]
+    )
     assert abs(per_node - 2 * per_core) <= 1, redis_line
 
 
@@ -226,9 +395,14 @@ def test_the_check_fails_on_a_number_that_is_not_in_the_results(tmp_path):
 
 
 def test_a_plot_whose_measurement_is_missing_is_left_out_and_said(tmp_path):
-    docs = {name: doc for name, doc in results().items()
-            if not name.startswith("load/") and "footprint" not in name and "async" not in name
-            and name != "deploy-scale.json"}
+    docs = {
+        name: doc
+        for name, doc in results().items()
+        if not name.startswith("load/")
+        and "footprint" not in name
+        and "async" not in name
+        and name != "deploy-scale.json"
+    }
     _, out = written(tmp_path, docs)
     md = (out / "report.md").read_text()
     assert not (out / "throughput.png").exists() and not (out / "footprint.png").exists()
@@ -248,6 +422,7 @@ def test_the_real_drill_results_render_and_trace(tmp_path):
 
 # -- the findings follow the figures -----------------------------------------------------------------------------------
 
+
 def finding(docs: dict[str, dict], strategy: str) -> str:
     return findings.RULES[strategy](Sources(docs)).text
 
@@ -256,8 +431,9 @@ def test_cookie_finding_follows_lost_updates_and_replay():
     docs = results()
     before = finding(docs, "cookie")
     docs["drills/contention--cookie.json"]["figures"].update(final_counter=200, lost_updates=0)
-    docs["drills/cookie-limits--cookie.json"]["figures"].update(replay_after_logout_status=401,
-                                                               replay_after_logout_accepted=False)
+    docs["drills/cookie-limits--cookie.json"]["figures"].update(
+        replay_after_logout_status=401, replay_after_logout_accepted=False
+    )
     after = finding(docs, "cookie")
     assert before.startswith("Partly borne out: 199 of 200 parallel increments") and "still got 200" in before
     assert after.startswith("Partly borne out: a session holds at most 3,612 bytes of data")
@@ -271,15 +447,20 @@ def test_sticky_finding_follows_the_busiest_nodes_share():
     docs["drills/node-stop--sticky.json"]["figures"]["sessions_lost"] = 0
     after = finding(docs, "sticky")
     assert before.startswith("Borne out: from one client address, lab2 served 100%"), before
-    assert after == "Not borne out: from one client address, the busiest node served 40% of the requests " \
-                    "(the load's probe).", after
+    assert (
+        after == "Not borne out: from one client address, the busiest node served 40% of the requests "
+        "(the load's probe)."
+    ), after
 
 
 def test_sticky_finding_and_drill_table_show_scale_out_with_ip_hash_and_with_cookie_routing(tmp_path):
     docs = results()
     for variant, moved in (("", 0.333), ("hash_cookie", 0.0)):
-        doc = drill("scale-out", "sticky", under_load(0, int(moved * 200), {"lab2": 4000, "lab3": 3000},
-                                                      clients_moved_share=moved))
+        doc = drill(
+            "scale-out",
+            "sticky",
+            under_load(0, int(moved * 200), {"lab2": 4000, "lab3": 3000}, clients_moved_share=moved),
+        )
         doc["variant"] = variant
         docs["drills/scale-out--sticky" + (f"--{variant}" if variant else "") + ".json"] = doc
     text = finding(docs, "sticky")
@@ -325,13 +506,17 @@ def test_a_verdict_without_figures_is_not_measured():
     assert finding({}, "token").startswith("Not measured")
 
 
-# -- progress --------------------------------------------------------------------------------------------------------
+# -- progress ----------------------------------------------------------------------------------------------------------
+
 
 def test_progress_says_each_step_its_time_and_what_is_left():
     clock = iter([0.0, 0.0, 30.0, 30.0, 90.0]).__next__
     lines: list[str] = []
-    progress = Progress([("deploy", "redis", 30.0), ("load", "redis", 60.0), ("drill node-stop", "redis", 30.0)],
-                        clock=clock, say=lines.append)
+    progress = Progress(
+        [("deploy", "redis", 30.0), ("load", "redis", 60.0), ("drill node-stop", "redis", 30.0)],
+        clock=clock,
+        say=lines.append,
+    )
     progress.start(0)
     progress.end(0, "ok")
     progress.start(1)
@@ -342,25 +527,43 @@ def test_progress_says_each_step_its_time_and_what_is_left():
     assert lines[3] == "[2/3] load on redis: FAILED in 60 s (1:30 so far): wrk: connection refused"
 
 
-# -- what a live run reads from the hosts -------------------------------------------------------------------------------
+# -- what a live run reads from the hosts ------------------------------------------------------------------------------
+
 
 def test_host_facts_and_cpu_times_are_read_from_real_outputs():
     from reporting.measure import parse_cpu, parse_host_facts, parse_wrk
 
-    facts = parse_host_facts("cores=2\nmem_kb=24684084\nos=Debian GNU/Linux 12 (bookworm)\n"
-                             "nginx=nginx version: nginx/1.22.1\n"
-                             "redis=Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64\n"
-                             "postgresql=postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\npython=Python 3.11.7\n")
-    assert facts == {"cores": 2, "memory_bytes": 24684084 * 1024, "os": "Debian GNU/Linux 12 (bookworm)",
-                     "nginx": "1.22.1", "redis": "7.0.15", "postgresql": "15.18", "python": "3.11.7"}
-    cpu = parse_cpu("tck 100\nunit session-kit-app 812\nunit redis-server 0\nproc 812 (python) 250 1\n"
-                    "proc 90 (nginx) 10 1\nproc 91 (nginx) 35 90\nproc 77 (postgres) 5 1\nproc 78 (postgres) 20 77\n"
-                    "proc 1 (systemd) 900 0\n")
-    assert {part: round(seconds, 6) for part, seconds in cpu.items()} == {"app": 2.5, "redis": 0.0, "nginx": 0.45,
-                                                                         "postgresql": 0.25}
+    facts = parse_host_facts(
+        "cores=2\nmem_kb=24684084\nos=Debian GNU/Linux 12 (bookworm)\n"
+        "nginx=nginx version: nginx/1.22.1\n"
+        "redis=Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64\n"
+        "postgresql=postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\npython=Python 3.11.7\n"
+    )
+    assert facts == {
+        "cores": 2,
+        "memory_bytes": 24684084 * 1024,
+        "os": "Debian GNU/Linux 12 (bookworm)",
+        "nginx": "1.22.1",
+        "redis": "7.0.15",
+        "postgresql": "15.18",
+        "python": "3.11.7",
+    }
+    cpu = parse_cpu(
+        "tck 100\nunit session-kit-app 812\nunit redis-server 0\nproc 812 (python) 250 1\n"
+        "proc 90 (nginx) 10 1\nproc 91 (nginx) 35 90\nproc 77 (postgres) 5 1\nproc 78 (postgres) 20 77\n"
+        "proc 1 (systemd) 900 0\n"
+    )
+    assert {part: round(seconds, 6) for part, seconds in cpu.items()} == {
+        "app": 2.5,
+        "redis": 0.0,
+        "nginx": 0.45,
+        "postgresql": 0.25,
+    }
     # app_workers > 1: the parent (812) supervises, its workers (813, 814) serve: all three are the app's CPU
-    workers = parse_cpu("tck 100\nunit session-kit-app 812\nproc 812 (python) 10 1\nproc 813 (python) 300 812\n"
-                        "proc 814 (python) 290 812\nproc 900 (python) 50 1\n")
+    workers = parse_cpu(
+        "tck 100\nunit session-kit-app 812\nproc 812 (python) 10 1\nproc 813 (python) 300 812\n"
+        "proc 814 (python) 290 812\nproc 900 (python) 50 1\n"
+    )
     assert round(workers["app"], 6) == 6.0
     run = parse_wrk("""Running 2s test @ http://127.0.0.1:41163
   1 threads and 16 connections
@@ -373,16 +576,20 @@ def test_host_facts_and_cpu_times_are_read_from_real_outputs():
   Non-2xx or 3xx responses: 4
 Requests/sec:   7587.41
 """)
-    assert run == {"rps": 7587.41, "requests": 15218, "non_2xx": 4, "socket_errors": 0,
-                   "latency_ms": {"p50": 2.03, "p75": 2.52, "p90": 3.09, "p99": 0.0613}}
+    assert run == {
+        "rps": 7587.41,
+        "requests": 15218,
+        "non_2xx": 4,
+        "socket_errors": 0,
+        "latency_ms": {"p50": 2.03, "p75": 2.52, "p90": 3.09, "p99": 0.0613},
+    }
 
 
 def test_a_live_report_on_an_inventory_it_cannot_read_stops_in_one_line_and_writes_nothing(tmp_path, capsys):
     from reporting.run import run
 
     out = tmp_path / "report"
-    assert run(["redis"], quick=True, out=out, inventory="inventories/example.py",
-               data={"no_such_variable": "1"}) == 2
+    assert run(["redis"], quick=True, out=out, inventory="inventories/example.py", data={"no_such_variable": "1"}) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and error.startswith("report: ") and "no_such_variable" in error, error
     assert not out.exists(), "a report that could not start wrote results"

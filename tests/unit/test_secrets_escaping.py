@@ -1,7 +1,7 @@
 """Secrets from the environment (SESSION_KIT_<NAME>) are written safely wherever they go: percent-encoded in the app's
-URLs, as SHA-256 digests in redis.conf's ACL users, quoted in the app's systemd EnvironmentFile. The templates are rendered by pyinfra's own
-template loader, as a deploy renders them; what they produce is read back by real parsers (sh, redis-server, the
-app's settings and its Redis client)."""
+URLs, as SHA-256 digests in redis.conf's ACL users, quoted in the app's systemd EnvironmentFile. The templates are
+rendered by pyinfra's own template loader, as a deploy renders them; what they produce is read back by real parsers
+(sh, redis-server, the app's settings and its Redis client)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,23 @@ def render(path: str, **values) -> str:
 
 
 def environment(strategy: str, password: str = HOSTILE) -> dict[str, str]:
-    keys = {"cookie_secret_key": password, "redis_password": password, "redis_admin_password": password + "!",
-            "postgres_password": password, "replication_key": password}
-    return app_environment(STRATEGIES[strategy], DATA, keys, node="app1", private_ip="10.0.0.2",
-                           peers=["10.0.0.3"], redis_ip="10.0.0.9", db_ip="10.0.0.8")
+    keys = {
+        "cookie_secret_key": password,
+        "redis_password": password,
+        "redis_admin_password": password + "!",
+        "postgres_password": password,
+        "replication_key": password,
+    }
+    return app_environment(
+        STRATEGIES[strategy],
+        DATA,
+        keys,
+        node="app1",
+        private_ip="10.0.0.2",
+        peers=["10.0.0.3"],
+        redis_ip="10.0.0.9",
+        db_ip="10.0.0.8",
+    )
 
 
 def read_env_file(text: str) -> dict[str, str]:
@@ -43,8 +56,12 @@ def read_env_file(text: str) -> dict[str, str]:
     with tempfile.NamedTemporaryFile("w", suffix=".env") as handle:
         handle.write(text)
         handle.flush()
-        out = subprocess.run(["env", "-i", "sh", "-c", 'set -a; . "$1"; exec env -0', "sh", handle.name],
-                             capture_output=True, check=True, timeout=10).stdout.decode()
+        out = subprocess.run(
+            ["env", "-i", "sh", "-c", 'set -a; . "$1"; exec env -0', "sh", handle.name],
+            capture_output=True,
+            check=True,
+            timeout=10,
+        ).stdout.decode()
     pairs = dict(item.split("=", 1) for item in out.split("\0") if item)
     return {key: value for key, value in pairs.items() if key.isupper() and key not in ("PWD", "SHLVL", "_")}
 
@@ -64,6 +81,7 @@ def test_the_app_reads_the_password_back_from_the_env_file(strategy):
     from redis.connection import parse_url
 
     from sample_app.settings import Settings
+
     settings = Settings.from_env(read_env_file(render("etc/session-kit/app.env", env=environment(strategy))))
     if strategy == "database":
         parts = conninfo_to_dict(settings.database_url)
@@ -87,15 +105,42 @@ def test_redis_conf_acl_users_round_trip_through_a_real_redis(tmp_path, sentinel
         pytest.skip("redis-server is not installed (./kit setup installs it)")
     port = free_port()
     conf = tmp_path / "redis.conf"
-    secrets = {"redis_password": HOSTILE, "redis_admin_password": HOSTILE + "!",
-               "redis_replication_password": HOSTILE + "?"}
-    conf.write_text(render("etc/redis/redis.conf", private_ip="127.0.0.1", sentinel=sentinel, replication=sentinel,
-                           cluster=False, **acl(secrets), port=port, pidfile=tmp_path / "pid", dbfilename="dump.rdb",
-                           **{k: v for k, v in ALL_DEFAULTS.items() if k.startswith("redis_")}))
+    secrets = {
+        "redis_password": HOSTILE,
+        "redis_admin_password": HOSTILE + "!",
+        "redis_replication_password": HOSTILE + "?",
+    }
+    conf.write_text(
+        render(
+            "etc/redis/redis.conf",
+            private_ip="127.0.0.1",
+            sentinel=sentinel,
+            replication=sentinel,
+            cluster=False,
+            **acl(secrets),
+            port=port,
+            pidfile=tmp_path / "pid",
+            dbfilename="dump.rdb",
+            **{k: v for k, v in ALL_DEFAULTS.items() if k.startswith("redis_")},
+        )
+    )
     # Only what a test process cannot use is overridden: systemd supervision and the Debian paths.
-    proc = subprocess.Popen(["redis-server", str(conf), "--supervised", "no", "--dir", str(tmp_path),
-                             "--pidfile", str(tmp_path / "pid"), "--save", ""],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            str(conf),
+            "--supervised",
+            "no",
+            "--dir",
+            str(tmp_path),
+            "--pidfile",
+            str(tmp_path / "pid"),
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         env = environment("redis")
         client = redis.Redis.from_url(env["REDIS_URL"].replace("10.0.0.9", "127.0.0.1").replace(":6379/", f":{port}/"))
@@ -103,8 +148,13 @@ def test_redis_conf_acl_users_round_trip_through_a_real_redis(tmp_path, sentinel
         assert proc.poll() is None, "redis-server refused the rendered redis.conf"
         assert client.ping() is True
         assert client.hset("session:x", "user", "u") == 1 and client.pexpire("session:x", 60000)
-        for refused in (lambda: client.flushall(), lambda: client.config_get("*"), lambda: client.keys("*"),
-                        lambda: client.set("session:y", "v"), lambda: client.hset("other:x", "f", "v")):
+        for refused in (
+            lambda: client.flushall(),
+            lambda: client.config_get("*"),
+            lambda: client.keys("*"),
+            lambda: client.set("session:y", "v"),
+            lambda: client.hset("other:x", "f", "v"),
+        ):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 refused()
         user = ALL_DEFAULTS["redis_user"]
@@ -131,6 +181,7 @@ def test_redis_conf_acl_users_round_trip_through_a_real_redis(tmp_path, sentinel
 
 def _pings(client) -> bool:
     import redis
+
     try:
         return client.ping()
     except redis.ConnectionError:

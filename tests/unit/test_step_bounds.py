@@ -22,12 +22,20 @@ PYINFRA = str(Path(sys.executable).with_name("pyinfra"))
 
 def run_deploy(tmp_path: Path, body: str) -> tuple[subprocess.CompletedProcess, float]:
     deploy = tmp_path / "deploy.py"
-    deploy.write_text("from pyinfra import state\nfrom pyinfra.api import deploy\n"
-                      "from pyinfra.operations import server\n"
-                      "from deploys.cluster import bounded, report_bounds\nreport_bounds(state)\n" + body)
+    deploy.write_text(
+        "from pyinfra import state\nfrom pyinfra.api import deploy\n"
+        "from pyinfra.operations import server\n"
+        "from deploys.cluster import bounded, report_bounds\nreport_bounds(state)\n" + body
+    )
     started = time.monotonic()
-    result = subprocess.run([PYINFRA, "-y", "@local", str(deploy)], capture_output=True, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    result = subprocess.run(
+        [PYINFRA, "-y", "@local", str(deploy)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     return result, time.monotonic() - started
 
 
@@ -46,9 +54,13 @@ def one_line(output: str, host: str, step: str, bound: int) -> list[str]:
 
 def test_a_step_past_its_bound_is_stopped_on_the_host_and_named(tmp_path):
     pidfile = tmp_path / "pid"
-    result, took = run_deploy(tmp_path, (
-        f"server.shell(name='Hang like a stuck apt-get', commands=['echo $$ > {pidfile}; exec sleep 300'],"
-        " **bounded(2))\n"))
+    result, took = run_deploy(
+        tmp_path,
+        (
+            f"server.shell(name='Hang like a stuck apt-get', commands=['echo $$ > {pidfile}; exec sleep 300'],"
+            " **bounded(2))\n"
+        ),
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert took < 60, f"the run took {took:.0f}s"
@@ -63,13 +75,17 @@ def test_a_step_past_its_bound_is_stopped_on_the_host_and_named(tmp_path):
 
 def test_every_operation_of_a_bounded_deploy_gets_the_bound(tmp_path):
     """How nginx.py, redis.py and postgres.py bound every step: @bounded_deploy(name, data_defaults)."""
-    result, took = run_deploy(tmp_path, (
-        "from deploys.cluster import bounded_deploy\n"
-        "@bounded_deploy('Bounded component', data_defaults={'some_default': 1}, bound=bounded(2))\n"
-        "def component():\n"
-        "    server.shell(name='Fast step', commands=['true'])\n"
-        "    server.shell(name='Slow step', commands=['sleep 300'])\n"
-        "component()\n"))
+    result, took = run_deploy(
+        tmp_path,
+        (
+            "from deploys.cluster import bounded_deploy\n"
+            "@bounded_deploy('Bounded component', data_defaults={'some_default': 1}, bound=bounded(2))\n"
+            "def component():\n"
+            "    server.shell(name='Fast step', commands=['true'])\n"
+            "    server.shell(name='Slow step', commands=['sleep 300'])\n"
+            "component()\n"
+        ),
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0 and took < 60, output
     assert len(one_line(output, "@local", "Bounded component | Slow step", 2)) == 1, output
@@ -80,8 +96,10 @@ def test_pyinfra_timeout_alone_leaves_the_command_running(tmp_path):
     """Why bounded() also bounds the command on the host: pyinfra's _timeout only stops waiting for it. Should a
     pyinfra release start stopping the command itself, this fails, and bounded() could drop its host side."""
     pidfile = tmp_path / "pid"
-    result, took = run_deploy(tmp_path, (
-        f"server.shell(name='Only pyinfra waits', commands=['echo $$ > {pidfile}; exec sleep 60'], _timeout=2)\n"))
+    result, took = run_deploy(
+        tmp_path,
+        (f"server.shell(name='Only pyinfra waits', commands=['echo $$ > {pidfile}; exec sleep 60'], _timeout=2)\n"),
+    )
     pid = int(pidfile.read_text())
     try:
         output = result.stdout + result.stderr
@@ -106,6 +124,7 @@ def test_operations_the_deploys_use_work_under_the_bound(tmp_path, request):
     """The host-side bound wraps the shell pyinfra runs: files, su (as the postgres steps use) and apt's facts still
     work, and a second run changes nothing."""
     import pwd
+
     try:
         pwd.getpwnam("postgres")
     except KeyError:
@@ -122,7 +141,8 @@ def test_operations_the_deploys_use_work_under_the_bound(tmp_path, request):
         f"    server.shell(name='As postgres', commands=['test -e {target}/who || whoami > {target}/who'],"
         " _su_user='postgres')\n"
         "    apt.packages(name='Installed already', packages=['coreutils'])\n"
-        "component()\n")
+        "component()\n"
+    )
     for _ in range(2):
         result, _took = run_deploy(tmp_path, body)
         assert result.returncode == 0, result.stdout + result.stderr

@@ -31,8 +31,10 @@ def test_a_self_signed_pair_names_every_address_and_is_made_once(tmp_path):
     assert (certificate, key) == (tmp_path / "secrets/prod-tls.crt", tmp_path / "secrets/prod-tls.key")
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     alt = alt_names(certificate)
-    assert alt.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("203.0.113.10"),
-                                                       ipaddress.ip_address("10.0.0.5")]
+    assert alt.get_values_for_type(x509.IPAddress) == [
+        ipaddress.ip_address("203.0.113.10"),
+        ipaddress.ip_address("10.0.0.5"),
+    ]
     assert alt.get_values_for_type(x509.DNSName) == ["lb.example.org"]
     ssl.create_default_context(cafile=str(certificate))  # loads as a CA file (tests/app/test_tls.py trusts it)
     before = (certificate.read_bytes(), key.read_bytes())
@@ -53,8 +55,12 @@ def test_the_spki_pin_is_the_public_keys_sha256(tmp_path):
     import subprocess
 
     certificate, _ = tls.self_signed(tmp_path, "pin", ["127.0.0.1"])
-    der = subprocess.run(f"openssl x509 -in {certificate} -pubkey -noout | openssl pkey -pubin -outform der",
-                         shell=True, capture_output=True, check=True).stdout
+    der = subprocess.run(
+        f"openssl x509 -in {certificate} -pubkey -noout | openssl pkey -pubin -outform der",
+        shell=True,
+        capture_output=True,
+        check=True,
+    ).stdout
     assert tls.spki_sha256(certificate) == base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
@@ -67,16 +73,19 @@ def test_the_inventorys_own_pair_is_used_as_it_is(tmp_path):
     assert not list(tmp_path.glob("secrets*")), "no self-signed pair made"
 
 
-@pytest.mark.parametrize("change, line", [
-    ({"lb_tls_certificate": "CRT"}, "lb_tls_key: not set, but lb_tls_certificate is"),
-    ({"lb_tls_key": "KEY"}, "lb_tls_certificate: not set, but lb_tls_key is"),
-    ({"lb_tls_certificate": "/nonexistent/chain.pem", "lb_tls_key": "KEY"}, "lb_tls_certificate: must be the path"),
-    ({"lb_tls_certificate": "CRT", "lb_tls_key": "/nonexistent/key.pem"}, "lb_tls_key: must be the path"),
-    ({"lb_tls": "yes"}, "lb_tls: must be True or False"),
-    ({"nginx_listen_tls": "0.0.0.0"}, "nginx_listen_tls: must be PORT or ADDRESS:PORT"),
-    ({"nginx_listen_tls": "0.0.0.0:80"}, "nginx_listen_tls: '0.0.0.0:80' takes the port of nginx_listen"),
-    ({"nginx_listen": "8080", "nginx_listen_tls": "10.0.0.5:8080"}, "nginx_listen_tls: '10.0.0.5:8080' takes"),
-])
+@pytest.mark.parametrize(
+    "change, line",
+    [
+        ({"lb_tls_certificate": "CRT"}, "lb_tls_key: not set, but lb_tls_certificate is"),
+        ({"lb_tls_key": "KEY"}, "lb_tls_certificate: not set, but lb_tls_key is"),
+        ({"lb_tls_certificate": "/nonexistent/chain.pem", "lb_tls_key": "KEY"}, "lb_tls_certificate: must be the path"),
+        ({"lb_tls_certificate": "CRT", "lb_tls_key": "/nonexistent/key.pem"}, "lb_tls_key: must be the path"),
+        ({"lb_tls": "yes"}, "lb_tls: must be True or False"),
+        ({"nginx_listen_tls": "0.0.0.0"}, "nginx_listen_tls: must be PORT or ADDRESS:PORT"),
+        ({"nginx_listen_tls": "0.0.0.0:80"}, "nginx_listen_tls: '0.0.0.0:80' takes the port of nginx_listen"),
+        ({"nginx_listen": "8080", "nginx_listen_tls": "10.0.0.5:8080"}, "nginx_listen_tls: '10.0.0.5:8080' takes"),
+    ],
+)
 def test_tls_mistakes_are_one_line_naming_the_variable(tmp_path, change, line):
     (tmp_path / "crt.pem").write_text("c"), (tmp_path / "key.pem").write_text("k")
     paths = {"CRT": str(tmp_path / "crt.pem"), "KEY": str(tmp_path / "key.pem")}
@@ -86,19 +95,25 @@ def test_tls_mistakes_are_one_line_naming_the_variable(tmp_path, change, line):
     assert message.startswith(line) and "\n" not in message and "(host lb1)" in message, message
 
 
-@pytest.mark.parametrize("change", [
-    {"lb_tls": False, "lb_tls_certificate": "CRT"},  # unused without TLS: the pair is not checked
-    {"nginx_listen": "10.0.0.5:443", "nginx_listen_tls": "10.0.0.6:443"},
-    {"lb_tls": False, "nginx_listen_tls": "0.0.0.0:80"},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"lb_tls": False, "lb_tls_certificate": "CRT"},  # unused without TLS: the pair is not checked
+        {"nginx_listen": "10.0.0.5:443", "nginx_listen_tls": "10.0.0.6:443"},
+        {"lb_tls": False, "nginx_listen_tls": "0.0.0.0:80"},
+    ],
+)
 def test_tls_values_accepted(tmp_path, change):
     (tmp_path / "crt.pem").write_text("c")
     check_data({**GOOD, **{k: str(tmp_path / "crt.pem") if v == "CRT" else v for k, v in change.items()}})
 
 
 def deployment(**values) -> Deployment:
-    nodes = (Node("lb1", "10.0.0.5", {"ssh_hostname": "203.0.113.10"}, ("lb",)),
-             Node("app1", "10.0.0.6", {}, ("app",)), Node("app2", "10.0.0.7", {}, ("app",)))
+    nodes = (
+        Node("lb1", "10.0.0.5", {"ssh_hostname": "203.0.113.10"}, ("lb",)),
+        Node("app1", "10.0.0.6", {}, ("app",)),
+        Node("app2", "10.0.0.7", {}, ("app",)),
+    )
     return Deployment(STRATEGIES["redis"], "round_robin", {**GOOD, **values}, nodes)
 
 
@@ -116,9 +131,19 @@ def test_clients_are_told_https_and_the_ca_to_trust():
     assert str(own.tls_certificate) == "/etc/ssl/chain.pem"
 
 
-@pytest.mark.parametrize("values, secure", [({}, "true"), ({"lb_tls": False}, "false"),
-                                            ({"lb_tls": False, "app_cookie_secure": True}, "true")])
+@pytest.mark.parametrize(
+    "values, secure",
+    [({}, "true"), ({"lb_tls": False}, "false"), ({"lb_tls": False, "app_cookie_secure": True}, "true")],
+)
 def test_the_cookie_is_secure_whenever_tls_is_on(values, secure):
-    env = app_environment(STRATEGIES["redis"], {**GOOD, **values}, {"redis_password": "p"}, node="n1",
-                          private_ip="10.0.0.6", peers=[], redis_ip="10.0.0.9", db_ip=None)
+    env = app_environment(
+        STRATEGIES["redis"],
+        {**GOOD, **values},
+        {"redis_password": "p"},
+        node="n1",
+        private_ip="10.0.0.6",
+        peers=[],
+        redis_ip="10.0.0.9",
+        db_ip=None,
+    )
     assert env["COOKIE_SECURE"] == secure

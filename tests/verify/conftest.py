@@ -24,15 +24,27 @@ def pytest_addoption(parser):
     group = parser.getgroup("session-kit verification")
     group.addoption("--inventory", help="the pyinfra inventory that was deployed")
     group.addoption("--strategy", help="the session_strategy it was deployed with, if overridden with --data")
-    group.addoption("--data", action="append", default=[], metavar="KEY=VALUE",
-                    help="any other `pyinfra --data` override the deployment was applied with (e.g. lb_method=...)")
-    group.addoption("--lb-url", help="the load balancer's URL (default: https://<lb ssh_hostname>, or http:// with "
-                                     "lb_tls = False)")
-    group.addoption("--outside-source", metavar="ADDRESS",
-                    help="an address of this machine that no firewall rule admits (not in firewall_allow_from, not "
-                         "a cluster host): the firewall checks connect from it and must be refused")
-    group.addoption("--proven", metavar="FILE", help="write what the passing checks proved, as JSON lines of text "
-                                                     "(the demo prints them)")
+    group.addoption(
+        "--data",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other `pyinfra --data` override the deployment was applied with (e.g. lb_method=...)",
+    )
+    group.addoption(
+        "--lb-url", help="the load balancer's URL (default: https://<lb ssh_hostname>, or http:// with lb_tls = False)"
+    )
+    group.addoption(
+        "--outside-source",
+        metavar="ADDRESS",
+        help="an address of this machine that no firewall rule admits (not in firewall_allow_from, not "
+        "a cluster host): the firewall checks connect from it and must be refused",
+    )
+    group.addoption(
+        "--proven",
+        metavar="FILE",
+        help="write what the passing checks proved, as JSON lines of text (the demo prints them)",
+    )
 
 
 PROVEN: list[str] = []
@@ -48,6 +60,7 @@ def pytest_sessionfinish(session):
     path = session.config.getoption("--proven", default=None)
     if path:
         import json
+
         Path(path).write_text(json.dumps(PROVEN, indent=1) + "\n")
 
 
@@ -103,8 +116,9 @@ def remote(ssh_config, deployment):
 
     def connect(node: Node):
         if node.name not in cache:
-            cache[node.name] = testinfra.get_host(f"ssh://{node.name}", ssh_config=str(ssh_config),
-                                                  sudo=bool(node.ssh.get("_sudo")))
+            cache[node.name] = testinfra.get_host(
+                f"ssh://{node.name}", ssh_config=str(ssh_config), sudo=bool(node.ssh.get("_sudo"))
+            )
         return cache[node.name]
 
     return connect

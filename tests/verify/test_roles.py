@@ -48,8 +48,9 @@ def test_load_balancer(deployment, remote):
         if deployment.vars.get("lb_tls"):  # the pair from the controller, the key readable by root alone
             key, certificate = host.file("/etc/nginx/session-kit/tls.key"), host.file("/etc/nginx/session-kit/tls.crt")
             assert key.exists and key.mode == 0o600 and key.user == "root", f"{node.name}: tls.key must be 0600 root"
-            assert certificate.content_string.strip() == deployment.tls_certificate.read_text().strip(), \
+            assert certificate.content_string.strip() == deployment.tls_certificate.read_text().strip(), (
                 f"{node.name}: tls.crt is not {deployment.tls_certificate} of this controller"
+            )
             assert f"listen {deployment.vars['nginx_listen_tls']} ssl" in content, f"{node.name}: no TLS listener"
 
 
@@ -62,8 +63,9 @@ def test_app_nodes(deployment, remote):
         assert_listening_privately(host, node, port)
         env = host.file("/etc/session-kit/app.env")
         assert env.mode == 0o640 and env.user == "root", f"{node.name}: app.env must be 0640 root (it holds secrets)"
-        assert f"SESSION_STRATEGY={deployment.strategy.name}" in env.content_string, \
+        assert f"SESSION_STRATEGY={deployment.strategy.name}" in env.content_string, (
             f"{node.name}: app.env does not select {deployment.strategy.name}"
+        )
         assert host.run(f"{deployment.vars['app_dir']}/venv/bin/python -c 'import sample_app'").rc == 0
 
 
@@ -79,8 +81,9 @@ def test_app_runs_sandboxed(deployment, remote, proven):
         match = re.search(r"Overall exposure level for session-kit-app\.service:\s*([\d.]+)", result.stdout)
         assert match, f"{node.name}: no exposure score in systemd-analyze's output"
         scores[node.name] = float(match.group(1))
-        assert scores[node.name] <= SECURITY_GOAL, \
+        assert scores[node.name] <= SECURITY_GOAL, (
             f"{node.name}: session-kit-app's exposure {scores[node.name]} is above {SECURITY_GOAL}"
+        )
     proven(f"the app runs sandboxed: systemd-analyze security scores {max(scores.values())} (goal <= {SECURITY_GOAL})")
 
 
@@ -90,10 +93,13 @@ def test_stores(deployment, remote, role):
         pytest.skip(f"{deployment.strategy.name} does not use {role}")
     if role == "redis":
         # redis_mode=cluster: each instance (redis-server@PORT); else one redis-server per redis host
-        servers = [(node, f"redis-server@{port}", port, f"/etc/redis/redis-{port}.conf")
-                   for node, port in deployment.cluster_instances()] or \
-                  [(node, "redis-server", deployment.vars["redis_port"], "/etc/redis/redis.conf")
-                   for node in nodes_of(deployment, role)]
+        servers = [
+            (node, f"redis-server@{port}", port, f"/etc/redis/redis-{port}.conf")
+            for node, port in deployment.cluster_instances()
+        ] or [
+            (node, "redis-server", deployment.vars["redis_port"], "/etc/redis/redis.conf")
+            for node in nodes_of(deployment, role)
+        ]
         for node, unit, port, path in servers:
             host = remote(node)
             assert host.package("redis-server").is_installed
@@ -114,14 +120,17 @@ def test_stores(deployment, remote, role):
         assert_listening_privately(host, node, deployment.vars["postgres_port"])
         hba = host.file(f"/etc/postgresql/{version}/main/pg_hba.conf").content_string
         hosts = {line.split()[3] for line in hba.splitlines() if line.startswith("host")}
-        assert hosts == {f"{app.ip}/32" for app in deployment.role("app")}, \
+        assert hosts == {f"{app.ip}/32" for app in deployment.role("app")}, (
             f"{node.name}: pg_hba.conf must admit the app nodes and nothing else, admits {sorted(hosts)}"
+        )
 
 
 def redis_cli_as(host, node, port: int, user: str, password: str, command: str) -> str:
     """One redis-cli command on a redis host, logged in as an ACL user; its output and errors together."""
-    result = host.run(f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --no-auth-warning --user {user} "
-                      f"-h {node.ip} -p {port} {command}")
+    result = host.run(
+        f"REDISCLI_AUTH={shlex.quote(password)} redis-cli --no-auth-warning --user {user} "
+        f"-h {node.ip} -p {port} {command}"
+    )
     return result.stdout + result.stderr
 
 
@@ -139,8 +148,9 @@ def test_sentinel_watches_one_primary_and_its_replicas(deployment, remote, prove
         service = host.service("redis-sentinel")
         assert service.is_running and service.is_enabled, f"{node.name}: redis-sentinel not running and enabled"
         assert_listening_privately(host, node, port)
-        named[node.name] = host.run(f"redis-cli -h {node.ip} -p {port} SENTINEL get-master-addr-by-name {name}"
-                                    ).stdout.split()[:1]
+        named[node.name] = host.run(
+            f"redis-cli -h {node.ip} -p {port} SENTINEL get-master-addr-by-name {name}"
+        ).stdout.split()[:1]
         quorum = host.run(f"redis-cli -h {node.ip} -p {port} SENTINEL ckquorum {name}").stdout
         assert quorum.startswith("OK"), f"{node.name}: SENTINEL CKQUORUM: {quorum.strip()}"
     primaries = {tuple(ip) for ip in named.values()}
@@ -156,15 +166,19 @@ def test_sentinel_watches_one_primary_and_its_replicas(deployment, remote, prove
 
     role = as_user(primary, "admin", secrets["redis_admin_password"], "ROLE").split()
     replicas = {line for line in role if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", line)}
-    assert role[0] == "master" and replicas == {n.ip for n in redis_nodes if n is not primary}, \
-        f"{primary.name}: ROLE says {role}, expected master with replicas {[n.ip for n in redis_nodes if n is not primary]}"
+    assert role[0] == "master" and replicas == {n.ip for n in redis_nodes if n is not primary}, (
+        f"{primary.name}: ROLE says {role}, expected master with replicas "
+        f"{[n.ip for n in redis_nodes if n is not primary]}"
+    )
     for node in redis_nodes:
         rewrite = as_user(node, "admin", secrets["redis_admin_password"], "CONFIG REWRITE")
         assert "ERR" in rewrite, f"{node.name}: Redis could rewrite the kit's redis.conf: {rewrite.strip()}"
     refused = as_user(primary, "replication", secrets["redis_replication_password"], "HGETALL session:x")
     assert "NOPERM" in refused, f"{primary.name}: the replication user may read sessions: {refused.strip()}"
-    proven(f"Sentinel: {len(sentinels)} Sentinels agree on the primary {primary.name} with "
-           f"{len(replicas)} connected replica(s), and that they can fail it over")
+    proven(
+        f"Sentinel: {len(sentinels)} Sentinels agree on the primary {primary.name} with "
+        f"{len(replicas)} connected replica(s), and that they can fail it over"
+    )
 
 
 def test_redis_cluster_serves_every_slot_with_a_replica_per_primary(deployment, remote, proven):
@@ -182,10 +196,14 @@ def test_redis_cluster_serves_every_slot_with_a_replica_per_primary(deployment, 
         return redis_cli_as(remote(node), node, port, "admin", password, command)
 
     for node, port in instances:
-        info = dict(line.strip().split(":", 1) for line in admin(node, port, "CLUSTER INFO").splitlines()
-                    if ":" in line)
-        assert (info.get("cluster_state"), info.get("cluster_slots_assigned"), info.get("cluster_known_nodes")) == \
-            ("ok", "16384", str(len(instances))), f"{node.name}:{port}: CLUSTER INFO {info}"
+        info = dict(
+            line.strip().split(":", 1) for line in admin(node, port, "CLUSTER INFO").splitlines() if ":" in line
+        )
+        assert (info.get("cluster_state"), info.get("cluster_slots_assigned"), info.get("cluster_known_nodes")) == (
+            "ok",
+            "16384",
+            str(len(instances)),
+        ), f"{node.name}:{port}: CLUSTER INFO {info}"
         assert "ERR" in admin(node, port, "CONFIG REWRITE"), f"{node.name}:{port}: Redis could rewrite its conf"
     first_node, first_port = instances[0]
     rows = [line.split() for line in admin(first_node, first_port, "CLUSTER NODES").splitlines() if line.strip()]
@@ -198,8 +216,10 @@ def test_redis_cluster_serves_every_slot_with_a_replica_per_primary(deployment, 
         if len(deployment.role("redis")) > 1:
             host = address.rsplit(":", 1)[0]
             assert any(r.rsplit(":", 1)[0] != host for r in own), f"{address}'s replicas are all on its host: {own}"
-    proven(f"Redis Cluster: {len(instances)} instances on {len(deployment.role('redis'))} host(s), every slot "
-           f"served, {len(primaries)} primaries each with a replica on another host")
+    proven(
+        f"Redis Cluster: {len(instances)} instances on {len(deployment.role('redis'))} host(s), every slot "
+        f"served, {len(primaries)} primaries each with a replica on another host"
+    )
 
 
 def run_probe(deployment, host, node, code: str) -> dict:
@@ -268,7 +288,8 @@ def test_a_burst_of_logins_from_one_client_is_limited(deployment, remote, proven
         # 20 at a time: far above the limit's rate however slow each login is on a loaded machine
         f"seq 1 60 | xargs -P 20 -I{{}} {curl} -s -o /dev/null -w '%{{http_code}}\\n' -m 10 -X POST "
         f"-H 'Content-Type: application/json' -d '{{\"username\": \"burst\"}}' {url}; "
-        f"{curl} -s -D - -X POST -H 'Content-Type: application/json' -d '{{\"username\": \"burst\"}}' {url}")
+        f"{curl} -s -D - -X POST -H 'Content-Type: application/json' -d '{{\"username\": \"burst\"}}' {url}"
+    )
     lines = result.stdout.splitlines()
     codes = lines[:60]
     limited = codes.count("429")
@@ -279,8 +300,10 @@ def test_a_burst_of_logins_from_one_client_is_limited(deployment, remote, proven
     assert ("strict-transport-security: max-age=31536000" in last) == tls, last[:500]
     if last.startswith("http/1.1 429"):
         assert '"too_many_requests"' in last, f"a limited login's answer is not the JSON error: {last[-300:]}"
-    proven(f"logins limited per client: {limited} of 60 at once from {client.name} got 429 "
-           f"(rate {deployment.vars['nginx_login_rate']}, burst {deployment.vars['nginx_login_burst']})")
+    proven(
+        f"logins limited per client: {limited} of 60 at once from {client.name} got 429 "
+        f"(rate {deployment.vars['nginx_login_rate']}, burst {deployment.vars['nginx_login_burst']})"
+    )
 
 
 def _reaches(address: str, port: int, source: str | None = None) -> bool:
@@ -303,31 +326,42 @@ def test_firewall_admits_only_the_hosts_that_need_each_port(deployment, remote, 
     firewall_allow_from)."""
     if not deployment.vars.get("firewall"):
         pytest.skip("firewall = False in the inventory")
-    ports = {"redis": deployment.vars["redis_port"], "db": deployment.vars["postgres_port"],
-             "app": deployment.vars["app_port"]}
+    ports = {
+        "redis": deployment.vars["redis_port"],
+        "db": deployment.vars["postgres_port"],
+        "app": deployment.vars["app_port"],
+    }
     for node in {n.name: n for role in ("lb", "app", "redis", "db") for n in deployment.role(role)}.values():
         table = remote(node).run("nft list table inet session_kit")
         assert table.rc == 0, f"{node.name}: the kit's firewall table is not loaded: {table.stderr[-300:]}"
     # the services the strategy runs (label, host, port), each with a host that must be admitted
     app = nodes_of(deployment, "app")
-    services = [(role, node, ports[role]) for role in ("redis", "db") if role in deployment.strategy.needs
-                for node in deployment.role(role)] + [("app", node, ports["app"]) for node in app]
+    services = [
+        (role, node, ports[role])
+        for role in ("redis", "db")
+        if role in deployment.strategy.needs
+        for node in deployment.role(role)
+    ] + [("app", node, ports["app"]) for node in app]
     if deployment.cluster_instances():  # Redis Cluster: its instances instead of one Redis per host
         services = [s for s in services if s[0] != "redis"]
         services += [(f"redis cluster {port}", node, port) for node, port in deployment.cluster_instances()]
     services += [("sentinel", node, deployment.vars["redis_sentinel_port"]) for node in deployment.sentinels()]
     for label, node, port in services:
         admitted = remote(app[0] if node.name != app[0].name else app[-1]).run(
-            f"timeout 5 bash -c 'exec 3<>/dev/tcp/{node.ip}/{port}'")
+            f"timeout 5 bash -c 'exec 3<>/dev/tcp/{node.ip}/{port}'"
+        )
         assert admitted.rc == 0, f"an app node cannot reach {label} on {node.name}:{port}"
     outside = pytestconfig.getoption("--outside-source")
     if not outside:
         pytest.skip("the refusals need --outside-source ADDRESS (an address of this machine no rule admits)")
     refused = [f"{label} on {node.name}" for label, node, port in services if not _reaches(node.ip, port, outside)]
-    assert len(refused) == len(services), \
+    assert len(refused) == len(services), (
         f"from {outside}, only {refused} are refused of {[f'{label} on {n.name}' for label, n, _ in services]}"
-    proven(f"firewall: from {outside} (no rule admits it) {', '.join(sorted(set(s[0].split()[0] for s in services)))} "
-           f"ports refused on every host; from the app nodes, admitted")
+    )
+    proven(
+        f"firewall: from {outside} (no rule admits it) {', '.join(sorted(set(s[0].split()[0] for s in services)))} "
+        f"ports refused on every host; from the app nodes, admitted"
+    )
 
 
 # Run on an app node with the app's own venv and REDIS_URL: what Redis lets the app's ACL user do, and refuses.
@@ -346,8 +380,8 @@ if nodes:  # Redis Cluster: the first instance (the ACL is checked before any sl
 app = redis.Redis.from_url(url, socket_timeout=5)
 attempt("ping", app, lambda c: c.ping())
 for command in ("FLUSHALL", "KEYS", "CONFIG"):
-    attempt(command, app, lambda c, command=command: c.execute_command(*{"FLUSHALL": ["FLUSHALL"], "KEYS": ["KEYS", "*"],
-                                                                         "CONFIG": ["CONFIG", "GET", "*"]}[command]))
+    arguments = {"FLUSHALL": ["FLUSHALL"], "KEYS": ["KEYS", "*"], "CONFIG": ["CONFIG", "GET", "*"]}[command]
+    attempt(command, app, lambda c, arguments=arguments: c.execute_command(*arguments))
 attempt("other_key", app, lambda c: c.set("not-a-session", "x"))
 wrong = redis.Redis.from_url(re.sub(r"://([^:]*):[^@]*@", r"://\1:wrong@", url), socket_timeout=5)
 attempt("wrong_password", wrong, lambda c: c.ping())
@@ -369,5 +403,7 @@ def test_redis_app_user_is_least_privilege(deployment, remote, proven):
         assert seen[name].startswith("refused: NoPermissionError"), f"the app's user may run {name}: {seen}"
     for name in ("wrong_password", "no_user"):
         assert seen[name].startswith("refused"), f"Redis accepts a login with {name}: {seen}"
-    proven(f"Redis: the app's ACL user ({deployment.vars['redis_user']}) may not FLUSHALL, KEYS, CONFIG or touch "
-           "other keys; a wrong password and no user are refused")
+    proven(
+        f"Redis: the app's ACL user ({deployment.vars['redis_user']}) may not FLUSHALL, KEYS, CONFIG or touch "
+        "other keys; a wrong password and no user are refused"
+    )

@@ -60,13 +60,17 @@ def test_session_is_shared_across_nodes_or_pinned(deployment, lb_url, proven):
         crossed += node != last_writer
         assert response.status_code == 200, f"read {i} on {node}: {response.status_code} {response.text[:200]}"
         assert response.json()["user"] == "verifier", f"{node}: session of another user"
-        assert response.json()["counter"] == counter, f"{node}: counter {response.json()['counter']}, expected {counter}"
+        assert response.json()["counter"] == counter, (
+            f"{node}: counter {response.json()['counter']}, expected {counter}"
+        )
         served.append(node)
         response = client.post(lb_url + "/session/counter")
         node = response.headers.get("X-Served-By")
         assert response.status_code == 200, f"increment {i} on {node}: {response.status_code} {response.text[:200]}"
         counter += 1
-        assert response.json()["counter"] == counter, f"{node}: counter {response.json()['counter']}, expected {counter}"
+        assert response.json()["counter"] == counter, (
+            f"{node}: counter {response.json()['counter']}, expected {counter}"
+        )
         served.append(node)
         last_writer = node
     nodes = set(served)
@@ -83,15 +87,21 @@ def test_session_is_shared_across_nodes_or_pinned(deployment, lb_url, proven):
     app_names = {node.name for node in deployment.role("app")}
     assert nodes <= app_names, f"answers from unknown nodes {nodes - app_names}"
     if STALE_READS:
-        print(f"replication: {len(STALE_READS)} reads found a node not yet updated and waited "
-              f"(nodes: {sorted(set(STALE_READS))})")
+        print(
+            f"replication: {len(STALE_READS)} reads found a node not yet updated and waited "
+            f"(nodes: {sorted(set(STALE_READS))})"
+        )
     spread = "shared by every app node" if len(nodes) > 1 else "pinned to one node"
     proven(f"a session {spread} ({len(nodes)} of {len(app_names)} served it)")
     if crossed:
-        proven(f"reads its own writes on other nodes: {crossed} of {REQUESTS} reads came right after a change made "
-               f"on another node")
-    proven(f"counts exactly: {REQUESTS} increments, each seen once"
-           + (f" ({len(STALE_READS)} reads waited for replication)" if STALE_READS else ", no read needed a retry"))
+        proven(
+            f"reads its own writes on other nodes: {crossed} of {REQUESTS} reads came right after a change made "
+            f"on another node"
+        )
+    proven(
+        f"counts exactly: {REQUESTS} increments, each seen once"
+        + (f" ({len(STALE_READS)} reads waited for replication)" if STALE_READS else ", no read needed a retry")
+    )
 
 
 def test_logout_ends_the_session_on_every_node(deployment, lb_url, proven):
@@ -116,8 +126,9 @@ def test_logout_ends_the_session_on_every_node(deployment, lb_url, proven):
         if response.status_code == 401:
             refused_by.add(response.headers["X-Served-By"])
         else:
-            assert deployment.strategy.name == "replication", \
+            assert deployment.strategy.name == "replication", (
                 f"{response.headers['X-Served-By']}: session still valid after logout ({response.status_code})"
+            )
             time.sleep(0.05)
     if deployment.strategy.shared and deployment.lb_method == "round_robin":
         assert refused_by == {node.name for node in deployment.role("app")}, f"only {refused_by} refused it"
@@ -133,8 +144,10 @@ def test_token_works_without_any_cookie(deployment, lb_url, tls_verify, proven):
     for _ in range(6):
         response = client.post(lb_url + "/session/counter")
         assert response.status_code == 200 and "Set-Cookie" not in response.headers
-    assert requests.get(lb_url + "/session", cookies={"SESSION": client.handle}, timeout=10,
-                        verify=tls_verify).status_code == 401
+    assert (
+        requests.get(lb_url + "/session", cookies={"SESSION": client.handle}, timeout=10, verify=tls_verify).status_code
+        == 401
+    )
     proven("the token works with no cookie at all, and is refused as a cookie")
 
 
@@ -152,14 +165,21 @@ def test_https_only_with_hsts_and_secure_cookies(deployment, lb_url, tls_verify,
         pytest.skip(f"--lb-url {lb_url} is not an HTTPS URL")
     plain = deployment.lb_http_url
     for method, path in (("GET", "/session?from=verify"), ("POST", "/login")):
-        response = requests.request(method, plain + path, allow_redirects=False, timeout=10,
-                                    json={"username": "plain"} if method == "POST" else None)
+        response = requests.request(
+            method,
+            plain + path,
+            allow_redirects=False,
+            timeout=10,
+            json={"username": "plain"} if method == "POST" else None,
+        )
         assert response.status_code == 308, f"{method} {plain}{path}: {response.status_code}, not 308 to HTTPS"
-        assert response.headers.get("Location") == deployment.lb_url + path, \
+        assert response.headers.get("Location") == deployment.lb_url + path, (
             f"{method} {plain}{path}: redirected to {response.headers.get('Location')}, not {deployment.lb_url}{path}"
+        )
     health = requests.get(lb_url + "/healthz", timeout=10, verify=tls_verify)
-    assert health.headers.get("Strict-Transport-Security") == "max-age=31536000", \
+    assert health.headers.get("Strict-Transport-Security") == "max-age=31536000", (
         f"{lb_url}/healthz: Strict-Transport-Security is {health.headers.get('Strict-Transport-Security')!r}"
+    )
     secure = ""
     if not deployment.strategy.bearer:
         client = client_for(deployment)
