@@ -34,7 +34,7 @@ from pyinfra.operations.util import any_changed
 
 from session_kit.defaults import REDIS_DEFAULTS
 from session_kit.strategies import CLUSTER_REPLICAS, sentinel_quorum
-from session_kit.validate import Duration
+from session_kit.variables import Duration
 
 from .cluster import Cluster, bounded_deploy, install_packages, private_ip, template
 

@@ -2,18 +2,17 @@
 
 Set them in group data (inventories/group_data/*.py), per host, or on the command line (`--data key=value`; pyinfra
 parses those values as bool, int, JSON, else string). Each component's deploy takes its own block as
-`data_defaults`. Before any host is touched (session_kit/validate.py), every value is checked against its type, a
-variable the kit does not know is an error (pyinfra's own connection settings and `_` arguments excepted), and a
-variable marked `same` must hold one value on every host.
+`data_defaults`. Before any host is touched (session_kit/validate.py), every value is checked against its type
+(session_kit/variables.py), a variable the kit does not know is an error (pyinfra's own connection settings and
+`_` arguments excepted), and a variable marked `same` must hold one value on every host.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .strategies import LB_METHODS, STRATEGIES
-from .validate import (
-    ONE_WORKER,
+from .strategies import LB_METHODS, ONE_WORKER, STRATEGIES
+from .variables import (
     Address,
     Bool,
     Choice,

@@ -17,7 +17,8 @@ from . import secrets as kit_secrets
 from . import tls as kit_tls
 from .defaults import ALL_DEFAULTS
 from .strategies import STRATEGIES, Strategy, cluster_layout, lb_method, redis_mode, sentinel_hosts
-from .validate import KitError, check_data, check_groups, check_same, controller_path
+from .validate import KitError, check_data, check_groups, check_same
+from .variables import controller_path
 
 ROLES = ("lb", "app", "redis", "db")
 _ROOT = Path(__file__).resolve().parent.parent

@@ -24,15 +24,18 @@ class Strategy:
     shared: bool  # every app node sees every session (False: pinned to one node)
     bearer: bool = False  # the client carries an Authorization token, not a cookie
     secrets: tuple[str, ...] = ()  # the generated secrets its app settings use
+    one_process: bool = False  # sessions in one process's memory: one app worker per node (the app refuses more)
 
 
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
         Strategy("cookie", ("lb", "app"), "round_robin", shared=True, secrets=("cookie_secret_key",)),
-        Strategy("sticky", ("lb", "app"), "ip_hash", shared=False),
+        Strategy("sticky", ("lb", "app"), "ip_hash", shared=False, one_process=True),
         Strategy("database", ("lb", "app", "db"), "round_robin", shared=True, secrets=("postgres_password",)),
-        Strategy("replication", ("lb", "app"), "round_robin", shared=True, secrets=("replication_key",)),
+        Strategy(
+            "replication", ("lb", "app"), "round_robin", shared=True, secrets=("replication_key",), one_process=True
+        ),
         Strategy("redis", ("lb", "app", "redis"), "round_robin", shared=True, secrets=REDIS_SECRETS),
         Strategy("token", ("lb", "app", "redis"), "round_robin", shared=True, bearer=True, secrets=REDIS_SECRETS),
     )
@@ -129,3 +132,7 @@ def app_environment(
         env["REPLICATION_KEY"] = secrets["replication_key"]
         env["REPLICATION_MODE"] = data.get("replication_mode", "sync")
     return env
+
+
+# The strategies whose sessions live in one process's memory: one worker per node.
+ONE_WORKER = tuple(name for name, s in STRATEGIES.items() if s.one_process)

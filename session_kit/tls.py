@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .validate import controller_path
+from .variables import controller_path
 
 VALID_DAYS = 3650
 RENEW_DAYS = 30  # a pair this close to its end is made again
