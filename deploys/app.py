@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from gevent.lock import BoundedSemaphore
 from pyinfra import host
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.facts.server import Command
 from pyinfra.facts.systemd import SystemdStatus
 from pyinfra.operations import files, server, systemd
@@ -20,18 +21,18 @@ from .rolling import HEALTHY_WITHIN, NEEDS_RESTART, wait_healthy_command
 
 UNIT = "/etc/systemd/system/session-kit-app.service"
 ENV = "/etc/session-kit/app.env"
-_built: dict[str, tuple] = {}
+_built: dict[tuple[str, str], tuple] = {}
 # pyinfra prepares hosts in gevent greenlets: the first host of a Python version builds, the others wait for it.
 _building = BoundedSemaphore()
 
 
-def built_wheelhouse(python: str):
-    """The wheelhouse for a host's Python (major.minor) and its hash, built once per pyinfra run and version."""
+def built_wheelhouse(python: str, machine: str):
+    """The wheelhouse for a host's Python (major.minor) and CPU, and its hash, built once per pyinfra run and pair."""
     with _building:
-        if python not in _built:
-            path = wheelhouse.build(python)
-            _built[python] = path, wheelhouse.combined_hash(path)
-    return _built[python]
+        if (python, machine) not in _built:
+            path = wheelhouse.build(python, machine)
+            _built[python, machine] = path, wheelhouse.combined_hash(path)
+    return _built[python, machine]
 
 
 @bounded_deploy("sample_app node", data_defaults=APP_DEFAULTS)
@@ -39,7 +40,9 @@ def install_app(cluster: Cluster) -> None:
     values = cluster.values(APP_DEFAULTS)
     app_dir, user = values["app_dir"], values["app_user"]
     python = cluster.platform.python
-    local_wheels, wheels_hash = built_wheelhouse(python)
+    if not cluster.platform.machine:
+        raise PyinfraError(f"{host.name}: `uname -m` printed nothing: the host's CPU, which the app's wheels are for")
+    local_wheels, wheels_hash = built_wheelhouse(python, cluster.platform.machine)
     was_running = bool(host.get_fact(SystemdStatus, services=["session-kit-app"]).get("session-kit-app.service"))
     running_strategy = (
         host.get_fact(Command, f"sed -n 's/^SESSION_STRATEGY=//p' {ENV} 2>/dev/null || true") or ""

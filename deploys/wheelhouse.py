@@ -1,9 +1,10 @@
 """The sample app as a wheelhouse, built on the controller: the app's wheel and every dependency's, for a host's
-Python (its major.minor: 3.11 on Debian 12, 3.13 on Debian 13; session_kit/platforms.py) and CPU. One wheelhouse per
-Python version present in the cluster. The hosts install it with `pip --no-index` and never reach PyPI.
+Python (its major.minor: 3.11 on Debian 12, 3.13 on Debian 13; session_kit/platforms.py) and CPU (the host's
+`uname -m`, whatever the controller runs on). One wheelhouse per Python version and CPU present in the cluster.
+The hosts install it with `pip --no-index` and never reach PyPI.
 
-Built once per version of the app's sources (pyproject.toml and sample_app/) and Python into
-build/wheelhouse-pyX.Y-HASH, and reused:
+Built once per version of the app's sources (pyproject.toml and sample_app/), Python and CPU into
+build/wheelhouse-pyX.Y-CPU-HASH, and reused:
 the same files each apply, so uploading them again changes nothing on the hosts. The hosts get the wheels as one
 tar (ARCHIVE, the same bytes for the same wheels): one file to upload, and one checksum to compare on a re-apply,
 where a file per wheel took 5.7-7 s to upload on a first apply and 2.8-3.3 s to compare on a no-op one.
@@ -12,7 +13,7 @@ where a file per wheel took 5.7-7 s to upload on a first apply and 2.8-3.3 s to 
 from __future__ import annotations
 
 import hashlib
-import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -30,22 +31,26 @@ MARKER_EXTRAS = {"3.11": ("async-timeout>=4.0.3",)}
 ARCHIVE = "wheels.tar"
 
 
-def source_hash(python: str) -> str:
-    digest = hashlib.sha256(python.encode())
+def source_hash(python: str, machine: str) -> str:
+    digest = hashlib.sha256(f"{python} {machine}".encode())
     for path in [ROOT / "pyproject.toml", Path(__file__), *sorted((ROOT / "sample_app").rglob("*.py"))]:
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def build(python: str) -> Path:
-    """The wheelhouse for hosts whose python3 is `python` (major.minor, "3.11")."""
-    target = ROOT / "build" / f"wheelhouse-py{python}-{source_hash(python)}"
+# A wheelhouse named before the CPU was part of its name: wheelhouse-HASH or wheelhouse-pyX.Y-HASH.
+_UNNAMED_CPU = re.compile(r"wheelhouse-(py[0-9.]+-)?[0-9a-f]{16}(\.tmp)?(-app)?")
+
+
+def build(python: str, machine: str) -> Path:
+    """The wheelhouse for hosts whose python3 is `python` (major.minor, "3.11") on CPU `machine` (uname -m)."""
+    target = ROOT / "build" / f"wheelhouse-py{python}-{machine}-{source_hash(python, machine)}"
     if (target / ".complete").exists():
         return target
-    older = [
+    older = [  # this Python's and CPU's earlier builds, and those named before the CPU was in the name
         path
-        for path in (ROOT / "build").glob("wheelhouse-*")  # this Python's, and those of before pyX.Y names
-        if path.name.startswith(f"wheelhouse-py{python}-") or not path.name.startswith("wheelhouse-py")
+        for path in (ROOT / "build").glob("wheelhouse-*")
+        if path.name.startswith(f"wheelhouse-py{python}-{machine}-") or _UNNAMED_CPU.fullmatch(path.name)
     ]
     for old in older:
         shutil.rmtree(old, ignore_errors=True)
@@ -57,9 +62,8 @@ def build(python: str) -> Path:
     shutil.rmtree(app_dir, ignore_errors=True)
     _quiet([*pip, "wheel", "--no-deps", "--wheel-dir", str(app_dir), str(ROOT)], "building the app's wheel")
     (app_wheel,) = app_dir.glob("session_kit-*.whl")
-    machine = platform.machine()
-    for leftover in ("lib", f"bdist.linux-{machine}"):  # setuptools' in-tree build directories
-        shutil.rmtree(ROOT / "build" / leftover, ignore_errors=True)
+    for leftover in [ROOT / "build" / "lib", *(ROOT / "build").glob("bdist.*")]:  # setuptools' in-tree build dirs
+        shutil.rmtree(leftover, ignore_errors=True)
     _quiet(
         [
             *pip,

@@ -6,7 +6,8 @@ What differs between releases comes from the host: the Python the app's wheelhou
 python3 (installed, else the one apt would install), and the PostgreSQL the kit configures is the cluster it runs
 on the host already (postgres_of: a host upgraded from Debian 12 to 13 keeps its PostgreSQL 15 and its sessions),
 else the one apt would install. The table holds each release's own versions only for a host whose apt has no package
-lists yet."""
+lists yet. The CPU the wheelhouse's compiled wheels are for is the host's too (`uname -m`), never the controller's:
+a laptop on arm64 deploys to amd64 servers."""
 
 from __future__ import annotations
 
@@ -27,9 +28,13 @@ SUPPORTED = {
     ("debian", "13"): Release("Debian 13 (trixie)", python="3.13", postgres=17),
 }
 
+# The CPUs (uname -m) that PyPI's manylinux wheels are built for: the app's compiled dependencies (hiredis, httptools,
+# uvloop, psycopg's binary) come as such wheels, and the hosts install with pip --no-index.
+WHEEL_MACHINES = ("x86_64", "aarch64", "i686", "ppc64le", "s390x", "armv7l")
+
 # One line from the host, fields separated by "|": ID VERSION_ID VERSION_CODENAME of /etc/os-release; python3's
 # version (-I: nothing from the working directory is imported, as root); the PostgreSQL clusters (pg_lsclusters:
-# "VERSION:NAME:PORT ..."); the major version of PostgreSQL apt would install (empty where unknown).
+# "VERSION:NAME:PORT ..."); the major version of PostgreSQL apt would install (empty where unknown); the CPU.
 PLATFORM = (
     r"""[ -r /etc/os-release ] && . /etc/os-release; """
     r"""py=$(python3 -I -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null || """
@@ -38,7 +43,7 @@ PLATFORM = (
     r"""pg=$(pg_lsclusters -h 2>/dev/null | awk '{printf "%s:%s:%s ", $1, $2, $3}'); """
     r"""next=$(apt-cache show --no-all-versions postgresql 2>/dev/null | """
     r"""sed -n 's/^Depends:.*postgresql-\([0-9][0-9]*\).*/\1/p' | head -1); """
-    r'echo "${ID:-unknown} ${VERSION_ID:-?} ${VERSION_CODENAME:-?}|$py|$pg|$next"'
+    r'echo "${ID:-unknown} ${VERSION_ID:-?} ${VERSION_CODENAME:-?}|$py|$pg|$next|$(uname -m)"'
 )
 
 
@@ -47,6 +52,7 @@ class Platform:
     release: Release
     python: str  # major.minor: what the wheelhouse is built for
     postgres: int  # the PostgreSQL the kit configures (see postgres_of)
+    machine: str = ""  # the CPU (uname -m): what the wheelhouse's compiled wheels are for; "" where not read
 
 
 def describe(line: str) -> str:
@@ -92,13 +98,22 @@ def postgres_of(host_name: str, clusters: str, candidate: str, release: Release,
 
 def platform_of(host_name: str, output: str, postgres_port: int = 5432) -> Platform:
     """What PLATFORM printed on a host, checked: KitError for a release the kit does not deploy onto."""
-    os_line, python, clusters, candidate = ((output or "").strip().split("|") + ["", "", ""])[:4]
+    os_line, python, clusters, candidate, machine = ((output or "").strip().split("|") + ["", "", "", ""])[:5]
     release = check_release(host_name, os_line)
+    machine = machine.strip()
+    if machine and machine not in WHEEL_MACHINES:
+        raise KitError(
+            f"{host_name}: CPU {machine} has no manylinux wheels for the app's compiled dependencies: "
+            f"session-kit deploys onto {', '.join(WHEEL_MACHINES)}"
+        )
     numbers = python.strip().split(".")
     if len(numbers) >= 2 and all(part.isdigit() for part in numbers[:2]):
         python = ".".join(numbers[:2])
     else:
         python = release.python
     return Platform(
-        release, python=python, postgres=postgres_of(host_name, clusters, candidate, release, postgres_port)
+        release,
+        python=python,
+        postgres=postgres_of(host_name, clusters, candidate, release, postgres_port),
+        machine=machine,
     )

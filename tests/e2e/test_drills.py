@@ -1,4 +1,4 @@
-"""The drills' short form on the lab (issue 8's goals): under a pool of 200 logged-in clients driving the balancer,
+"""The drills' short form on the lab, their goals asserted: under a pool of 200 logged-in clients driving the balancer,
 a clean stop of an app node and a rolling deploy that restarts every app node fail no request and lose no session,
 a SIGKILL fails only requests that were on the killed node, and a frozen Redis fails requests with the app's JSON
 503 within seconds. `./kit drill --all` runs the full set."""

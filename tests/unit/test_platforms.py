@@ -3,6 +3,7 @@ PostgreSQL; anything else is refused with one line naming the host and its relea
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -74,11 +75,33 @@ def test_the_command_on_this_machine():
     """PLATFORM itself, run by sh on this (Debian 12) machine: its own release, python3 and PostgreSQL (the kit's
     setup installs postgresql, whose package makes 15/main on 5432)."""
     output = subprocess.run(["sh", "-c", PLATFORM], capture_output=True, text=True, check=True).stdout
-    assert output.count("\n") == 1 and output.count("|") == 3, output
+    assert output.count("\n") == 1 and output.count("|") == 4, output
     platform = platform_of("controller", output)
     assert platform.release.name == "Debian 12 (bookworm)"
     assert platform.python == "3.11"
     assert platform.postgres == 15
+    assert platform.machine == os.uname().machine
+
+
+def test_the_cpu_comes_from_the_host():
+    """The wheelhouse is built for the CPU the host names, whatever the controller's own is."""
+    assert platform_of("app1", "debian 12 bookworm|3.11.2||15|aarch64").machine == "aarch64"
+    assert platform_of("app1", "debian 12 bookworm|3.11.2||15|x86_64").machine == "x86_64"
+    with pytest.raises(KitError) as refused:
+        platform_of("app1", "debian 12 bookworm|3.11.2||15|mips64")
+    message = str(refused.value)
+    assert message.startswith("app1: CPU mips64 has no manylinux wheels") and "\n" not in message
+
+
+def test_wheelhouses_are_named_per_python_and_cpu():
+    """One wheelhouse per (Python, CPU): the hash differs per CPU, and the names of before the CPU was in them are
+    the ones an upgrade clears."""
+    from deploys.wheelhouse import _UNNAMED_CPU, source_hash
+
+    assert source_hash("3.11", "x86_64") != source_hash("3.11", "aarch64") != source_hash("3.13", "aarch64")
+    assert _UNNAMED_CPU.fullmatch("wheelhouse-py3.11-0123456789abcdef")
+    assert _UNNAMED_CPU.fullmatch("wheelhouse-0123456789abcdef")
+    assert not _UNNAMED_CPU.fullmatch("wheelhouse-py3.11-aarch64-0123456789abcdef")
 
 
 def test_describe():

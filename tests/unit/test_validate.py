@@ -30,10 +30,10 @@ def test_defaults_pass():
         ({"inventory_name": None}, "inventory_name"),
         ({"postgres_user": "drop table"}, "postgres_user"),
         ({"private_ip": "0.0.0.0"}, "private_ip"),
-        # issue 12: a misspelt variable without the kit's prefix was silently ignored
+        # a misspelt variable without the kit's prefix must not be silently ignored
         ({"session_stratgy": "token"}, "session_stratgy"),
         ({"ssh_hostnam": "10.0.0.1"}, "ssh_hostnam"),
-        # issue 12: every variable is type-checked, not only the integers
+        # every variable is type-checked, not only the integers
         ({"app_cookie_secure": "false"}, "app_cookie_secure"),
         ({"app_cookie_secure": 0}, "app_cookie_secure"),
         ({"redis_maxmemory": "256 megabytes"}, "redis_maxmemory"),
