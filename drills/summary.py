@@ -1,6 +1,7 @@
 """python -m drills.summary [DIR]   the drills' JSON results (default report/drills) as one Markdown table
 
-The README's drill figures are this command's output over one run's results: nothing in the table is typed by hand.
+The drill figures in docs/drills.md are this command's output over one run's results: nothing in the table is typed
+by hand.
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ app = [
     ("app3.example.internal", {**_ssh, "private_ip": "10.0.2.13"}),
 ]
 
-# Needed by the redis and token strategies. With redis_mode = "sentinel" or "cluster" (README: Redis with Sentinel,
-# Redis Cluster), list two hosts or more here, three to keep a majority when one is lost.
+# Needed by the redis and token strategies. With redis_mode = "sentinel" or "cluster" (docs/deploying.md: Redis with
+# Sentinel, Redis Cluster), list two hosts or more here, three to keep a majority when one is lost.
 redis = [("cache1.example.internal", {**_ssh, "private_ip": "10.0.3.20"})]
 
 # Needed by the database strategy.

@@ -42,7 +42,7 @@ KIT = {
     # Where sessions live: cookie | sticky | database | replication | redis | token (see session_kit/strategies.py).
     "session_strategy": Var("redis", Choice(*STRATEGIES), same=True),
     # How Nginx spreads requests: round_robin | ip_hash | hash_cookie. None: the strategy's default
-    # (ip_hash for sticky, round_robin for the others). Replication may use hash_cookie (see README).
+    # (ip_hash for sticky, round_robin for the others). Replication may use hash_cookie (docs/strategies.md).
     "lb_method": Var(None, Choice(*LB_METHODS, optional=True), same=True),
     # replication: how a node answers a change. sync: only after every live peer acknowledged it (a client that
     # moves from node to node sees its own writes); async: at once, the peers follow a few milliseconds later.
