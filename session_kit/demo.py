@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .inventory import load
+from .verification import verify_command
 
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORY = "inventories/lab.py"
@@ -48,7 +49,8 @@ def run(strategy: str | None, down: bool) -> int:
     step("lab up (real Debian hosts: systemd-nspawn)", [python, "-m", "lab", "up"], quiet=False)
     checked, _ = step("check the inventory", [python, "-m", "session_kit", "check", INVENTORY, *data])
     print("    " + checked.stdout.strip())
-    deployment = load(INVENTORY, {"session_strategy": strategy} if strategy else None)
+    overrides = {"session_strategy": strategy} if strategy else None
+    deployment = load(INVENTORY, overrides)
     first, t1 = step(
         f"deploy {deployment.strategy.name} (pyinfra)", [pyinfra, "-y", INVENTORY, "deploys/site.py", *data]
     )
@@ -56,20 +58,7 @@ def run(strategy: str | None, down: bool) -> int:
     with tempfile.NamedTemporaryFile(prefix="session-kit-proven-", suffix=".json") as proven_file:
         verify, t3 = step(
             "verify (testinfra over SSH, sessions over HTTPS through Nginx)",
-            [
-                python,
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "tests/verify",
-                "--inventory",
-                INVENTORY,
-                "--proven",
-                proven_file.name,
-                *(["--strategy", strategy] if strategy else []),
-            ],
+            verify_command(INVENTORY, overrides, "--proven", proven_file.name),
         )
         proven = json.loads(Path(proven_file.name).read_text() or "[]")
     lb = deployment.lb_url

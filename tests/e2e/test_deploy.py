@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from session_kit.strategies import STRATEGIES
+from session_kit.verification import verify_command
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = "inventories/lab.py"
@@ -75,21 +76,7 @@ def deploy_verify_and_reapply(strategy: str, outside_source: str) -> None:
     first = apply(strategy)
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
     assert totals(first)["errors"] == 0
-    verify = run(
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "tests/verify",
-        "--inventory",
-        INVENTORY,
-        "--strategy",
-        strategy,
-        "--outside-source",
-        outside_source,
-    )
+    verify = run(*verify_command(INVENTORY, {"session_strategy": strategy}, "--outside-source", outside_source))
     assert verify.returncode == 0, f"verification of {strategy} failed:\n{verify.stdout[-6000:]}"
     assert re.search(r"\d+ passed", verify.stdout)
     second = apply(strategy)
@@ -111,21 +98,7 @@ def test_cookie_routing(lab, strategy):
     the first request after login on (verified: every request on exactly one node, no retry)."""
     first = apply(strategy, "--data", "lb_method=hash_cookie")
     assert first.returncode == 0 and totals(first)["errors"] == 0, (first.stdout + first.stderr)[-3000:]
-    verify = run(
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "tests/verify",
-        "--inventory",
-        INVENTORY,
-        "--strategy",
-        strategy,
-        "--data",
-        "lb_method=hash_cookie",
-    )
+    verify = run(*verify_command(INVENTORY, {"session_strategy": strategy, "lb_method": "hash_cookie"}))
     assert verify.returncode == 0, f"verification of {strategy} + hash_cookie failed:\n{verify.stdout[-6000:]}"
     second = apply(strategy, "--data", "lb_method=hash_cookie")
     assert totals(second)["changed"] == 0

@@ -7,12 +7,12 @@ app's Redis a primary, verified."""
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
 
 from drills.catalog import DRILLS, Params
 from drills.cluster import Target
+from session_kit.verification import verify_command
 from tests.e2e.test_deploy import PYINFRA, run, totals
 
 pytestmark = pytest.mark.lab
@@ -24,22 +24,7 @@ MODES = {
 
 
 def verify(inventory: str, data: dict, outside_source: str) -> None:
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "tests/verify",
-        "--inventory",
-        inventory,
-        "--outside-source",
-        outside_source,
-    ]
-    for key, value in data.items():
-        command += ["--data", f"{key}={value}"]
-    result = run(*command)
+    result = run(*verify_command(inventory, data, "--outside-source", outside_source))
     assert result.returncode == 0, f"verification of {inventory} {data} failed:\n{result.stdout[-6000:]}"
     assert re.search(r"\d+ passed", result.stdout)
 
