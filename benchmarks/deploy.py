@@ -5,9 +5,10 @@
 For each count N it makes a fresh lab of N+1 hosts (lab1: balancer and stores; lab2..: app nodes), applies the kit
 once (the first apply: packages, wheelhouse, configs, services), then again (nothing to change: it must report 0
 changes), and records both durations with where the time went (pyinfra's stages: start, connecting, gathering
-facts and preparing operations, running them). Prints the figures beside the goals of issue 10 (a no-op re-apply in
-3 s or less; the first apply for the largest N in no more than twice the time for the smallest), writes them as JSON,
-and puts the lab back at the size it found (DEFAULT_HOSTS when there was none), with the kit applied. Needs root.
+facts and preparing operations, running them). Prints the figures beside the kit's goals for deploy time (a
+no-op re-apply in 3 s or less; the first apply for the largest N in no more than twice the time for the smallest, so
+that deploy time grows far slower than the cluster), writes them as JSON, and puts the lab back at the size it found
+(DEFAULT_HOSTS when there was none), with the kit applied. Needs root.
 """
 
 from __future__ import annotations

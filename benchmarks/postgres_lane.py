@@ -29,9 +29,9 @@ import uvloop
 from psycopg import pq
 from psycopg.generators import execute as execute_generator
 
+from harness.servers import PostgresServer
 from sample_app.stores.base import Limits, Session
 from sample_app.stores.postgres import PostgresStore
-from tests.support.servers import PostgresServer
 
 from .sessions import cpu_seconds
 

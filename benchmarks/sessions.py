@@ -31,73 +31,37 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import requests
 
+import harness.wrk
+from harness.client import SessionClient
+from harness.cluster import Backends, Cluster
+from harness.nginx import Nginx
+from harness.servers import PostgresServer, RedisServer
 from sample_app.settings import STRATEGIES
-from tests.support.client import SessionClient
-from tests.support.cluster import Backends, Cluster
-from tests.support.servers import Nginx, PostgresServer, RedisServer
 
 ENDPOINTS = (("baseline", "GET", "/ping"), ("read", "GET", "/session"), ("change", "POST", "/session/counter"))
 ONE_WORKER = ("sticky", "replication")  # sessions in one process's memory: the app refuses WORKERS > 1
-# throughput as a fraction of the baseline: issue 13's goals (issue 2 had database at 0.6x); and nothing below FLOOR
+# the goals: each strategy's session endpoints keep at least this fraction of the no-session baseline's throughput
+# (the database's goal was 0.6x before it was raised to 0.7x); no endpoint of any strategy below FLOOR
 GOALS = {"redis": 0.8, "token": 0.8, "database": 0.7}
 FLOOR = 0.5
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-LUA = """
-local handles = {%(handles)s}
-local i = 0
-request = function()
-  i = i + 1
-  local h = handles[(i %% #handles) + 1]
-  return wrk.format("%(method)s", "%(path)s", {["%(header)s"] = "%(prefix)s" .. h})
-end
-"""
-
-
-def _unit_ms(value: str) -> float:
-    number, unit = float(re.match(r"[\d.]+", value).group()), re.sub(r"[\d.]+", "", value)
-    return number * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
 def wrk(
     url: str, method: str, path: str, handles: list[str], bearer: bool, seconds: float, connections: int = 32
 ) -> dict[str, float]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(
-            LUA
-            % {
-                "handles": ",".join(json.dumps(h) for h in handles) or '""',
-                "method": method,
-                "path": path,
-                "header": "Authorization" if bearer else "Cookie",
-                "prefix": "Bearer " if bearer else "SESSION=",
-            }
-        )
-    try:
-        command = ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", script.name, url]
-        output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
-    finally:
-        Path(script.name).unlink()
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", output, re.M))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return {
-        "rps": rps,
-        "p50_ms": _unit_ms(latency["50"]),
-        "p99_ms": _unit_ms(latency["99"]),
-        "non_2xx": int(errors.group(1)) if errors else 0,
-    }
+    """One wrk run (harness/wrk.py), as the benchmark prints and writes it."""
+    run = harness.wrk.run(url, method, path, handles, bearer, seconds, connections)
+    latency = run["latency_ms"]
+    return {"rps": run["rps"], "p50_ms": latency["p50"], "p99_ms": latency["p99"], "non_2xx": run["non_2xx"]}
 
 
 @dataclasses.dataclass

@@ -38,10 +38,23 @@ BASE_PACKAGES = (
 )
 
 
+def _below(parent: str, name: str) -> property:
+    """One of the lab's paths: `name` below another of them (`parent`, an attribute of Paths)."""
+    return property(lambda paths: getattr(paths, parent) / name)
+
+
 @dataclasses.dataclass(frozen=True)
 class Paths:
     state: Path  # the running lab: hosts, keys, proxy, inventory data
     cache: Path  # the debootstrap image, kept across labs (down --purge drops it)
+
+    hosts = _below("state", "hosts")
+    ssh = _below("state", "ssh")
+    key = _below("ssh", "id_ed25519")
+    known_hosts = _below("ssh", "known_hosts")
+    ssh_config = _below("ssh", "config")
+    proxy = _below("state", "proxy")
+    inventory = _below("state", "hosts.json")
 
     @property
     def base(self) -> Path:
@@ -50,34 +63,6 @@ class Paths:
     def base_of(self, release: str) -> Path:
         """The cached image of one release."""
         return self.cache / f"base-{release}"
-
-    @property
-    def hosts(self) -> Path:
-        return self.state / "hosts"
-
-    @property
-    def ssh(self) -> Path:
-        return self.state / "ssh"
-
-    @property
-    def key(self) -> Path:
-        return self.ssh / "id_ed25519"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.ssh / "known_hosts"
-
-    @property
-    def ssh_config(self) -> Path:
-        return self.ssh / "config"
-
-    @property
-    def proxy(self) -> Path:
-        return self.state / "proxy"
-
-    @property
-    def inventory(self) -> Path:
-        return self.state / "hosts.json"
 
 
 def paths() -> Paths:

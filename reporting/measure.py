@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime
-import json
 import os
 import platform
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.sessions import LUA, _unit_ms
 from drills.cluster import ROOT, Target
-from tests.support.client import SessionClient
+from harness import wrk
+from harness.client import SessionClient
 
 ENDPOINTS = (("baseline", "GET", "/ping"), ("read", "GET", "/session"), ("change", "POST", "/session/counter"))
 STORE_ROLE = {"redis": "redis", "token": "redis", "database": "db"}
@@ -159,44 +157,7 @@ def cpu_by_role(target: Target) -> dict[str, float]:
     return total
 
 
-# -- wrk --------------------------------------------------------------------------------------------------------------
-
-
-def parse_wrk(output: str) -> dict[str, Any]:
-    latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", output, re.MULTILINE))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
-        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
-        "non_2xx": int(errors.group(1)) if errors else 0,
-        "socket_errors": sum(int(n) for n in socket.groups()) if socket else 0,
-        "latency_ms": {f"p{p}": _unit_ms(latency[p]) for p in ("50", "75", "90", "99")},
-    }
-
-
-def wrk(
-    url: str, method: str, path: str, handles: list[str], bearer: bool, seconds: int, connections: int
-) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(
-            LUA
-            % {
-                "handles": ",".join(json.dumps(h) for h in handles) or '""',
-                "method": method,
-                "path": path,
-                "header": "Authorization" if bearer else "Cookie",
-                "prefix": "Bearer " if bearer else "SESSION=",
-            }
-        )
-    try:
-        command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    finally:
-        Path(script.name).unlink()
-    if result.returncode != 0 or "Requests/sec" not in result.stdout:
-        raise RuntimeError(f"wrk {method} {path}: exit {result.returncode}: {(result.stderr or result.stdout)[-300:]}")
-    return parse_wrk(result.stdout)
+# -- the load (wrk: harness/wrk.py) -----------------------------------------------------------------------------------
 
 
 def log_in(base_url: str, bearer: bool, sessions: int, verify: str | bool = True) -> tuple[list[str], dict[str, int]]:
@@ -221,11 +182,11 @@ def load(target: Target, seconds: int, connections: int = 32, sessions: int = 20
     over HTTPS as clients reach it (wrk does not verify the certificate; the logins before it do)."""
     url, bearer = target.lb_url, target.deployment.strategy.bearer
     handles, per_node = log_in(url, bearer, sessions, target.tls_verify)
-    wrk(url, "GET", "/ping", [], False, 1, connections)  # warm up: connections, code paths, caches
+    wrk.run(url, "GET", "/ping", [], False, 1, connections)  # warm up: connections, code paths, caches
     endpoints = {}
     for key, method, path in ENDPOINTS:
         before = cpu_by_role(target) if cpu else None
-        run = wrk(url, method, path, handles, bearer, seconds, connections)
+        run = wrk.run(url, method, path, handles, bearer, seconds, connections)
         if before is not None:
             after = cpu_by_role(target)
             run["cpu_seconds"] = {part: round(after[part] - before[part], 2) for part in after}

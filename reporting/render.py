@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import re
 
-from .model import Block
+from .document import Block
 
 STYLE = """
 body{font:15px/1.45 system-ui,sans-serif;max-width:80em;margin:1.5em auto;padding:0 1em;color:#222}

@@ -119,7 +119,7 @@ _encode_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=
 
 class JSONAnswer(JSONResponse):
     """Starlette's JSONResponse, the same bytes, with one encoder made once: json.dumps with Starlette's options
-    (not the defaults) builds a new JSONEncoder for every response, about 1 us of each (issue 13)."""
+    (not the defaults) builds a new JSONEncoder for every response, about 1 us of each."""
 
     def render(self, content: Any) -> bytes:
         return _encode_json(content).encode("utf-8")

@@ -67,7 +67,7 @@ KEEP_ALIVE_SECONDS = 30  # idle keep-alive connections the app closes itself: lo
 CLOSE = (b"connection", b"close")
 
 
-# The cyclic garbage collector, measured on the session endpoints (redis, 32 connections, issue 13): a request that
+# The cyclic garbage collector, measured on the session endpoints (redis, 32 connections): a request that
 # waits for its store keeps its objects (frames, scope, Request, ...) alive across the collector's young-generation
 # threshold (700 allocations), so they were scanned, promoted, and then full collections of the whole heap (every
 # module, class and function of uvicorn, Starlette, redis-py, psycopg) ran about 3 times a second: 12-20 us of CPU

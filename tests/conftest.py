@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from tests.support.cluster import Backends
-from tests.support.servers import PostgresServer, RedisServer
+from harness.cluster import Backends
+from harness.servers import PostgresServer, RedisServer
 
 # What the concurrency tests measured, printed at the end of the run (see pytest_terminal_summary).
 MEASURED: list[str] = []

@@ -44,7 +44,8 @@ def _poll(settings: Settings) -> float:
 def _lean_redis(settings: Settings):
     """Redis Cluster when REDIS_CLUSTER_NODES is set (REDIS_URL: its user and password), else one Redis, found
     through Sentinel when REDIS_SENTINELS is set."""
-    from .resp import ClusterRedis, LeanRedis
+    from .resp import LeanRedis
+    from .resp_cluster import ClusterRedis
 
     if settings.redis_cluster_nodes:
         return ClusterRedis(settings.redis_url, settings.redis_cluster_nodes)

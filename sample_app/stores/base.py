@@ -9,6 +9,8 @@ its handle on change; server-side stores keep the id until login rotates it).
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import dataclasses
 import re
 import secrets
@@ -55,6 +57,14 @@ class Rejected(Exception):
 
 def too_many_keys(limit: int) -> Rejected:
     return Rejected(413, "too_many_keys", f"a session holds at most {limit} data keys")
+
+
+async def stopped(task: asyncio.Task | None) -> None:
+    """Cancel a store's background task (None: never started) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @dataclasses.dataclass

@@ -11,7 +11,7 @@ costs nothing but a loop turn: the round trip ahead of it is the only wait, neve
 (None), every loop turn sends its own batch.
 
 The loop is looked up once, not per request: on Python 3.11 asyncio.get_running_loop() (and ensure_future, which
-calls it) makes a getpid() system call each time, one per request on the hot path (strace; issue 13).
+calls it) makes a getpid() system call each time, one per request on the hot path (seen with strace).
 
 A batch that fails fails each of its requests; a result that is an exception (a Redis Cluster batch whose keys were on
 several nodes, one of them failing) fails its own request only. A failure that `shares(error)` (PostgreSQL: a
@@ -19,7 +19,7 @@ server that did not answer in time) also fails every request that arrived while 
 making them wait as long again, batch after batch, behind it.
 
 While a batch is out, the event loop polls instead of sleeping, for at most `poll` seconds (STORE_POLL_US): a
-callback every loop turn keeps uvloop from blocking in epoll_wait. Measured under load (redis, wrk -c32, issue 13):
+callback every loop turn keeps uvloop from blocking in epoll_wait. Measured under load (redis, wrk -c32):
 without it the app slept in epoll about once every 33 requests, waiting for a reply that its store (woken on the
 other core) had not sent yet, and each sleep and wake-up cost more than the wait itself on this kind of virtual
 machine; with a 500 us window the sleeps fell to one in 100-200 requests and session throughput rose by 0-27% on
@@ -32,6 +32,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from .base import Change, Session, SessionStore, is_valid_id
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -138,3 +140,21 @@ class Batcher(Generic[Item, Result]):
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+
+
+class BatchingStore(SessionStore):
+    """A store whose reads and increments of concurrent requests go to its server together: its Batchers `_loads`
+    and `_increments` answer them. A handle that is no valid id reads as no session and is not sent."""
+
+    _loads: Batcher[str, Session | None]
+    _increments: Batcher[str, Change[int] | None]
+
+    async def load(self, handle: str) -> Session | None:
+        if not is_valid_id(handle):
+            return None
+        return await self._loads.submit(handle)
+
+    async def increment(self, handle: str) -> Change[int] | None:
+        if not is_valid_id(handle):
+            return None
+        return await self._increments.submit(handle)

@@ -8,13 +8,12 @@ to another node (node down, or its address hashed elsewhere) must log in again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable
 from typing import Any
 
-from .base import Change, Limits, Session, SessionStore, new_id, too_many_keys
+from .base import Change, Limits, Session, SessionStore, new_id, stopped, too_many_keys
 
 
 class MemoryStore(SessionStore):
@@ -28,10 +27,7 @@ class MemoryStore(SessionStore):
         self._purger = asyncio.create_task(self._purge_forever())
 
     async def close(self) -> None:
-        if self._purger:
-            self._purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purger
+        await stopped(self._purger)
 
     async def ping(self) -> None:
         return None

@@ -2,7 +2,7 @@
 in order (pipelined), parsed by httptools (uvicorn's parser).
 
 Why not httpx on this path: in sync mode every change waits for a batch of deltas to be acknowledged by each peer,
-and one httpx POST cost about 1 ms of the sending node's CPU here (anyio streams, h11, its pool; py-spy, issue 13),
+and one httpx POST cost about 1 ms of the sending node's CPU here (anyio streams, h11, its pool; by py-spy),
 as much as a dozen increments. A POST here is one write and one parse.
 
 What a caller relies on:

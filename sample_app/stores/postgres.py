@@ -14,8 +14,8 @@
   "lane", on which one prepared statement (generic plan) answers a whole batch with one row: a JSON object built by
   PostgreSQL, parsed with one json.loads. psycopg's cursor machinery (about 85 us of client CPU per statement here,
   plus a few per row) is skipped there, and so is psycopg's wait: the lane sends the prepared statement through the
-  libpq wrapper, nonblocking, and the event loop watches its socket (_Lane). Everything else goes through the pool and
-  cursors as usual.
+  libpq wrapper, nonblocking, and the event loop watches its socket (postgres_lane.py). Everything else goes
+  through the pool and cursors as usual.
 - A server that accepts and acknowledges but answers nothing (a hung host, a frozen VM) fails requests within
   STORE_TIMEOUT (2 s), as Redis does: a lane's tick fails a statement out that long and cancels it on the server in
   the background, and the requests that waited behind it fail with it (not 2 s more per batch); the pool's work is
@@ -29,7 +29,6 @@ import asyncio
 import collections
 import contextlib
 import functools
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,9 +36,6 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
-from psycopg import pq
-from psycopg.generators import execute as _execute_generator
-from psycopg.generators import send as _send_generator
 from psycopg.types.json import Jsonb
 
 from .base import (
@@ -48,13 +44,14 @@ from .base import (
     Change,
     Limits,
     Session,
-    SessionStore,
     StoreUnavailable,
     is_valid_id,
     new_id,
+    stopped,
     too_many_keys,
 )
-from .batching import Batcher
+from .batching import Batcher, BatchingStore
+from .postgres_lane import CONNECT, UNAVAILABLE, Hopeless, Lane, no_answer
 
 log = logging.getLogger("sample_app.database")
 
@@ -77,8 +74,8 @@ ALTER TABLE sessions SET (fillfactor = 70);
 _TTL = "make_interval(secs => %(ttl)s)"
 _LIVE = "id = %(id)s AND expires_at > now()"
 
-# Reads and increments are batched (batching.py) and sent on their lanes (_Lane): one prepared statement answers
-# every request that arrived while the previous statement of its kind was out, with one JSON object.
+# Reads and increments are batched (batching.py) and sent on their lanes (postgres_lane.py): one prepared statement
+# answers every request that arrived while the previous statement of its kind was out, with one JSON object.
 # $1: the handles, a text[] literal (ids are [A-Za-z0-9_-], nothing to quote); $2: SESSION_TTL in seconds.
 _LANE_TTL = "make_interval(secs => $2::int)"
 _SLIDE_DUE = f"now() + {_LANE_TTL} * {1 - SLIDE_AFTER}"  # an expiry before this is due a slide (base.SLIDE_AFTER)
@@ -116,43 +113,13 @@ TAKE = f"DELETE FROM sessions WHERE {_LIVE} RETURNING username, counter, data, c
 PURGE = f"""SELECT pg_try_advisory_xact_lock({_LOCK_PURGE}) AS mine"""
 PURGE_ROWS = "DELETE FROM sessions WHERE expires_at <= now()"
 
-# Every connection of the store, the lanes' and the pool's. A server that stops answering without closing (a network
-# cut, a host gone) sends no reset: the kernel gives the connection up after 10 s of unacknowledged data, or 5 s idle
-# plus 3 unanswered keepalives 2 s apart, instead of TCP's 15 minutes. (A frozen process on a live host is another
-# matter: its kernel acknowledges everything; STORE_TIMEOUT bounds what a request waits for it.)
-_CONNECT = {
-    "autocommit": True,
-    "connect_timeout": 2,
-    "tcp_user_timeout": 10_000,
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-}
-
-_UNAVAILABLE = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.errors.AdminShutdown)
-
-
-def _before_command_complete(error: psycopg.Error) -> bool:
-    """The error came with no result before it: the server never completed the statement (so never committed it)."""
-    return getattr(error, "results_before", None) == 0
-
 
 class _ServerRestarted(StoreUnavailable):
     """A pooled connection of the server's previous run: its goodbye (AdminShutdown) came before anything else."""
 
 
-class _Hopeless(StoreUnavailable):
-    """A failure that a second try at once would meet again: no answer within STORE_TIMEOUT (a server that accepts
-    and acknowledges but answers nothing: a hung host, a frozen VM), or no new connection."""
-
-
 def _is_hopeless(error: BaseException) -> bool:
-    return isinstance(error, _Hopeless)
-
-
-async def _close(conn: psycopg.AsyncConnection) -> None:
-    await conn.close()
+    return isinstance(error, Hopeless)
 
 
 def _settle(future: asyncio.Future, _: Any) -> None:
@@ -160,270 +127,20 @@ def _settle(future: asyncio.Future, _: Any) -> None:
         future.set_result(None)
 
 
-def _no_answer(seconds: float) -> _Hopeless:
-    return _Hopeless(f"postgresql: no answer within {seconds:g} s")
-
-
-_ROLLBACK_RETRIES = 2
-
-
-class _Lane:
-    """A connection of its own for one batched statement, prepared once, used by one batch at a time (the Batcher's
-    concurrency is 1). It is opened on first use and dropped on any connection error; the next batch opens another.
-
-    The statement's round trip is libpq's, nonblocking, with the connection's socket watched by the event loop from
-    the first statement on (one registration for the connection's life while the server says nothing unasked), not
-    psycopg's wait, which registers the socket, unregisters it, arms a timer and polls once per statement: about 40 us
-    less of the app's CPU per statement, a statement answering 8-11 requests under wrk -c32 (`python -m
-    benchmarks.postgres_lane`; README, the database section under "Benchmark"; issue 13).
-
-    A server that has gone: its goodbye (a FATAL error) ends the statement at once, as the closed connection would.
-    uvloop closes its watch of a socket in error after one last callback; a tick every TICK seconds while statements
-    are out reads the socket of a statement out since the previous tick and watches it anew, so that no statement can
-    wait on a watch that is gone."""
-
-    TICK = 0.1  # seconds (_tick)
-
-    def __init__(self, store: PostgresStore, name: bytes, sql: str):
-        self.store, self.name, self.sql = store, name, sql.encode()
-        self.conn: psycopg.AsyncConnection | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None  # the loop watching the connection's socket
-        self.fd = -1
-        self.watching = False
-        self.waiter: asyncio.Future | None = None  # the statement out, answered by _readable
-        self.results: list[pq.abc.PGresult] = []
-        self.ticking = False  # a tick is due on self.loop
-        self.ticked: asyncio.Future | None = None  # the statement out at the last tick
-        self.closed = False  # by close(): no connection is opened again
-        self.sent_at = 0.0  # loop time the statement out was sent (_tick fails it after STORE_TIMEOUT)
-
-    async def _open(self) -> psycopg.AsyncConnection:
-        conn = await psycopg.AsyncConnection.connect(self.store.url, **_CONNECT)
-        try:
-            await self.store._ensure_schema(conn)
-            # A generic plan, made once: PostgreSQL would otherwise plan these statements anew on every execution
-            # (a custom plan costs it more than running the statement: 130 us against 10 us for a batch of one).
-            await conn.execute("SET plan_cache_mode = force_generic_plan")
-            conn.pgconn.send_prepare(self.name, self.sql)
-            self._check(await conn.wait(_execute_generator(conn.pgconn)), conn, pq.ExecStatus.COMMAND_OK)
-        except BaseException:
-            await conn.close()
-            raise
-        if self.closed:  # closed while this one was being opened
-            await conn.close()
-            raise StoreUnavailable("postgresql: the store is closed")
-        conn.pgconn.nonblocking = 1
-        loop = asyncio.get_running_loop()
-        if loop is not self.loop:  # a tick due on another loop never comes
-            self.ticking, self.ticked = False, None
-        self.loop, self.fd, self.watching, self.waiter = loop, conn.pgconn.socket, False, None
-        return conn
-
-    def _watch(self) -> None:
-        if not self.watching:
-            self.loop.add_reader(self.fd, self._readable)
-            self.watching = True
-
-    def _unwatch(self) -> None:
-        if self.watching:
-            self.watching = False
-            if not self.loop.is_closed():
-                with contextlib.suppress(OSError, ValueError):  # a socket libpq closed on a protocol error
-                    self.loop.remove_reader(self.fd)
-
-    def _answer(self, outcome: list | BaseException) -> None:
-        waiter, self.waiter = self.waiter, None
-        if waiter is not None and not waiter.done() and not waiter.get_loop().is_closed():
-            if isinstance(outcome, BaseException):
-                waiter.set_exception(outcome)
-            else:
-                waiter.set_result(outcome)
-
-    def _let_go(self) -> psycopg.AsyncConnection | None:
-        """The lane's connection, taken off the lane: unwatched, and a statement out on it failed."""
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            self._unwatch()
-            self._answer(psycopg.OperationalError("the connection was dropped"))
-        return conn
-
-    async def _drop(self, cancel: bool = False) -> None:
-        """Closes the lane's connection; with `cancel`, a statement the server is still running is cancelled there
-        first (shielded). The connection is off the lane before anything is awaited: a second cancel of the caller
-        must not leave it there."""
-        conn = self._let_go()
-        if conn is not None:
-            await self._end(conn, cancel)
-
-    @staticmethod
-    async def _end(conn: psycopg.AsyncConnection, cancel: bool) -> None:
-        try:
-            if cancel and conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(conn.cancel_safe(timeout=STORE_TIMEOUT))
-        finally:
-            with contextlib.suppress(Exception):
-                await conn.close()
-
-    def _readable(self) -> None:
-        if self.waiter is None or self.conn is None:
-            # The server spoke with no statement out: its goodbye before a restart, most likely. It stays unread, for
-            # the next statement to find before its own answer (how run() tells that nothing was applied); unwatched
-            # until then, or the loop would call this again on every turn.
-            self._unwatch()
-            return
-        pgconn = self.conn.pgconn
-        try:
-            pgconn.consume_input()
-            while not pgconn.is_busy():
-                result = pgconn.get_result()
-                if result is None:  # the statement's results are all in
-                    break
-                self.results.append(result)
-                if (
-                    result.status == pq.ExecStatus.FATAL_ERROR
-                    and result.error_field(pq.DiagnosticField.SEVERITY_NONLOCALIZED) == b"FATAL"
-                ):
-                    break  # the server's goodbye: it closes the connection, nothing more comes
-            else:
-                return  # more to come
-        except psycopg.Error as error:
-            # The connection ended. If the server said why first (a FATAL_ERROR result), that is the answer, as
-            # psycopg's own fetch has it; otherwise the loss is.
-            if not any(result.status == pq.ExecStatus.FATAL_ERROR for result in self.results):
-                self._unwatch()
-                self._answer(error)
-                return
-        if pgconn.status != pq.ConnStatus.OK:
-            self._unwatch()  # libpq closed the socket (or will): no watch on its number, which a new socket may take
-        self._answer(self.results)
-
-    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        if loop is not self.loop or loop.is_closed():
-            return  # a tick of a loop gone by: _open let go of it
-        if self.waiter is None:
-            self.ticking, self.ticked = False, None
-            return
-        try:
-            # Out since the last tick, and watched (not while psycopg's wait sends a large batch): the watch may be
-            # gone, so a new one (for this statement and the next), then read what has come.
-            if self.waiter is self.ticked and self.watching:
-                self._unwatch()
-                self._watch()
-                self._readable()
-            if self.waiter is not None and loop.time() - self.sent_at > STORE_TIMEOUT:
-                if self.watching:
-                    self._readable()  # an answer that came while the loop was held up, on a loop running timers first
-                if self.waiter is not None:
-                    self._answer(_no_answer(STORE_TIMEOUT))  # run() lets the connection go, cancels in the background
-        finally:
-            self.ticked = self.waiter
-            loop.call_later(self.TICK, self._tick, loop)
-
-    async def _round_trip(self, conn: psycopg.AsyncConnection, params: list[bytes]) -> list:
-        pgconn = conn.pgconn
-        self.results = []
-        waiter = self.waiter = self.loop.create_future()
-        self.sent_at = self.loop.time()
-        try:
-            if not self.ticking:
-                self.ticking, self.ticked = True, None
-                self.loop.call_later(self.TICK, self._tick, self.loop)
-            pgconn.send_query_prepared(self.name, params)
-            if pgconn.flush():  # the socket's buffer is full (a very large batch): psycopg's wait sends the rest
-                self._unwatch()  # its wait takes the socket for itself, and lets go of it when done
-                await conn.wait(_send_generator(pgconn), timeout=STORE_TIMEOUT)
-            self._watch()
-            return await waiter
-        finally:
-            if self.waiter is waiter:
-                self.waiter = None
-            if waiter.done() and not waiter.cancelled():
-                waiter.exception()  # retrieved: a failure nobody awaited (a cancel meanwhile) is not logged as lost
-
-    @staticmethod
-    def _check(results: list, conn: psycopg.AsyncConnection, status: pq.ExecStatus) -> Any:
-        result = results[-1] if results else None
-        if result is None or result.status != status:
-            if result is not None and result.status == pq.ExecStatus.FATAL_ERROR:
-                error = psycopg.errors.error_from_result(result, encoding=conn.pgconn._encoding)
-                error.results_before = len(results) - 1  # results (a CommandComplete) that came before the error
-                raise error
-            raise psycopg.OperationalError(f"unexpected result: {result and result.status}")
-        return result
-
-    async def run(self, handles: Sequence[str]) -> Any:
-        """The statement's one value, parsed (None: SQL NULL)."""
-        params = [("{" + ",".join(handles) + "}").encode(), str(self.store.limits.ttl).encode()]
-        loop = asyncio.get_running_loop()  # once per batch (a getpid() on Python 3.11: see batching.py)
-        for attempt in range(_ROLLBACK_RETRIES + 1):
-            if self.closed:
-                raise StoreUnavailable("postgresql: the store is closed")
-            try:
-                if self.conn is None or self.conn.closed or self.loop is not loop:
-                    await self._drop()
-                    try:  # connect_timeout bounds the connection; the statements that prepare it, the bound here
-                        self.conn = await self.store._bounded(self._open(), 2 * STORE_TIMEOUT, dispose=_close)
-                    except StoreUnavailable as error:
-                        raise _Hopeless(str(error)) from None
-                    except _UNAVAILABLE as error:
-                        raise _Hopeless(f"postgresql: {str(error).strip() or type(error).__name__}") from None
-                conn = self.conn
-                result = self._check(await self._round_trip(conn, params), conn, pq.ExecStatus.TUPLES_OK)
-                break
-            except psycopg.errors.AdminShutdown as error:
-                # The server's goodbye was waiting on a connection of its previous run (a restart): if it came before
-                # the statement's CommandComplete, which PostgreSQL sends before it commits, nothing was applied and
-                # even a change may go again, once, on a new connection.
-                await self._drop()
-                if attempt or not _before_command_complete(error):
-                    raise StoreUnavailable(f"postgresql: {str(error).strip()}") from None
-            except psycopg.errors.TransactionRollback as error:
-                # A deadlock or serialization failure rolled the whole statement back: nothing was applied, so even a
-                # change may go again. (Increment batches of several nodes that share sessions can deadlock; one
-                # node never deadlocks with itself: one batch of a kind at a time.) The connection is still good.
-                if attempt == _ROLLBACK_RETRIES:
-                    raise StoreUnavailable(f"postgresql: {str(error).strip()}") from None
-            except _Hopeless:
-                # No answer in time: the statement is cancelled on the server (so that it is not applied after its
-                # requests were failed, if the server ever answers) in the background, where no request waits.
-                conn = self._let_go()
-                if conn is not None:
-                    self.store._in_background(self._end(conn, cancel=True))
-                raise
-            except BaseException as error:
-                # Whatever else happened (a dead server, a cancelled task halfway through a round trip), the
-                # connection's state is unknown: the next batch starts from a new one. A statement cancelled while
-                # the server runs it (an increment waiting for a row lock) is cancelled there too, as psycopg's wait
-                # did, so that it is not applied after its requests were failed.
-                await self._drop(cancel=isinstance(error, asyncio.CancelledError))
-                if isinstance(error, (*_UNAVAILABLE, OSError)):
-                    raise StoreUnavailable(f"postgresql: {str(error).strip() or type(error).__name__}") from None
-                raise
-        value = result.get_value(0, 0)
-        return None if value is None else json.loads(value)
-
-    async def close(self) -> None:
-        self.closed = True
-        conn = self._let_go()
-        if conn is not None:
-            await conn.close()
-
-
-class PostgresStore(SessionStore):
+class PostgresStore(BatchingStore):
     def __init__(self, limits: Limits, url: str, pool_size: int, poll: float = 0.0):
         super().__init__(limits)
         self.url = url
         self.pool = psycopg_pool.AsyncConnectionPool(
-            url, min_size=pool_size, max_size=pool_size, open=False, timeout=STORE_TIMEOUT, kwargs=dict(_CONNECT)
+            url, min_size=pool_size, max_size=pool_size, open=False, timeout=STORE_TIMEOUT, kwargs=dict(CONNECT)
         )
         self._schema_ready = False
         self._pool_check = asyncio.Lock()
         self.pool_checked_after: float | None = None  # monotonic time of the last test of the idle connections
         self._purger: asyncio.Task | None = None
         self._background: set[asyncio.Future] = set()  # _in_background
-        self._load_lane = _Lane(self, b"session_kit_load_many", LOAD_MANY)
-        self._increment_lane = _Lane(self, b"session_kit_increment_many", INCREMENT_MANY)
+        self._load_lane = Lane(self, b"session_kit_load_many", LOAD_MANY)
+        self._increment_lane = Lane(self, b"session_kit_increment_many", INCREMENT_MANY)
         # One statement of each kind in flight: the requests that arrive meanwhile make the next batch.
         # A statement that got no answer in time fails the requests that waited behind it too: each batch would
         # wait as long again, one after another.
@@ -435,10 +152,7 @@ class PostgresStore(SessionStore):
         self._purger = asyncio.create_task(self._purge_forever())
 
     async def close(self) -> None:
-        if self._purger:
-            self._purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purger
+        await stopped(self._purger)
         await self._load_lane.close()
         await self._increment_lane.close()
         for task in list(self._background):
@@ -461,7 +175,7 @@ class PostgresStore(SessionStore):
     async def _bounded(
         self, work: Awaitable[Any], timeout: float | None = None, dispose: Callable[[Any], Awaitable[Any]] | None = None
     ) -> Any:
-        """work's result, or _Hopeless after `timeout` seconds. The work runs as a task of its own, so that the
+        """work's result, or Hopeless after `timeout` seconds. The work runs as a task of its own, so that the
         request can leave it without waiting for it (a task, a future and a timer: about 9 us of CPU, where
         asyncio.wait took 20). Work left behind (timed out, or its request cancelled) is cancelled in the
         background: psycopg's cancel of a statement in progress waits for the server (up to 10 s, then it closes
@@ -482,7 +196,7 @@ class PostgresStore(SessionStore):
             timer.cancel()
         if not task.done():
             self._leave(task, dispose)
-            raise _no_answer(timeout)
+            raise no_answer(timeout)
         return task.result()
 
     def _leave(self, task: asyncio.Task, dispose: Callable[[Any], Awaitable[Any]] | None) -> None:
@@ -510,7 +224,7 @@ class PostgresStore(SessionStore):
                         yield cur
         except psycopg.errors.AdminShutdown as error:
             raise _ServerRestarted(f"postgresql: {str(error).strip()}") from None
-        except _UNAVAILABLE as error:
+        except UNAVAILABLE as error:
             raise StoreUnavailable(f"postgresql: {str(error).strip() or type(error).__name__}") from None
 
     async def _pooled(self, work: Callable[[psycopg.AsyncCursor], Awaitable[Any]], transaction: bool = False) -> Any:
@@ -582,7 +296,7 @@ class PostgresStore(SessionStore):
         # safe to try again (a change is not: it may have been applied).
         try:
             found = await self._load_lane.run(wanted)
-        except _Hopeless:
+        except Hopeless:
             raise
         except StoreUnavailable:
             found = await self._load_lane.run(wanted)
@@ -608,16 +322,6 @@ class PostgresStore(SessionStore):
             else:
                 results.append(None)
         return results
-
-    async def load(self, handle: str) -> Session | None:
-        if not is_valid_id(handle):
-            return None
-        return await self._loads.submit(handle)
-
-    async def increment(self, handle: str) -> Change[int] | None:
-        if not is_valid_id(handle):
-            return None
-        return await self._increments.submit(handle)
 
     async def set_data(self, handle: str, key: str, value: Any) -> Change[None] | None:
         if not is_valid_id(handle):

@@ -36,20 +36,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from .base import (
-    SLIDE_AFTER,
-    Change,
-    Limits,
-    Session,
-    SessionStore,
-    StoreUnavailable,
-    is_valid_id,
-    new_id,
-    too_many_keys,
-)
-from .batching import Batcher
+from .base import SLIDE_AFTER, Change, Limits, Session, StoreUnavailable, is_valid_id, new_id, too_many_keys
+from .batching import Batcher, BatchingStore
 from .client_cache import ClientCache
-from .resp import ClusterRedis, LeanRedis, RedisError
+from .resp import LeanRedis, RedisError
+from .resp_cluster import ClusterRedis
 
 log = logging.getLogger("sample_app.redis")
 
@@ -146,7 +137,7 @@ return user
 """
 
 
-class RedisStore(SessionStore):
+class RedisStore(BatchingStore):
     key_prefix = "session:"
     index_prefix = ""  # "" keeps no per-user index
 
@@ -336,16 +327,6 @@ class RedisStore(SessionStore):
             counter if counter is None or isinstance(counter, StoreUnavailable) else Change(counter)
             for counter in replies
         ]
-
-    async def load(self, handle: str) -> Session | None:
-        if not is_valid_id(handle):
-            return None
-        return await self._loads.submit(handle)
-
-    async def increment(self, handle: str) -> Change[int] | None:
-        if not is_valid_id(handle):
-            return None
-        return await self._increments.submit(handle)
 
     async def set_data(self, handle: str, key: str, value: Any) -> Change[None] | None:
         if not is_valid_id(handle):

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
+from harness.cluster import Cluster
 from sample_app.settings import STRATEGIES
-from tests.support.cluster import Cluster
 
 
 @pytest.fixture(scope="module", params=STRATEGIES)

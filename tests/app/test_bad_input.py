@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.support.client import SessionClient
-from tests.support.cluster import Backends, Cluster
-from tests.support.servers import ROOT, PostgresServer, RedisServer
+from harness.client import SessionClient
+from harness.cluster import Backends, Cluster
+from harness.servers import ROOT, PostgresServer, RedisServer
 
 from .test_store_properties import json_equal
 

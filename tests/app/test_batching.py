@@ -10,11 +10,11 @@ import asyncio
 import psycopg
 import pytest
 
+from harness.cluster import strategy_env
 from sample_app.settings import Settings
 from sample_app.stores import build_store
 from sample_app.stores.base import Session
 from sample_app.stores.batching import Batcher
-from tests.support.cluster import strategy_env
 
 
 class Recorder:

@@ -139,8 +139,8 @@ pytestmark = [
 @pytest.fixture(params=["redis", "token"])
 def balanced(request, backends):
     """Three real app nodes of the strategy behind a real Nginx (round robin): the balancer's URL."""
-    from tests.support.cluster import Cluster
-    from tests.support.servers import Nginx
+    from harness.cluster import Cluster
+    from harness.nginx import Nginx
 
     cluster = Cluster(request.param, backends, size=3).start()
     nginx = Nginx([url.removeprefix("http://") for url in cluster.urls]).start()

@@ -12,11 +12,11 @@ import time
 import pytest
 import redis
 
+from harness.client import SessionClient
+from harness.cluster import Cluster
+from harness.servers import RedisServer
 from sample_app.stores.client_cache import ClientCache
 from sample_app.stores.resp import LeanRedis
-from tests.support.client import SessionClient
-from tests.support.cluster import Cluster
-from tests.support.servers import RedisServer
 
 ROUNDS = 1000  # each: a write on one node, then four reads alternating between the two
 

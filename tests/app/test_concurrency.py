@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import concurrent.futures
 
+from harness.client import SessionClient
+from harness.cluster import ATOMIC
 from tests.conftest import MEASURED
-from tests.support.client import SessionClient
-from tests.support.cluster import ATOMIC
 
 from .conftest import eventually
 

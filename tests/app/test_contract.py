@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.client import SessionClient
+from harness.client import SessionClient
 
 from .conftest import eventually
 

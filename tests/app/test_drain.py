@@ -9,8 +9,8 @@ import signal
 import pytest
 
 from drills.load import Load, summarize, upstreams_of_failures
-from tests.support.cluster import Cluster
-from tests.support.servers import Nginx
+from harness.cluster import Cluster
+from harness.nginx import Nginx
 
 
 def run_load_around(cluster: Cluster, nginx: Nginx, action, seconds: float = 6.0) -> tuple[Load, dict]:

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from harness.client import SessionClient
+from harness.cluster import Cluster
 from sample_app.settings import STRATEGIES
-from tests.support.client import SessionClient
-from tests.support.cluster import Cluster
 
 TTL = 3  # the cookie signs whole seconds: its real life is TTL - 1 to TTL s, so 2 left too little slack
 

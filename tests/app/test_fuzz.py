@@ -30,10 +30,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from harness.cluster import Cluster
 from sample_app.app import create_app
 from sample_app.settings import STRATEGIES, Settings
 from tests.conftest import MEASURED
-from tests.support.cluster import Cluster
 
 from .test_store_properties import json_equal
 

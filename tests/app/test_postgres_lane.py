@@ -1,4 +1,4 @@
-"""The database store's lanes (sample_app/stores/postgres.py: _Lane), on a real PostgreSQL of their own (these tests
+"""The database store's lanes (sample_app/stores/postgres_lane.py: Lane), on a real PostgreSQL of their own (these tests
 restart it), on asyncio's loop and on uvloop (the app's): a lane watches its socket for the connection's life, and no
 statement waits on a watch that is gone, after a restart, a change of event loop, a cancel or a close. (`run`: the
 coroutine on each kind of loop, tests/app/conftest.py.)"""
@@ -6,14 +6,16 @@ coroutine on each kind of loop, tests/app/conftest.py.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import psycopg
 import pytest
 
-from sample_app.stores import postgres as postgres_store
+from harness.servers import PostgresServer
+from sample_app.stores import postgres_lane
 from sample_app.stores.base import Limits, Session, StoreUnavailable
-from sample_app.stores.postgres import PostgresStore, _Lane
-from tests.support.servers import PostgresServer
+from sample_app.stores.postgres import PostgresStore
+from sample_app.stores.postgres_lane import Lane
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +62,9 @@ class CountingLoop(asyncio.SelectorEventLoop):
 
 def test_a_lane_watches_its_socket_once_not_once_per_statement(postgres, monkeypatch):
     """A batch's round trip on a lane registers nothing with the event loop: psycopg's wait registered the socket and
-    removed it for every statement, with a timer (about 40 us of the app's CPU a statement, issue 13). 50 reads and
+    removed it for every statement, with a timer (about 40 us of the app's CPU a statement). 50 reads and
     50 increments, one at a time, after each lane's first statement: no new registration of a lane's socket."""
-    monkeypatch.setattr(_Lane, "TICK", 30.0)  # a statement slowed past two ticks by a busy machine is watched anew
+    monkeypatch.setattr(Lane, "TICK", 30.0)  # a statement slowed past two ticks by a busy machine is watched anew
     store, loop = new_store(postgres), CountingLoop()
     try:
         loop.run_until_complete(store.start())
@@ -89,7 +91,7 @@ def test_the_first_statements_after_a_restart_answer_at_once_without_the_tick(po
     comes), and the statement goes again on a new connection: a read, and an increment counted exactly once. With the
     tick pushed out to 30 s, nothing here may wait for it (uvloop closes its watch of a socket in error after one
     callback: the goodbye read, the reset behind it never reported)."""
-    monkeypatch.setattr(_Lane, "TICK", 30.0)
+    monkeypatch.setattr(Lane, "TICK", 30.0)
     store = new_store(postgres)
 
     async def main():
@@ -172,9 +174,16 @@ def release(holder: psycopg.Connection) -> None:
     holder.close()
 
 
-async def not_applied_and_the_next_counts(store: PostgresStore, postgres: PostgresServer, handle: str, how: str):
-    """After blocked_increment's lock was released: the increment that `how` ended was not applied, the increment
-    lane let go of its connection, and the next increment counts."""
+@contextlib.asynccontextmanager
+async def ended_on_the_server(store: PostgresStore, postgres: PostgresServer, handle: str, how: str):
+    """A blocked_increment (its request's future yielded) for the body to end; then, the row lock released: the
+    increment that `how` ended was not applied, the increment lane let go of its connection, and the next increment
+    counts."""
+    waiting, holder = await blocked_increment(store, postgres, handle)
+    try:
+        yield waiting
+    finally:
+        release(holder)
     lane = store._increment_lane
     assert lane.conn is None and not lane.watching and lane.waiter is None
     await asyncio.sleep(0.3)  # had the statement gone on, it would have taken the lock by now
@@ -192,15 +201,11 @@ def test_a_cancelled_increment_is_cancelled_on_the_server_too(postgres, run):
     async def main():
         try:
             handle = await started(store, "cancelled")
-            waiting, holder = await blocked_increment(store, postgres, handle)
-            try:
+            async with ended_on_the_server(store, postgres, handle, "cancelled") as waiting:
                 (batch,) = store._increments.running
                 batch.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await within(3, waiting)
-            finally:
-                release(holder)
-            await not_applied_and_the_next_counts(store, postgres, handle, "cancelled")
         finally:
             await store.close()
 
@@ -217,9 +222,8 @@ def test_a_statement_unanswered_for_store_timeout_fails_and_is_cancelled_on_the_
     async def main():
         try:
             handle = await started(store, "unanswered")
-            monkeypatch.setattr(postgres_store, "STORE_TIMEOUT", 0.5)  # after the start: the tick reads it each time
-            waiting, holder = await blocked_increment(store, postgres, handle)
-            try:
+            monkeypatch.setattr(postgres_lane, "STORE_TIMEOUT", 0.5)  # after the start: the tick reads it each time
+            async with ended_on_the_server(store, postgres, handle, "timed out") as waiting:
                 with pytest.raises(StoreUnavailable, match="no answer within 0.5 s"):
                     await within(2, waiting)
                 for _ in range(100):  # the cancel, in the background
@@ -227,9 +231,6 @@ def test_a_statement_unanswered_for_store_timeout_fails_and_is_cancelled_on_the_
                         break
                     await asyncio.sleep(0.02)
                 assert not store._background, "the cancel did not end"
-            finally:
-                release(holder)
-            await not_applied_and_the_next_counts(store, postgres, handle, "timed out")
         finally:
             await store.close()
 

@@ -15,14 +15,14 @@ import types
 import pytest
 import requests
 
+from harness.client import SessionClient
+from harness.cluster import Backends, Cluster
+from harness.redis_cluster import RedisCluster
+from harness.servers import RedisServer
 from sample_app.settings import Settings
 from sample_app.stores import build_store
 from sample_app.stores.base import Change, Session, StoreUnavailable
 from sample_app.stores.redis import ACL_COMMANDS, KEY_PATTERNS
-from tests.support.client import SessionClient
-from tests.support.cluster import Backends, Cluster
-from tests.support.redis_cluster import RedisCluster
-from tests.support.servers import RedisServer
 
 APP_USER, APP_PASSWORD = "app", "app-user-password"
 # Only what the app says it needs: a command or key it forgot would fail these tests.

@@ -9,11 +9,11 @@ import asyncio
 import pytest
 import redis
 
+from harness.cluster import strategy_env
 from sample_app.settings import Settings
 from sample_app.stores import build_store
 from sample_app.stores.base import Session
 from sample_app.stores.redis import RedisStore
-from tests.support.cluster import strategy_env
 
 TTL = 600
 

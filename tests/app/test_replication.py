@@ -7,6 +7,7 @@ No retries here: in sync mode every answer comes after the peers have the change
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -14,19 +15,28 @@ import time
 import pytest
 import requests
 
+from harness.client import SessionClient
+from harness.cluster import Backends, Cluster
+from harness.servers import AppNode, free_port, port_open, wait_until
 from sample_app.stores.replicated import AUTH_HEADER, sign
-from tests.support.client import SessionClient
-from tests.support.cluster import Backends, Cluster
-from tests.support.servers import AppNode, free_port, port_open, wait_until
 
 from .conftest import eventually
 
 
+@contextlib.contextmanager
+def replication(size: int = 3, ttl: int = 1800, **env: str):
+    """A cluster of `size` replication nodes (env: their extra settings), started, and crashed when done."""
+    cluster = Cluster("replication", Backends(), size=size, ttl=ttl, extra_env=env).start()
+    try:
+        yield cluster
+    finally:
+        cluster.crash()
+
+
 @pytest.fixture(scope="module")
 def sync_cluster():
-    cluster = Cluster("replication", Backends(), size=3, extra_env={"REPLICATION_MODE": "sync"}).start()
-    yield cluster
-    cluster.crash()
+    with replication(REPLICATION_MODE="sync") as cluster:
+        yield cluster
 
 
 def status(url: str) -> dict:
@@ -98,10 +108,7 @@ def test_replayed_delta_batch_is_refused(sync_cluster):
 
 
 def test_peer_that_misses_the_timeout_is_marked_down_and_catches_up():
-    cluster = Cluster(
-        "replication", Backends(), size=3, extra_env={"REPLICATION_MODE": "sync", "REPLICATION_TIMEOUT_MS": "300"}
-    ).start()
-    try:
+    with replication(REPLICATION_MODE="sync", REPLICATION_TIMEOUT_MS="300") as cluster:
         first, stuck = cluster.nodes[0], cluster.nodes[2]
         client = SessionClient()
         client.login(first.url, "patient")
@@ -126,13 +133,10 @@ def test_peer_that_misses_the_timeout_is_marked_down_and_catches_up():
         cluster.wait_replicating()
         assert client.get(stuck.url + "/session").json()["counter"] == 6, "the snapshot brings it up to date"
         assert status(first.url)["peers"][stuck.url]["snapshots"] >= 2
-    finally:
-        cluster.crash()
 
 
 def test_restarted_node_serves_only_with_a_snapshot():
-    cluster = Cluster("replication", Backends(), size=3, extra_env={"REPLICATION_MODE": "sync"}).start()
-    try:
+    with replication(REPLICATION_MODE="sync") as cluster:
         client = SessionClient()
         client.login(cluster.urls[0], "phoenix")
         restarted = cluster.nodes[1]
@@ -144,8 +148,6 @@ def test_restarted_node_serves_only_with_a_snapshot():
         wait_until(lambda: port_open(restarted.port), 20, "the restarted node")
         assert client.get(restarted.url + "/session").json()["counter"] == 3
         assert status(restarted.url)["snapshot_from"] in (cluster.urls[0], cluster.urls[2])
-    finally:
-        cluster.crash()
 
 
 def test_startup_no_peer_up_starts_empty_but_a_failing_peer_is_retried():
@@ -175,8 +177,7 @@ def test_startup_no_peer_up_starts_empty_but_a_failing_peer_is_retried():
 
 
 def test_reads_keep_the_session_alive_on_every_node():
-    cluster = Cluster("replication", Backends(), size=2, ttl=2).start()
-    try:
+    with replication(size=2, ttl=2) as cluster:
         read, idle = SessionClient(), SessionClient()
         read.login(cluster.urls[0], "reader")
         idle.login(cluster.urls[0], "idler")
@@ -186,13 +187,10 @@ def test_reads_keep_the_session_alive_on_every_node():
             time.sleep(0.3)
         assert read.get(cluster.urls[1] + "/session").status_code == 200, "node2 let a session that is read expire"
         assert idle.get(cluster.urls[1] + "/session").status_code == 401, "a session nobody reads must expire"
-    finally:
-        cluster.crash()
 
 
 def test_async_mode_answers_first_and_reports_lag():
-    cluster = Cluster("replication", Backends(), size=2, extra_env={"REPLICATION_MODE": "async"}).start()
-    try:
+    with replication(size=2, REPLICATION_MODE="async") as cluster:
         client = SessionClient()
         client.login(cluster.urls[0], "hasty")
         for _ in range(5):
@@ -201,5 +199,3 @@ def test_async_mode_answers_first_and_reports_lag():
         assert caught_up, "async replication never delivered"
         lag = status(cluster.urls[1])
         assert lag["mode"] == "async" and lag["lag_ms"]["samples"] >= 6 and lag["lag_ms"]["p50"] is not None
-    finally:
-        cluster.crash()

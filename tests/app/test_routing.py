@@ -16,10 +16,11 @@ import shutil
 
 import pytest
 
+from harness.client import SessionClient
+from harness.cluster import Backends, Cluster
+from harness.nginx import SiteNginx, render_site
+from harness.servers import free_port
 from session_kit.strategies import route_of
-from tests.support.client import SessionClient
-from tests.support.cluster import Backends, Cluster
-from tests.support.servers import SiteNginx, free_port, render_site
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"

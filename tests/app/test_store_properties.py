@@ -17,11 +17,11 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
+from harness.cluster import strategy_env
 from sample_app.app import parse_json
 from sample_app.settings import STRATEGIES, Settings
 from sample_app.stores import build_store
 from sample_app.stores.base import Rejected, Session, SessionStore
-from tests.support.cluster import strategy_env
 
 EXAMPLES = 100
 

@@ -9,10 +9,10 @@ import time
 import pytest
 import requests
 
+from harness.client import SessionClient
+from harness.cluster import Backends, Cluster
+from harness.servers import AppNode, RedisServer, SentinelServer
 from sample_app.stores.replicated import AUTH_HEADER, sign
-from tests.support.client import SessionClient
-from tests.support.cluster import Backends, Cluster
-from tests.support.servers import AppNode, RedisServer, SentinelServer
 
 from .conftest import eventually
 

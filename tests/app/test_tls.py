@@ -15,11 +15,11 @@ import shutil
 import pytest
 import requests
 
+from harness.client import SessionClient
 from session_kit import tls
 from session_kit.defaults import ALL_DEFAULTS
 from session_kit.strategies import STRATEGIES, app_environment
 from tests.app.test_routing import balanced_site
-from tests.support.client import SessionClient
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"

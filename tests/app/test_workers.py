@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.cluster import Cluster, strategy_env
+from harness.nginx import Nginx
+from harness.servers import ROOT, AppNode, free_port, wait_until
 from tests.app.test_drain import run_load_around
-from tests.support.cluster import Cluster, strategy_env
-from tests.support.servers import ROOT, AppNode, Nginx, free_port, wait_until
 
 pytestmark = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads the served connections from /proc")
 

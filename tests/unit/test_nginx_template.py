@@ -9,8 +9,9 @@ import shutil
 
 import pytest
 
+from harness.nginx import SiteNginx, render_site
+from harness.servers import free_port
 from session_kit.strategies import LB_METHODS, route_of
-from tests.support.servers import SiteNginx, free_port, render_site
 
 NODES = [
     {"name": name, "ip": f"10.0.0.{i}", "route": route_of(name)}

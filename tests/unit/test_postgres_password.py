@@ -1,6 +1,6 @@
 """The PostgreSQL password is applied exactly when PostgreSQL lacks it: deploys/postgres.py reads the role's SCRAM
 verifier and checks the password against it on the controller. Against a real PostgreSQL on loopback
-(tests/support/servers.py), through a real pyinfra run of the deploy's own function (@local: psql on this machine)."""
+(harness/servers.py), through a real pyinfra run of the deploy's own function (@local: psql on this machine)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from psycopg import sql
 
 from deploys.postgres import scram_matches
-from tests.support.servers import PostgresServer
+from harness.servers import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 PYINFRA = str(Path(sys.executable).with_name("pyinfra"))

@@ -531,7 +531,8 @@ def test_progress_says_each_step_its_time_and_what_is_left():
 
 
 def test_host_facts_and_cpu_times_are_read_from_real_outputs():
-    from reporting.measure import parse_cpu, parse_host_facts, parse_wrk
+    from harness.wrk import parse as parse_wrk
+    from reporting.measure import parse_cpu, parse_host_facts
 
     facts = parse_host_facts(
         "cores=2\nmem_kb=24684084\nos=Debian GNU/Linux 12 (bookworm)\n"

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from pyinfra.api.util import get_template
 
+from harness.servers import free_port, wait_until
 from session_kit import secrets
 from session_kit.defaults import ALL_DEFAULTS
 from session_kit.strategies import STRATEGIES, app_environment
 from session_kit.validate import KitError
-from tests.support.servers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every character that means something in a URL, a shell, systemd's EnvironmentFile or redis.conf.

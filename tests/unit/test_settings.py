@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from harness.servers import ROOT
 from sample_app.settings import SETTINGS, STRATEGIES, SettingError, Settings, describe
-from tests.support.servers import ROOT
 
 GOOD = {"SESSION_STRATEGY": "redis", "REDIS_URL": "redis://:pw@10.0.0.5:6379/0"}
 KEY = "k" * 32

@@ -10,8 +10,8 @@ import time
 import pytest
 import requests
 
+from harness.client import SessionClient
 from session_kit.strategies import route_of
-from tests.support.client import SessionClient
 
 REQUESTS = 50  # reads and increments each: 50 consecutive increments, each seen exactly once
 

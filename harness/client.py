@@ -1,5 +1,5 @@
 """An HTTP client that carries one session the way a browser or a mobile app would: the SESSION cookie, or a bearer
-token. Used by the app tests, the benchmark and the post-deploy verification alike."""
+token. Used by the app tests, the benchmark, the report's load and the post-deploy verification alike."""
 
 from __future__ import annotations
 

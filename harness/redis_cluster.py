@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .servers import _stop, free_port, wait_until
+from .servers import _stop, free_port, redis_settings, wait_until
 
 
 class RedisCluster:
@@ -47,8 +47,6 @@ class RedisCluster:
                 "redis-server",
                 "--port",
                 str(port),
-                "--bind",
-                "127.0.0.1",
                 "--dir",
                 str(node_dir),
                 "--cluster-enabled",
@@ -59,16 +57,7 @@ class RedisCluster:
                 str(self.bus_ports[port]),
                 "--cluster-node-timeout",
                 str(self.node_timeout_ms),
-                "--requirepass",
-                self.password,
-                "--masterauth",
-                self.password,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "yes",
+                *redis_settings(self.password),
                 "--repl-diskless-sync-delay",
                 "0",
             ],  # a replica syncs at once, not after the default 5 s
