@@ -307,6 +307,16 @@ class PostgresServer:
                 os.kill(pid, signal.SIGCONT)
         os.kill(self.postmaster(), signal.SIGCONT)
 
+    def crash(self) -> None:
+        """SIGKILL to every process of the server at once (the postmaster first, so it forks nothing after): what the
+        OOM killer or a segfault leaves. start() then runs PostgreSQL's crash recovery."""
+        children = self.children()
+        os.kill(self.postmaster(), signal.SIGKILL)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not port_open(self.port), 10, f"postgres on port {self.port} gone")
+
     def stop(self) -> None:
         if self.data.exists():
             with contextlib.suppress(subprocess.CalledProcessError):
