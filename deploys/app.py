@@ -16,7 +16,7 @@ from session_kit.defaults import APP_DEFAULTS, app_workers
 from session_kit.strategies import app_environment
 
 from . import wheelhouse
-from .cluster import Cluster, bounded, bounded_deploy, install_packages, private_ip, template
+from .cluster import Cluster, bounded, bounded_deploy, install_packages, private_ip, render
 from .rolling import HEALTHY_WITHIN, NEEDS_RESTART, wait_healthy_command
 
 UNIT = "/etc/systemd/system/session-kit-app.service"
@@ -108,12 +108,8 @@ def install_app(cluster: Cluster) -> None:
             values["app_workers"], cluster.strategy.name, int(cores) if (cores or "").strip().isdigit() else None
         )
     )
-    env_file = files.template(
-        name="App settings", src=template(ENV), dest=ENV, user="root", group=user, mode="640", env=env
-    )
-    unit = files.template(
-        name="App unit", src=template(UNIT), dest=UNIT, mode="644", strategy=cluster.strategy.name, **values
-    )
+    env_file = render(ENV, name="App settings", owner=f"root:{user}", mode="640", env=env)
+    unit = render(UNIT, name="App unit", mode="644", strategy=cluster.strategy.name, **values)
     systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
     # A running node that must restart does so later, in its turn (deploys/rolling.py); one that was not running
     # starts here with what was just installed. A change of strategy restarts every node at once, here: nodes of two

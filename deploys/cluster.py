@@ -33,6 +33,7 @@ __all__ = [
     "bounded_deploy",
     "install_packages",
     "private_ip",
+    "render",
     "template",
 ]
 
@@ -193,6 +194,16 @@ def report_bounds(pyinfra_state) -> None:
 def template(path: str) -> str:
     """A template by its target path: template('etc/redis/redis.conf') -> templates/etc/redis/redis.conf.j2."""
     return str(TEMPLATES / (path.lstrip("/") + ".j2"))
+
+
+def render(dest: str, *, name: str, mode: str, owner: str | None = None, src: str | None = None, **data):
+    """files.template of the file at `dest` from its template (the one for the target path `src`, where another file
+    shares it or the target's path varies), owned by owner, "user:group" as chown takes it (None: pyinfra's default,
+    no chown), rendered with **data (pyinfra's other arguments, _if for one, pass through)."""
+    user, _, group = (owner or "").partition(":")
+    return files.template(
+        name=name, src=template(src or dest), dest=dest, user=user or None, group=group or None, mode=mode, **data
+    )
 
 
 class Cluster:

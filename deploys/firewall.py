@@ -11,11 +11,11 @@ Rules follow the host's roles, not the strategy: a Redis left running after a sw
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.operations import files, systemd
+from pyinfra.operations import systemd
 
 from session_kit.defaults import FIREWALL_DEFAULTS
 
-from .cluster import Cluster, bounded_deploy, install_packages, private_ip, template
+from .cluster import Cluster, bounded_deploy, install_packages, private_ip, render
 
 CONF = "/etc/nftables.conf"
 
@@ -110,10 +110,9 @@ def _sorted(addresses) -> list[str]:
 @bounded_deploy("Host firewall", data_defaults=FIREWALL_DEFAULTS)
 def install_firewall(cluster: Cluster) -> None:
     install_packages("Install nftables", ["nftables"])
-    conf = files.template(
+    conf = render(
+        CONF,
         name="Render the firewall (nftables.conf)",
-        src=template(CONF),
-        dest=CONF,
         mode="755",
         host_name=host.name,
         roles=[role for role in ("lb", "app", "redis", "db") if cluster.has_role(role)],

@@ -12,7 +12,7 @@ from session_kit import tls
 from session_kit.defaults import NGINX_DEFAULTS
 from session_kit.strategies import route_of
 
-from .cluster import ROOT, Cluster, bounded_deploy, install_packages, private_ip, template
+from .cluster import ROOT, Cluster, bounded_deploy, install_packages, private_ip, render
 
 SITE = "/etc/nginx/sites-available/session-kit.conf"
 # Where the site's ssl_certificate and ssl_certificate_key point (templates/etc/nginx/sites-available/...).
@@ -40,10 +40,9 @@ def install_nginx(cluster: Cluster) -> None:
             ),
             files.put(name="TLS key", src=str(key), dest=f"{TLS_DIR}/tls.key", user="root", group="root", mode="600"),
         ]
-    site = files.template(
+    site = render(
+        SITE,
         name="Render the session-kit site",
-        src=template(SITE),
-        dest=SITE,
         mode="644",
         strategy=cluster.strategy.name,
         lb_method=cluster.lb_method,

@@ -18,7 +18,7 @@ from pyinfra.operations.util import any_changed
 
 from session_kit.defaults import POSTGRES_DEFAULTS
 
-from .cluster import Cluster, bounded_deploy, install_packages, private_ip, template
+from .cluster import Cluster, bounded_deploy, install_packages, private_ip, render
 
 # Where the templates are (templates/etc/postgresql/VERSION/main/): the same for every PostgreSQL version.
 ETC = "/etc/postgresql/VERSION/main"
@@ -40,12 +40,14 @@ def install_postgres(cluster: Cluster) -> None:
             f"chmod 600 {ssl_key}",
         ],
     )
-    conf = files.template(
+
+    def render_conf(path: str, **arguments):
+        """{etc}/path, postgres' own, from its template (templates/etc/postgresql/VERSION/main/path)."""
+        return render(f"{etc}/{path}", src=f"{ETC}/{path}", owner="postgres:postgres", **arguments)
+
+    conf = render_conf(
+        "conf.d/session-kit.conf",
         name="Render conf.d/session-kit.conf",
-        src=template(f"{ETC}/conf.d/session-kit.conf"),
-        dest=f"{etc}/conf.d/session-kit.conf",
-        user="postgres",
-        group="postgres",
         mode="644",
         private_ip=private_ip(host),
         ssl_cert=ssl_cert,
@@ -53,16 +55,7 @@ def install_postgres(cluster: Cluster) -> None:
         **values,
     )
     changed = any_changed(conf, made) if made else conf.did_change
-    hba = files.template(
-        name="Render pg_hba.conf",
-        src=template(f"{ETC}/pg_hba.conf"),
-        dest=f"{etc}/pg_hba.conf",
-        user="postgres",
-        group="postgres",
-        mode="640",
-        app_nodes=cluster.nodes("app"),
-        **values,
-    )
+    hba = render_conf("pg_hba.conf", name="Render pg_hba.conf", mode="640", app_nodes=cluster.nodes("app"), **values)
     # listen_addresses and the TLS pair need a restart; pg_hba.conf only a reload.
     service = "postgresql"  # restarts and reloads reach every cluster (postgresql@VERSION-main)
     systemd.service(name="Restart postgresql", service=service, restarted=True, _if=changed)

@@ -36,7 +36,7 @@ from session_kit.defaults import REDIS_DEFAULTS
 from session_kit.strategies import CLUSTER_REPLICAS, sentinel_quorum
 from session_kit.variables import Duration
 
-from .cluster import Cluster, bounded_deploy, install_packages, private_ip, template
+from .cluster import Cluster, bounded_deploy, install_packages, private_ip, render
 
 CONF = "/etc/redis/redis.conf"
 READ_ONLY = "/etc/systemd/system/redis-server.service.d/session-kit.conf"
@@ -52,18 +52,17 @@ def install_redis(cluster: Cluster) -> None:
     mode = values["redis_mode"]
     me = private_ip(host)
     install_packages("Install redis-server", ["redis-server"])
-    read_only = files.template(
+    read_only = render(
+        READ_ONLY,
         name="redis-server may not rewrite redis.conf",
-        src=template(READ_ONLY),
-        dest=READ_ONLY,
         mode="644",
         create_remote_dir=True,
         conf=CONF,
     )
-    instance_read_only = files.template(
+    instance_read_only = render(
+        INSTANCE_READ_ONLY,
+        src=READ_ONLY,
         name="Nor its instances (redis-server@PORT) theirs",
-        src=template(READ_ONLY),
-        dest=INSTANCE_READ_ONLY,
         mode="644",
         create_remote_dir=True,
         conf=instance_conf("%i"),
@@ -78,12 +77,10 @@ def install_redis(cluster: Cluster) -> None:
         "cluster": False,
         "node_timeout_ms": milliseconds(values["redis_cluster_node_timeout"]),
     }
-    conf = files.template(
+    conf = render(
+        CONF,
         name="Render redis.conf",
-        src=template(CONF),
-        dest=CONF,
-        user="root",
-        group="redis",
+        owner="root:redis",
         mode="640",
         port=values["redis_port"],
         pidfile="/run/redis/redis-server.pid",
@@ -141,12 +138,11 @@ def install_cluster_instances(cluster: Cluster, settings: dict, read_only) -> No
     instances = cluster.cluster_instances()
     ports = [node["port"] for node in instances if node["ip"] == me]
     for port in ports:
-        conf = files.template(
+        conf = render(
+            instance_conf(port),
+            src=CONF,
             name=f"Render redis-{port}.conf (Redis Cluster)",
-            src=template(CONF),
-            dest=instance_conf(port),
-            user="root",
-            group="redis",
+            owner="root:redis",
             mode="640",
             **{**settings, "cluster": True, "sentinel": False},
             port=port,
@@ -208,12 +204,10 @@ def install_sentinel(cluster: Cluster) -> None:
     written = _sentinel_conf_is_ours()
     sentinels = cluster.sentinel_nodes()
     down_after_ms = milliseconds(values["redis_sentinel_down_after"])
-    conf = files.template(
+    conf = render(
+        SENTINEL_CONF,
         name="Render sentinel.conf (once: then it is Sentinel's)",
-        src=template(SENTINEL_CONF),
-        dest=SENTINEL_CONF,
-        user="redis",
-        group="redis",
+        owner="redis:redis",
         mode="640",
         mark=SENTINEL_MARK,
         private_ip=private_ip(host),
@@ -253,26 +247,14 @@ def retire_redis(cluster: Cluster) -> None:
     - The kit's Redis on a host that has left the redis group: stopped and disabled.
     Packages and the instances' files stay."""
     ours = not cluster.runs_sentinel() and _sentinel_conf_is_ours()
-    systemd.service(
-        name="Stop the Sentinel left from redis_mode=sentinel",
-        service="redis-sentinel",
-        running=False,
-        enabled=False,
-        _if=lambda: ours,
-    )
+    stop_for_good("Stop the Sentinel left from redis_mode=sentinel", "redis-sentinel", _if=lambda: ours)
     files.file(name="Remove its sentinel.conf", path=SENTINEL_CONF, present=False, _if=lambda: ours)
     # A Redis of the kit's (its redis.conf carries the mark) on a host no longer in the redis group: its firewall rule
     # is gone with the role, so it stops instead of answering anyone.
     outside = not cluster.has_role("redis") and (
         host.get_fact(Command, f"head -n 1 {CONF} 2>/dev/null || true") or ""
     ).startswith(REDIS_MARK)
-    systemd.service(
-        name="Stop the Redis of a host no longer in the redis group",
-        service="redis-server",
-        running=False,
-        enabled=False,
-        _if=lambda: outside,
-    )
+    stop_for_good("Stop the Redis of a host no longer in the redis group", "redis-server", _if=lambda: outside)
     wanted = {node["port"] for node in cluster.cluster_instances() if node["name"] == host.name}
     active = (
         host.get_fact(
@@ -285,9 +267,12 @@ def retire_redis(cluster: Cluster) -> None:
     for unit in active:
         port = unit.removeprefix("redis-server@").removesuffix(".service")
         if port.isdigit() and int(port) not in wanted:
-            systemd.service(
-                name=f"Stop {unit} (left from redis_mode=cluster)", service=unit, running=False, enabled=False
-            )
+            stop_for_good(f"Stop {unit} (left from redis_mode=cluster)", unit)
+
+
+def stop_for_good(name: str, service: str, **arguments):
+    """A service stopped and disabled (pyinfra's global arguments, _if for one, pass through)."""
+    return systemd.service(name=name, service=service, running=False, enabled=False, **arguments)
 
 
 def _sentinel_conf_is_ours() -> bool:

@@ -19,6 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
+from session_kit.__main__ import add_inventory_options
 from session_kit.strategies import STRATEGIES
 from session_kit.validate import KitError
 
@@ -182,13 +183,8 @@ def main(argv: list[str]) -> int:
         choices=list(STRATEGIES),
         help="strategy to run on (repeatable; default: all six)",
     )
-    parser.add_argument("--inventory", default="inventories/lab.py")
-    parser.add_argument(
-        "--data",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="other inventory overrides, as pyinfra's --data (e.g. replication_mode=async)",
+    add_inventory_options(
+        parser.add_argument, data_help="other inventory overrides, as pyinfra's --data (e.g. replication_mode=async)"
     )
     parser.add_argument("--clients", type=int, default=Params.clients)
     parser.add_argument("--seconds", type=float, default=Params.seconds, help="seconds of load around each event")

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from session_kit.__main__ import add_inventory_options
 from session_kit.strategies import STRATEGIES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,14 +28,7 @@ def main(argv: list[str]) -> int:
         metavar="DIR",
         help="render from the JSON results in DIR (any depth) without touching the lab",
     )
-    parser.add_argument("--inventory", default="inventories/lab.py")
-    parser.add_argument(
-        "--data",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="other inventory overrides, as pyinfra's --data",
-    )
+    add_inventory_options(parser.add_argument)
     parser.add_argument(
         "--deploy-scale",
         metavar="COUNTS",

@@ -202,22 +202,21 @@ def verify(inventory: str, strategy: str, data: dict[str, Any], tests: str = "te
     }
 
 
+@dataclasses.dataclass(eq=False)
 class Run:
-    def __init__(
-        self,
-        strategies: list[str],
-        quick: bool,
-        out: Path,
-        inventory: str,
-        data: dict[str, Any],
-        deploy_scale: list[int] | None = None,
-    ):
-        self.strategies, self.quick, self.out, self.inventory, self.data = strategies, quick, out, inventory, data
-        self.deploy_scale = deploy_scale or []
-        self.results = out / "results"
-        self.params = Params(seconds=4.0) if quick else Params(seconds=9.0)
-        self.load_seconds = 3 if quick else 8
-        self.steps = plan(strategies, quick, self.deploy_scale)
+    strategies: list[str]
+    quick: bool
+    out: Path
+    inventory: str
+    data: dict[str, Any]
+    deploy_scale: list[int] | None = None
+
+    def __post_init__(self):
+        self.deploy_scale = self.deploy_scale or []
+        self.results = self.out / "results"
+        self.params = Params(seconds=4.0) if self.quick else Params(seconds=9.0)
+        self.load_seconds = 3 if self.quick else 8
+        self.steps = plan(self.strategies, self.quick, self.deploy_scale)
         self.records: list[dict[str, Any]] = []
         self.target: Target | None = None
         self.deployed: tuple | None = None  # (strategy, overrides) the cluster is in, as far as we know

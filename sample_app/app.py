@@ -1,4 +1,4 @@
-"""The HTTP contract, the same for every strategy (README.md, "HTTP contract").
+"""The HTTP contract, the same for every strategy (docs/sample-app.md).
 
 Only this module speaks HTTP; the stores only know handles and sessions. Every error is JSON:
 {"error": CODE, "message": TEXT}, 4xx for what the client sent, 503 when the store cannot serve.

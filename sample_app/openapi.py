@@ -303,7 +303,7 @@ def document(settings: Settings, bearer: bool, replication: bool, max_depth: int
             "title": "session-kit sample app",
             "version": "1",
             "description": f"strategy {settings.session_strategy}: the same contract on every node "
-            "(README.md, 'The sample app')",
+            "(docs/sample-app.md)",
         },
         "paths": paths,
         "components": {

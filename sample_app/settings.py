@@ -114,8 +114,8 @@ class Setting:
     required_for: tuple[str, ...] = STRATEGIES
 
 
-# The one table of settings. README.md's settings table is this table as `python -m sample_app --help` prints it
-# (tests/unit/test_settings.py keeps the two in step).
+# The one table of settings. docs/sample-app.md's settings table is this table as `python -m sample_app --help`
+# prints it (tests/unit/test_settings.py keeps the two in step).
 SETTINGS: tuple[Setting, ...] = (
     Setting("SESSION_STRATEGY", _choice(*STRATEGIES), None, "where sessions live: " + ", ".join(STRATEGIES)),
     Setting("NODE_NAME", str, "", "this node's name in X-Served-By and responses (default: the host name)"),
@@ -299,7 +299,7 @@ class Settings:
 
 
 def describe() -> str:
-    """The settings table as text, for --help and the README."""
+    """The settings table as text, for --help and docs/sample-app.md."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for s in SETTINGS:
         if s.default is None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from .validate import KitError
 
@@ -19,6 +20,20 @@ def parse_data(pairs: list[str]) -> dict[str, str]:
             raise KitError(f"--data {pair}: expected key=value")
         data[key] = value
     return data
+
+
+def add_inventory_options(
+    add: Callable[..., object],
+    *,
+    inventory: str | None = "inventories/lab.py",
+    inventory_help: str | None = None,
+    data_help: str = "other inventory overrides, as pyinfra's --data",
+) -> None:
+    """--inventory (default: the lab's) and --data KEY=VALUE (repeatable, as pyinfra's; read with parse_data), declared
+    with `add`: an argparse parser's add_argument or a pytest option group's addoption, which take the same
+    arguments (python -m drills, python -m reporting, tests/verify)."""
+    add("--inventory", default=inventory, help=inventory_help)
+    add("--data", action="append", default=[], metavar="KEY=VALUE", help=data_help)
 
 
 def main(argv: list[str]) -> int:

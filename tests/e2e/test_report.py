@@ -3,26 +3,19 @@ structure, the plots, and every figure in it traced to a measurement of this run
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 
 from reporting.check import problems
-from tests.e2e.test_deploy import ROOT
+from tests.e2e.test_deploy import run
 
 pytestmark = pytest.mark.lab
 
 
 def test_quick_report_on_the_lab(lab, tmp_path):
     out = tmp_path / "report"
-    result = subprocess.run(
-        [sys.executable, "-m", "reporting", "--quick", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    result = run(sys.executable, "-m", "reporting", "--quick", "--out", str(out), timeout=1200)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "0 steps failed" in result.stdout, result.stdout[-3000:]
     assert problems(out, out / "results") == []

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,9 @@ from pyinfra.api.util import get_template
 from harness.servers import free_port, wait_until
 from session_kit import secrets
 from session_kit.defaults import ALL_DEFAULTS
-from session_kit.strategies import STRATEGIES, app_environment
+from session_kit.strategies import STRATEGIES
 from session_kit.validate import KitError
+from tests.unit.app_env import node_environment, read_env_file
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every character that means something in a URL, a shell, systemd's EnvironmentFile or redis.conf.
@@ -38,32 +38,7 @@ def environment(strategy: str, password: str = HOSTILE) -> dict[str, str]:
         "postgres_password": password,
         "replication_key": password,
     }
-    return app_environment(
-        STRATEGIES[strategy],
-        DATA,
-        keys,
-        node="app1",
-        private_ip="10.0.0.2",
-        peers=["10.0.0.3"],
-        redis_ip="10.0.0.9",
-        db_ip="10.0.0.8",
-    )
-
-
-def read_env_file(text: str) -> dict[str, str]:
-    """What a POSIX shell reads from the file (systemd's EnvironmentFile quoting is the shell's double quotes with
-    only \\\\ \\" \\` \\$ as escapes, and the file's bare values use no shell syntax at all)."""
-    with tempfile.NamedTemporaryFile("w", suffix=".env") as handle:
-        handle.write(text)
-        handle.flush()
-        out = subprocess.run(
-            ["env", "-i", "sh", "-c", 'set -a; . "$1"; exec env -0', "sh", handle.name],
-            capture_output=True,
-            check=True,
-            timeout=10,
-        ).stdout.decode()
-    pairs = dict(item.split("=", 1) for item in out.split("\0") if item)
-    return {key: value for key, value in pairs.items() if key.isupper() and key not in ("PWD", "SHLVL", "_")}
+    return node_environment(strategy, DATA, keys)
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))

@@ -88,6 +88,6 @@ def test_app_exits_with_one_line_naming_the_setting():
     assert len(lines) == 1 and "SECRET_KEYS" in lines[0]
 
 
-def test_readme_lists_the_settings_as_the_app_does():
-    readme = (ROOT / "README.md").read_text()
-    assert describe() in readme, "README.md's settings table differs from `python -m sample_app --help`"
+def test_the_docs_list_the_settings_as_the_app_does():
+    page = (ROOT / "docs" / "sample-app.md").read_text()
+    assert describe() in page, "docs/sample-app.md's settings table differs from `python -m sample_app --help`"

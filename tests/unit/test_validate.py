@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from session_kit.defaults import ALL_DEFAULTS
-from session_kit.strategies import STRATEGIES, app_environment, lb_method
+from session_kit.strategies import STRATEGIES, lb_method
 from session_kit.validate import KitError, check_data, check_groups, check_same, known_variables
+from tests.unit.app_env import node_environment, read_env_file
 
 GOOD = {**ALL_DEFAULTS, "inventory_name": "test"}
 GROUPS = {"lb": ["l"], "app": ["a1", "a2"], "redis": ["r"], "db": ["d"]}
@@ -170,19 +171,9 @@ def test_env_file_carries_workers_the_app_accepts(strategy, cores, workers):
     from deploys.cluster import template
     from sample_app.settings import Settings
     from session_kit.defaults import app_workers
-    from tests.unit.test_secrets_escaping import read_env_file
 
     secrets = {"cookie_secret_key": "k" * 43, "redis_password": "p", "postgres_password": "q", "replication_key": "r"}
-    env = app_environment(
-        STRATEGIES[strategy],
-        GOOD,
-        secrets,
-        node="n1",
-        private_ip="10.0.0.2",
-        peers=["10.0.0.3"],
-        redis_ip="10.0.0.9",
-        db_ip="10.0.0.8",
-    )
+    env = node_environment(strategy, GOOD, secrets)
     env["WORKERS"] = str(app_workers("auto", strategy, cores))
     text = get_template(template("etc/session-kit/app.env")).render(env=env)
     assert f"\nWORKERS={workers}\n" in text
@@ -254,18 +245,8 @@ def test_app_environment_is_valid_for_the_app():
     from sample_app.settings import Settings
 
     secrets = {"cookie_secret_key": "k" * 43, "redis_password": "p", "postgres_password": "q", "replication_key": "r"}
-    for strategy in STRATEGIES.values():
-        env = app_environment(
-            strategy,
-            GOOD,
-            secrets,
-            node="n1",
-            private_ip="10.0.0.2",
-            peers=["10.0.0.3"],
-            redis_ip="10.0.0.9",
-            db_ip="10.0.0.8",
-        )
-        assert Settings.from_env(env).session_strategy == strategy.name
+    for strategy in STRATEGIES:
+        assert Settings.from_env(node_environment(strategy, GOOD, secrets)).session_strategy == strategy
 
 
 def test_secrets_are_generated_once_with_mode_0600(tmp_path, monkeypatch):
@@ -377,22 +358,10 @@ def test_sentinels_on_every_redis_host_and_three_at_least(redis, app, expected):
 def test_the_app_finds_the_primary_through_the_sentinels():
     keys = {"redis_password": "p", "redis_admin_password": "a", "redis_replication_password": "r"}
     data = {**GOOD, "redis_mode": "sentinel"}
-    env = app_environment(
-        STRATEGIES["token"],
-        data,
-        keys,
-        node="a1",
-        private_ip="10.0.0.2",
-        peers=[],
-        redis_ip="10.0.0.9",
-        db_ip=None,
-        sentinels=["10.0.0.9", "10.0.0.10", "10.0.0.2"],
-    )
+    env = node_environment("token", data, keys, sentinels=["10.0.0.9", "10.0.0.10", "10.0.0.2"])
     assert env["REDIS_SENTINELS"] == "10.0.0.9:26379,10.0.0.10:26379,10.0.0.2:26379"
     assert env["REDIS_SENTINEL_MASTER"] == "sessions"
-    assert "REDIS_SENTINELS" not in app_environment(
-        STRATEGIES["token"], GOOD, keys, node="a1", private_ip="10.0.0.2", peers=[], redis_ip="10.0.0.9", db_ip=None
-    )
+    assert "REDIS_SENTINELS" not in node_environment("token", GOOD, keys)
 
 
 @pytest.mark.parametrize(
@@ -411,15 +380,7 @@ def test_cluster_instances_spread_over_the_redis_hosts(hosts, expected):
 
 def test_the_app_follows_the_cluster_from_every_instance():
     keys = {"redis_password": "p", "redis_admin_password": "a", "redis_replication_password": "r"}
-    env = app_environment(
-        STRATEGIES["redis"],
-        {**GOOD, "redis_mode": "cluster"},
-        keys,
-        node="a1",
-        private_ip="10.0.0.2",
-        peers=[],
-        redis_ip="10.0.0.9",
-        db_ip=None,
-        cluster_nodes=[("10.0.0.9", 7000), ("10.0.0.10", 7000)],
+    env = node_environment(
+        "redis", {**GOOD, "redis_mode": "cluster"}, keys, cluster_nodes=[("10.0.0.9", 7000), ("10.0.0.10", 7000)]
     )
     assert env["REDIS_CLUSTER_NODES"] == "10.0.0.9:7000,10.0.0.10:7000" and "REDIS_SENTINELS" not in env

@@ -16,21 +16,20 @@ from pathlib import Path
 import pytest
 import testinfra
 
+from session_kit.__main__ import add_inventory_options
 from session_kit.inventory import Deployment, Node, load
 from session_kit.validate import KitError
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("session-kit verification")
-    group.addoption("--inventory", help="the pyinfra inventory that was deployed")
-    group.addoption("--strategy", help="the session_strategy it was deployed with, if overridden with --data")
-    group.addoption(
-        "--data",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any other `pyinfra --data` override the deployment was applied with (e.g. lb_method=...)",
+    add_inventory_options(
+        group.addoption,
+        inventory=None,
+        inventory_help="the pyinfra inventory that was deployed",
+        data_help="any other `pyinfra --data` override the deployment was applied with (e.g. lb_method=...)",
     )
+    group.addoption("--strategy", help="the session_strategy it was deployed with, if overridden with --data")
     group.addoption(
         "--lb-url", help="the load balancer's URL (default: https://<lb ssh_hostname>, or http:// with lb_tls = False)"
     )
