@@ -16,7 +16,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.state import BaseStateCallback
 from pyinfra.facts.server import Command
-from pyinfra.operations import apt, files
+from pyinfra.operations import apt, files, server
 
 from session_kit import secrets as kit_secrets
 from session_kit.inventory import check, private_ip
@@ -194,6 +194,16 @@ def report_bounds(pyinfra_state) -> None:
 def template(path: str) -> str:
     """A template by its target path: template('etc/redis/redis.conf') -> templates/etc/redis/redis.conf.j2."""
     return str(TEMPLATES / (path.lstrip("/") + ".j2"))
+
+
+def barrier(name: str) -> None:
+    """A step declared here on every host, that does nothing. pyinfra runs each host's steps in the order it
+    declared them, and interleaves the hosts' steps by position: the n-th step of every host together. So an app
+    node's wait for its store could run before the store's host had made the store, whenever the store host
+    declared more steps before it (a role, a table, a Redis Cluster not there yet: the app never got ready). A step
+    declared at one place on every host is one step of the run: nothing declared after it on any host runs before
+    everything declared before it on every host has."""
+    server.shell(name=name, commands=["true"], _if=lambda: False)
 
 
 def render(dest: str, *, name: str, mode: str, owner: str | None = None, src: str | None = None, **data):

@@ -9,7 +9,7 @@ restarted and healthy before the next (deploys/rolling.py): a deploy under load 
 from pyinfra import host, inventory
 
 from deploys.app import install_app
-from deploys.cluster import Cluster
+from deploys.cluster import Cluster, barrier
 from deploys.firewall import install_firewall
 from deploys.nginx import install_nginx
 from deploys.postgres import install_postgres
@@ -27,6 +27,7 @@ if cluster.runs_sentinel():
     install_sentinel(cluster)
 if cluster.has_role("db") and "db" in cluster.strategy.needs:
     install_postgres(cluster)
+barrier("Every store ready before any app node starts")
 if cluster.has_role("app"):
     install_app(cluster)
 if cluster.has_role("lb"):
