@@ -45,9 +45,9 @@ from harness.cluster import Backends, Cluster
 from harness.nginx import Nginx
 from harness.servers import PostgresServer, RedisServer
 from sample_app.settings import STRATEGIES
+from session_kit.strategies import ONE_WORKER
 
 ENDPOINTS = (("baseline", "GET", "/ping"), ("read", "GET", "/session"), ("change", "POST", "/session/counter"))
-ONE_WORKER = ("sticky", "replication")  # sessions in one process's memory: the app refuses WORKERS > 1
 # the goals: each strategy's session endpoints keep at least this fraction of the no-session baseline's throughput
 # (the database's goal was 0.6x before it was raised to 0.7x); no endpoint of any strategy below FLOOR
 GOALS = {"redis": 0.8, "token": 0.8, "database": 0.7}

@@ -22,6 +22,9 @@ from .cluster import Cluster, bounded_deploy, install_packages, private_ip, rend
 
 # Where the templates are (templates/etc/postgresql/VERSION/main/): the same for every PostgreSQL version.
 ETC = "/etc/postgresql/VERSION/main"
+# systemd starts a crashed cluster again (postgresql@VERSION-NAME, every cluster of the host) after this long.
+RESTART = "/etc/systemd/system/postgresql@.service.d/session-kit.conf"
+RESTART_SECONDS = 1
 
 
 @bounded_deploy("PostgreSQL session store", data_defaults=POSTGRES_DEFAULTS)
@@ -30,6 +33,14 @@ def install_postgres(cluster: Cluster) -> None:
     version = cluster.platform.postgres  # the host's (session_kit/platforms.py)
     etc = f"/etc/postgresql/{version}/main"
     install_packages("Install postgresql", [f"postgresql-{version}"])
+    restart = render(
+        RESTART,
+        name="systemd starts a crashed PostgreSQL again",
+        mode="644",
+        create_remote_dir=True,
+        restart_seconds=RESTART_SECONDS,
+    )
+    systemd.daemon_reload(name="Reload systemd units (postgresql)", _if=restart.did_change)
     ssl_cert, ssl_key = f"{etc}/session-kit-server.crt", f"{etc}/session-kit-server.key"
     made = host.get_fact(File, path=ssl_key) is None and server.shell(
         name="TLS certificate for PostgreSQL (self-signed, made once)",

@@ -85,11 +85,14 @@ def install_redis(cluster: Cluster) -> None:
         port=values["redis_port"],
         pidfile="/run/redis/redis-server.pid",
         dbfilename="dump.rdb",
+        appenddirname="appendonlydir",
         **settings,
     )
     # Redis cannot reload its configuration: a changed file means a restart. With redis_mode=cluster the instances
     # below serve, and this one is stopped.
     standalone_or_sentinel = mode != "cluster"
+    if standalone_or_sentinel:
+        append_only_while_running(cluster, me, values["redis_port"], conf, "appendonlydir")
     systemd.service(
         name="Restart redis",
         service="redis-server",
@@ -148,7 +151,9 @@ def install_cluster_instances(cluster: Cluster, settings: dict, read_only) -> No
             port=port,
             pidfile=f"/run/redis-{port}/redis-server.pid",
             dbfilename=f"dump-{port}.rdb",
+            appenddirname=f"appendonlydir-{port}",
         )
+        append_only_while_running(cluster, me, port, conf, f"appendonlydir-{port}", unit=f"redis-server@{port}")
         systemd.service(
             name=f"Restart redis-server@{port}",
             service=f"redis-server@{port}",
@@ -308,6 +313,37 @@ def redis_cli(
         f"redis-cli --no-auth-warning --user admin{target}",
         command,
         *([tail] if tail else []),
+    )
+
+
+def append_only_while_running(cluster: Cluster, me: str, port: int, conf, directory: str, unit: str = "") -> None:
+    """A Redis that runs without its append-only file and restarts into one would come back empty: Redis 7.0 starts
+    a new, empty file and ignores its snapshot (checked with Debian 12's 7.0.15). So, before that restart, the file
+    is turned on while Redis runs (CONFIG SET appendonly yes: everything in memory is written to it, then every
+    change), and the restart reads it back. A Cluster instance shares /var/lib/redis with its neighbours and wrote
+    to the shared default directory: once it is stopped (`unit`), its files move to its own (`directory`)."""
+    if not cluster.vars["redis_appendonly"]:
+        return
+    running = host.get_fact(Command, redis_cli(cluster, me, "INFO persistence", "2>/dev/null || true", port=port))
+    without = "aof_enabled:0" in (running or "")
+    wait = StringCommand(
+        "for i in $(seq 1 600); do",
+        redis_cli(cluster, me, "INFO persistence", port=port),
+        "| grep -q '^aof_rewrite_in_progress:0' &&",
+        redis_cli(cluster, me, "INFO persistence", port=port),
+        "| grep -q '^aof_rewrite_scheduled:0' && exit 0; sleep 0.1; done;",
+        "echo 'Redis did not finish writing its append-only file in 60 s' >&2; exit 1",
+    )
+    commands = [redis_cli(cluster, me, "CONFIG SET appendonly yes", port=port), wait]
+    if unit:
+        commands += [
+            f"systemctl stop {unit}",
+            f"rm -rf /var/lib/redis/{directory} && mv /var/lib/redis/appendonlydir /var/lib/redis/{directory}",
+        ]
+    server.shell(
+        name=f"Write the append-only file while Redis runs ({unit or 'redis-server'}: a restart would start empty)",
+        commands=commands,
+        _if=lambda: without and conf.did_change(),
     )
 
 

@@ -88,7 +88,7 @@ def run(pairs: list[tuple[str, str, str]], inventory: str, data: dict, params: P
         label = f"{name} on {strategy}" + (f" ({variant})" if variant else "")
         print(f"[{index + 1}/{len(pairs)}] {label} (at {elapsed / 60:.1f} min{left})", flush=True)
         overrides = DRILLS[name].variants(strategy)[variant]
-        where = DRILLS[name].inventory(inventory)
+        where = DRILLS[name].inventory(inventory, variant)
         result = {
             "drill": name,
             "strategy": strategy,

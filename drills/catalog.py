@@ -20,6 +20,7 @@ from typing import Any
 from .app_nodes import node_kill, node_stop, rolling, scale_out
 from .balancing import ip_hash_spread
 from .cluster import Target
+from .crash import store_kill
 from .measure import ATOMIC, SHARED, Params
 from .replication import lag
 from .sessions import contention, cookie_limits, footprint
@@ -28,6 +29,9 @@ from .stores import FREEZE_SECONDS, FREEZE_UNIT, STORE_SERVICE, failover, store_
 __all__ = ["ATOMIC", "DRILLS", "LAB_INVENTORY", "SHARED", "Drill", "Params", "configurations"]
 
 LAB_INVENTORY = "inventories/lab.py"
+# Redis Sentinel and Cluster want Redis on three hosts: the lab's inventory with them.
+HA_LAB = {"sentinel": "inventories/lab_ha.py", "cluster": "inventories/lab_ha.py"}
+REDIS_MODES = {"sentinel": {"redis_mode": "sentinel"}, "cluster": {"redis_mode": "cluster"}}
 
 
 @dataclasses.dataclass
@@ -40,8 +44,9 @@ class Drill:
     # uses the inventory as it is; a variant's result file is NAME--STRATEGY--VARIANT.json.
     extra_variants: Callable[[str], dict[str, dict[str, Any]]] = lambda strategy: {}
     plain: bool = True  # False: the drill runs only in its variants (its subject exists only there)
-    # On the lab, the inventory the drill runs on instead of inventories/lab.py (its hosts, other groups).
-    lab_inventory: str | None = None
+    # On the lab, the inventory a variant runs on instead of inventories/lab.py (its hosts, other groups):
+    # {variant: inventory}.
+    lab_inventories: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def variants(self, strategy: str) -> dict[str, dict[str, Any]]:
         """{"": {}, variant: overrides, ...}: every configuration this drill runs in on this strategy."""
@@ -49,9 +54,10 @@ class Drill:
             return {}
         return {**({"": {}} if self.plain else {}), **self.extra_variants(strategy)}
 
-    def inventory(self, given: str) -> str:
-        """The inventory to run on: the given one, or on the lab (given is the lab's own) lab_inventory."""
-        return self.lab_inventory if self.lab_inventory and os.path.normpath(given) == LAB_INVENTORY else given
+    def inventory(self, given: str, variant: str = "") -> str:
+        """The inventory to run on: the given one, or on the lab (given is the lab's own) the variant's own."""
+        own = self.lab_inventories.get(variant)
+        return own if own and os.path.normpath(given) == LAB_INVENTORY else given
 
     def run(self, target: Target, params: Params, **options: Any) -> dict[str, Any]:
         """The drill, once the cluster has settled from whatever came before (every node and the balancer healthy)."""
@@ -97,8 +103,17 @@ DRILLS: dict[str, Drill] = {
             failover,
             lambda s: s in ("redis", "token"),
             plain=False,
-            extra_variants=lambda s: {"sentinel": {"redis_mode": "sentinel"}, "cluster": {"redis_mode": "cluster"}},
-            lab_inventory="inventories/lab_ha.py",
+            extra_variants=lambda s: REDIS_MODES,
+            lab_inventories=HA_LAB,
+        ),
+        Drill(
+            "store-kill",
+            "Redis (standalone, the Sentinel primary, a Cluster primary) or PostgreSQL killed (SIGKILL) under load; "
+            "systemd starts it again",
+            store_kill,
+            lambda s: s in STORE_SERVICE,
+            extra_variants=lambda s: REDIS_MODES if s in ("redis", "token") else {},
+            lab_inventories=HA_LAB,
         ),
         Drill("contention", "200 parallel increments of one session through the balancer", contention),
         Drill(

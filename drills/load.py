@@ -51,6 +51,8 @@ class Client:
     user: str
     handle: str | None = None
     increments: int = 0  # successful increments since this session began
+    answered: list[float] = dataclasses.field(default_factory=list)  # when each of them was answered (Load.now())
+    counter_final: int | None = None  # the counter the last check read
     counter_seen: int | None = None
     lost: int = 0  # sessions this client lost (401 on a session it held)
     logins: int = 0
@@ -145,6 +147,7 @@ class Load:
         if self.bearer:
             client.handle = payload.get("token")
         client.increments, client.counter_seen, client.logins = 0, None, client.logins + 1
+        client.answered = []
         return client.handle is not None
 
     def _lost(self, client: Client) -> None:
@@ -159,6 +162,7 @@ class Load:
             outcome, payload = await self.request(client, "increment", "POST", "/session/counter")
             if outcome.status == 200:
                 client.increments += 1
+                client.answered.append(outcome.end)
                 client.counter_seen = payload.get("counter")
         else:
             outcome, payload = await self.request(client, "read", "GET", "/session")
@@ -240,6 +244,7 @@ class Load:
                 gone += 1
                 self._lost(client)
             elif outcome.status == 200:
+                client.counter_final = payload.get("counter")
                 lower += payload.get("counter") < client.increments
                 higher += payload.get("counter") > client.increments
 

@@ -142,7 +142,7 @@ class _Primary:
     bound: float  # seconds the failover may take before writes must be back (the goal)
 
 
-def _sentinel_primary(target: Target) -> _Primary:
+def sentinel_primary(target: Target) -> _Primary:
     sentinels = target.deployment.sentinels()
     name = target.deployment.vars["redis_sentinel_master"]
     by_ip = {node.ip: node for node in target.role("redis")}
@@ -173,7 +173,7 @@ def _cluster_nodes(target: Target, node, port: int) -> list[list[str]]:
     ]
 
 
-def _cluster_primary(target: Target) -> _Primary:
+def cluster_primary(target: Target) -> _Primary:
     """The primary serving slot 0, watched from an instance on another host."""
     instances = target.deployment.cluster_instances()
     rows = _cluster_nodes(target, *instances[0])
@@ -206,9 +206,9 @@ def failover(target: Target, params: Params, within: float = 60) -> dict[str, An
     meanwhile, what was lost. Then the old primary is started again and must rejoin as a replica."""
     mode = target.deployment.vars["redis_mode"]
     if mode == "sentinel" and target.deployment.sentinels():
-        old = _sentinel_primary(target)
+        old = sentinel_primary(target)
     elif mode == "cluster" and target.deployment.cluster_instances():
-        old = _cluster_primary(target)
+        old = cluster_primary(target)
     else:
         raise DrillError(
             "failover needs redis_mode=sentinel or cluster (python -m drills failover --data redis_mode=sentinel)"

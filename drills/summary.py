@@ -63,6 +63,13 @@ COLUMNS = {
             f"{f['longest_request_seconds']} s / {f['counter_higher']} / {f['sessions_lost']}"
         ),
     ),
+    "store-kill": (
+        "store killed: failed (not JSON 503) / writes back in / answered increments lost / lost",
+        lambda f: (
+            f"{f['failed']} ({f.get('failed_not_503', 0) + f.get('failed_not_json', 0)}) / "
+            f"{f['seconds_until_writes']} s / {f['increments_lost']} / {f['sessions_lost']}"
+        ),
+    ),
     "contention": ("200 parallel increments: lost", lambda f: f"{f['lost_updates']}"),
     "footprint": (
         "bytes per session (sessions per GiB)",

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -91,9 +92,17 @@ def _stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: flo
 class RedisServer:
     """redis-server with a password; keeps its data directory across stop()/start() so a restart keeps sessions."""
 
-    def __init__(self, password: str = "test-redis-password", port: int | None = None, extra: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        password: str = "test-redis-password",
+        port: int | None = None,
+        extra: tuple[str, ...] = (),
+        parent: str | None = None,
+    ):
+        """extra: more redis-server settings (they override redis_settings'); parent: where its data directory is
+        made (default: the system's temporary directory)."""
         self.password, self.port, self.extra = password, port or free_port(), extra
-        self.dir = Path(tempfile.mkdtemp(prefix="kit-redis-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="kit-redis-", dir=parent))
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -380,3 +389,77 @@ class AppNode:
     def destroy(self) -> None:
         self.stop()
         self.log.unlink(missing_ok=True)
+
+
+class KitRedis:
+    """redis-server with the kit's own redis.conf (templates/etc/redis/redis.conf.j2 as the deploy renders it: its
+    ACL users, its persistence), on loopback; only what a test process cannot use is overridden (systemd
+    supervision, the Debian paths). url is the app's: its ACL user. Data stays across kill() and start()."""
+
+    def __init__(self, **settings: Any):
+        from pyinfra.api.util import get_template
+
+        from deploys.redis import acl
+        from session_kit.defaults import ALL_DEFAULTS
+
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="kit-redis-conf-"))
+        self.password, self.admin_password = "app-password", "admin-password"
+        secrets = {
+            "redis_password": self.password,
+            "redis_admin_password": self.admin_password,
+            "redis_replication_password": "replication-password",
+        }
+        values = {**{k: v for k, v in ALL_DEFAULTS.items() if k.startswith("redis_")}, **settings}
+        self.user = values["redis_user"]
+        template = get_template(str(ROOT / "templates/etc/redis/redis.conf.j2"))
+        (self.dir / "redis.conf").write_text(
+            template.render(
+                private_ip="127.0.0.1",
+                sentinel=False,
+                replication=False,
+                cluster=False,
+                **acl(secrets),
+                port=self.port,
+                pidfile=self.dir / "pid",
+                dbfilename="dump.rdb",
+                appenddirname="appendonlydir",
+                **values,
+            )
+        )
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.user}:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> KitRedis:
+        self.proc = subprocess.Popen(
+            ["redis-server", str(self.dir / "redis.conf"), "--supervised", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: self.proc.poll() is not None or self.cli("PING") == "PONG", 15, f"redis on {self.port}")
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"redis-server refused the kit's redis.conf ({self.dir / 'redis.conf'})")
+        return self
+
+    def cli(self, *args: str) -> str:
+        result = subprocess.run(
+            ["redis-cli", "-p", str(self.port), "--no-auth-warning", "--user", "admin", "-a", self.admin_password]
+            + list(args),
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return result.stdout.strip()
+
+    def kill(self) -> None:
+        """SIGKILL: nothing saved on the way down, as the OOM killer or a segfault leaves it."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def destroy(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)

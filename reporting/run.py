@@ -43,10 +43,11 @@ FULL_DRILLS = (
     "scale-out",
     "lag",
     "failover",
+    "store-kill",
 )
-# Drills the full report runs on fewer strategies than they apply to (its time goal is 30 min): failover's Redis is
-# the same for redis and token, so redis stands for both (./kit drill failover runs both).
-REPORT_STRATEGIES = {"failover": ("redis",)}
+# Drills the full report runs on fewer strategies than they apply to (its time goal is 30 min): failover's and
+# store-kill's Redis is the same for redis and token, so redis stands for both (./kit drill NAME runs both).
+REPORT_STRATEGIES = {"failover": ("redis",), "store-kill": ("redis", "database")}
 QUICK_DRILLS = ("node-stop", "contention", "footprint", "lag")
 # Seconds each kind of step is expected to take on the lab (2 cores), for the estimate of what is left; the
 # estimate scales them by how long the steps done so far took against theirs.
@@ -129,7 +130,7 @@ class Step:
     strategy: str | None = None
     data: dict[str, Any] = dataclasses.field(default_factory=dict)  # inventory overrides (replication_mode=async)
     variant: str = ""  # a second run of a drill in another mode: its file's suffix
-    lab_inventory: str | None = None  # on the lab, the inventory this configuration runs on (Drill.lab_inventory)
+    lab_inventory: str | None = None  # on the lab, the inventory this configuration runs on (Drill.lab_inventories)
 
     @property
     def kind(self) -> str:
@@ -147,7 +148,7 @@ def plan(strategies: list[str], quick: bool, deploy_scale: list[int] | None = No
             names = [name for name in names if strategy in REPORT_STRATEGIES.get(name, (strategy,))]
             if (variant and quick) or not names:
                 continue
-            lab_inventory = next((DRILLS[name].lab_inventory for name in names if DRILLS[name].lab_inventory), None)
+            lab_inventory = next(filter(None, (DRILLS[name].lab_inventories.get(variant) for name in names)), None)
             if variant:
                 steps.append(Step("deploy", strategy, overrides, variant, lab_inventory))
             steps += [Step(f"drill {name}", strategy, overrides, variant, lab_inventory) for name in names]

@@ -121,8 +121,17 @@ REDIS = {
     # those copies, nothing else), so it bounds the table's memory (about 100-200 bytes a key) under a flood of made-up
     # session ids. 0: no limit.
     "redis_tracking_table_max_keys": Var(100000, Int(0, 100_000_000)),
-    # Snapshots to disk, as pairs of "SECONDS CHANGES": "" disables; the default keeps sessions across a restart.
+    # Snapshots to disk, as pairs of "SECONDS CHANGES": "" disables. Alone (redis_appendonly False) they keep sessions
+    # across a clean restart, not a crash: Redis comes back from its last snapshot, minutes old.
     "redis_save": Var("300 10 60 10000", RedisSave()),
+    # The append-only file (AOF): every change written out before its answer is sent, so a crash of Redis's process
+    # (OOM killer, segfault, SIGKILL) loses no answered write, and under Sentinel a primary restarted by systemd comes
+    # back whole instead of wiping its replicas with an older snapshot. What a crash of the whole host (power loss)
+    # can lose is redis_appendfsync's choice: everysec, the last second of writes (Redis' own default; the answer
+    # does not wait for the disk); always, nothing (each write waits for fsync: slower, see docs/benchmarks.md); no,
+    # what the OS had not flushed yet (about 30 s on Linux). docs/deploying.md: persistence.
+    "redis_appendonly": Var(True, Bool()),
+    "redis_appendfsync": Var("everysec", Choice("everysec", "always", "no")),
     # standalone: one Redis, the first host of the `redis` group (any others get a Redis that is not used).
     # sentinel: a primary (at first the group's first host) and replicas (the group's other hosts, two or more hosts
     # in all), watched by Redis Sentinel on every redis host and, up to three Sentinels, on the first app nodes

@@ -58,6 +58,7 @@ def drills(report: Report) -> None:
                 "scale-out": ("deploy", "seconds"),
                 "failover": ("seconds_until_writes",),
                 "store-freeze": ("failures_end_after_thaw_seconds",),
+                "store-kill": ("seconds_until_writes",),
             }.get(drill)
             rows.append(
                 [

@@ -45,6 +45,15 @@ from .resp_cluster import ClusterRedis
 log = logging.getLogger("sample_app.redis")
 
 _FIXED_FIELDS = 3  # user, counter, created
+_FIXED = frozenset((b"user", b"counter", b"created"))
+
+
+def _half(fields: dict) -> None:
+    """A session hash without its fixed fields is no session (a 401, never a 500): Redis can only hold one if
+    something outside the app wrote it, or an append-only file was replayed without some of its transactions."""
+    log.warning("a session hash without user, counter or created (fields %s): read as no session", sorted(fields))
+    return None
+
 
 #: Every key the app writes or reads starts with one of these: an ACL user needs ~session:* ~token:* ~user-tokens:*.
 KEY_PATTERNS = ("session:*", "token:*", "user-tokens:*")
@@ -102,7 +111,7 @@ INCREMENT_MANY = """
 local result = {}
 for i, key in ipairs(KEYS) do
   local ttl = redis.call('PTTL', key)
-  if ttl ~= -2 then
+  if ttl ~= -2 and redis.call('HEXISTS', key, 'user') == 1 then
     result[i] = redis.call('HINCRBY', key, 'counter', 1)
     if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', key, ARGV[1]) end
   else
@@ -215,7 +224,7 @@ class RedisStore(BatchingStore):
         """A session from HGETALL's flat [field, value, ...] list (None for an empty one: no session)."""
         if not flat:
             return None
-        if flat[0] == b"user" and flat[2] == b"counter" and flat[4] == b"created":
+        if len(flat) >= 6 and flat[0] == b"user" and flat[2] == b"counter" and flat[4] == b"created":
             # The order create() writes them in, which HGETALL keeps for a small hash (a listpack): read by position,
             # half the cost of the dict below on every read. What follows are the d:<key> fields.
             user, counter, created = flat[1], flat[3], flat[5]
@@ -223,6 +232,8 @@ class RedisStore(BatchingStore):
         else:  # any other order (a large hash, kept as a hashtable, has its own)
             pairs = iter(flat)
             fields = dict(zip(pairs, pairs))
+            if not _FIXED.issubset(fields):
+                return _half(fields)
             user, counter, created = fields.pop(b"user"), fields.pop(b"counter"), fields.pop(b"created")
             data_fields = fields.items()
         data = {name[2:].decode(): json.loads(value) for name, value in data_fields} if data_fields else {}
@@ -233,6 +244,8 @@ class RedisStore(BatchingStore):
         """A session from HGETALL's RESP3 reply (a map; empty: no session)."""
         if not fields:
             return None
+        if not _FIXED.issubset(fields):
+            return _half(fields)
         data = (
             {name[2:].decode(): json.loads(value) for name, value in fields.items() if name[:2] == b"d:"}
             if len(fields) > _FIXED_FIELDS

@@ -66,13 +66,15 @@ def test_failover_runs_only_with_sentinel_or_cluster_and_on_the_lab_with_three_r
         "sentinel": {"redis_mode": "sentinel"},
         "cluster": {"redis_mode": "cluster"},
     }
-    assert DRILLS["failover"].inventory("inventories/lab.py") == "inventories/lab_ha.py"
-    assert DRILLS["failover"].inventory("inventories/mine.py") == "inventories/mine.py"  # a user's own: as given
+    assert DRILLS["failover"].inventory("inventories/lab.py", "sentinel") == "inventories/lab_ha.py"
+    assert (
+        DRILLS["failover"].inventory("inventories/mine.py", "sentinel") == "inventories/mine.py"
+    )  # a user's own: as given
     assert DRILLS["node-stop"].inventory("inventories/lab.py") == "inventories/lab.py"
 
 
 def test_the_lab_inventory_is_recognised_however_it_is_written():
-    assert DRILLS["failover"].inventory("./inventories/lab.py") == "inventories/lab_ha.py"
+    assert DRILLS["failover"].inventory("./inventories/lab.py", "cluster") == "inventories/lab_ha.py"
 
 
 def test_drills_on_an_inventory_they_cannot_read_stop_in_one_line_before_any_drill(tmp_path, capsys):

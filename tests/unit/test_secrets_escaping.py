@@ -96,6 +96,7 @@ def test_redis_conf_acl_users_round_trip_through_a_real_redis(tmp_path, sentinel
             port=port,
             pidfile=tmp_path / "pid",
             dbfilename="dump.rdb",
+            appenddirname="appendonlydir",
             **{k: v for k, v in ALL_DEFAULTS.items() if k.startswith("redis_")},
         )
     )

@@ -110,6 +110,13 @@ def test_stores(deployment, remote, role):
             assert "NOAUTH" in refused.stdout + refused.stderr, f"{node.name}: {unit} answers without a password"
             conf = host.file(path).content_string
             assert "protected-mode yes" in conf and "user default off" in conf, f"{node.name}: {path}"
+            # what a crash of this Redis may lose (session_kit/defaults.py: redis_appendonly, redis_appendfsync)
+            admin = deployment.secrets()["redis_admin_password"]
+            persistence = redis_cli_as(host, node, port, "admin", admin, "INFO persistence")
+            wanted = int(bool(deployment.vars["redis_appendonly"]))
+            assert f"aof_enabled:{wanted}" in persistence, f"{node.name}: {unit}: {persistence}"
+            fsync = redis_cli_as(host, node, port, "admin", admin, "CONFIG GET appendfsync").split()
+            assert fsync[-1:] == [deployment.vars["redis_appendfsync"]], f"{node.name}: {unit}: appendfsync {fsync}"
         return
     for node in nodes_of(deployment, role):
         host = remote(node)
@@ -117,6 +124,8 @@ def test_stores(deployment, remote, role):
         assert host.package(f"postgresql-{version}").is_installed
         assert host.service(f"postgresql@{version}-main").is_running, f"{node.name}: postgresql is not running"
         assert host.service("postgresql").is_enabled, f"{node.name}: postgresql is not enabled"
+        restart = host.check_output(f"systemctl show -p Restart --value postgresql@{version}-main")
+        assert restart == "on-failure", f"{node.name}: a crashed PostgreSQL is not started again (Restart={restart})"
         assert_listening_privately(host, node, deployment.vars["postgres_port"])
         hba = host.file(f"/etc/postgresql/{version}/main/pg_hba.conf").content_string
         hosts = {line.split()[3] for line in hba.splitlines() if line.startswith("host")}

@@ -1,0 +1,111 @@
+"""store-kill: the session store's every process killed at once (SIGKILL: the OOM killer, a segfault) under load, and
+systemd starting it again, as it does for Redis (Debian's unit) and for PostgreSQL (the kit's drop-in). Unlike
+store-restart, nothing is saved on the way down: what comes back is what the store had made durable (Redis: its
+append-only file; PostgreSQL: its write-ahead log). Under Sentinel or Cluster the primary is killed and comes back
+before the others would fail it over: it must not come back with less than its replicas hold."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .cluster import DrillError, Target
+from .load import Load
+from .measure import Params, goal, json_503_goal, under_load, without_load
+from .stores import FREEZE_UNIT, cluster_primary, redis_cli, sentinel_primary
+
+# Writes answered this long before the crash must survive it whatever the setting (Redis' appendfsync everysec may
+# lose the last second on a crash of the host); with appendfsync always, and on PostgreSQL, every answered write.
+DURABLE_AFTER = 1.0
+# From the store answering again to the app serving again.
+SERVES_AFTER_STORE_GOAL = 2.0
+BACK_WITHIN = 60.0
+
+
+def _victim(target: Target) -> tuple[Any, str, str, Any]:
+    """(host, systemd unit, label, answers()): the store process to kill, and how to tell it answers again."""
+    vars_ = target.deployment.vars
+    if target.strategy == "database":
+        node = target.role("db")[0]
+        probe = f"pg_isready -q -h {node.ip} -p {vars_['postgres_port']}"
+        return node, FREEZE_UNIT["database"], f"PostgreSQL on {node.name}", lambda: _ok(target, node, probe)
+    mode = vars_["redis_mode"]
+    if mode == "sentinel":
+        primary = sentinel_primary(target)
+    elif mode == "cluster":
+        primary = cluster_primary(target)
+    else:
+        node = target.role("redis")[0]
+        port = vars_["redis_port"]
+        return node, "redis-server.service", f"Redis on {node.name}", lambda: _pong(target, node, port)
+    label = f"the {mode} primary {primary.label}"
+    return primary.node, primary.unit, label, lambda: _pong(target, primary.node, primary.port)
+
+
+def _ok(target: Target, node, command: str) -> bool:
+    return target.ssh(node, f"{command} && echo ok || true", timeout=30).strip() == "ok"
+
+
+def _pong(target: Target, node, port: int) -> bool:
+    return redis_cli(target, node, "PING", port=port, check=False).strip() == "PONG"
+
+
+def store_kill(target: Target, params: Params) -> dict[str, Any]:
+    node, unit, label, answers = _victim(target)
+
+    def action(mark):
+        mark("kill")
+        target.ssh(node, f"systemctl kill --signal=SIGKILL '{unit}'")
+        time.sleep(0.2)  # systemd has seen the unit die: what answers from here on is the restarted store
+        started = time.monotonic()
+        while not answers():
+            if time.monotonic() - started > BACK_WITHIN:
+                raise DrillError(f"{label}: not answering {BACK_WITHIN:g} s after it was killed (systemd's restart)")
+            time.sleep(0.1)
+        mark("store_back")
+        return {"store": label, "unit": unit}
+
+    figures = under_load(target, params, action)
+    load: Load = figures["_load"]
+    kill, back = figures["events"]["kill"], figures["events"]["store_back"]
+    failed_after = [o.end for o in load.outcomes if o.op != "check" and o.failed and o.end >= kill]
+    figures["store_back_seconds"] = round(back - kill, 2)
+    # the app serves again when the last failure ends: how long after the store answered
+    figures["serving_after_store_seconds"] = round(max(0.0, max(failed_after, default=kill) - back), 2)
+    increments = [o for o in load.outcomes if o.op == "increment" and o.start >= kill and o.failed]
+    figures["seconds_until_writes"] = round(max(o.end for o in increments) - kill, 2) if increments else 0.0
+    figures.update(losses(load, kill))
+    strict = target.strategy == "database" or target.deployment.vars["redis_appendfsync"] == "always"
+    goals = {
+        "errors_are_json_503": json_503_goal(figures),
+        "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0),
+        "answered_increments_lost": (
+            goal(0, figures["increments_lost"], figures["increments_lost"] == 0)
+            if strict
+            else goal(
+                f"0 answered {DURABLE_AFTER:g} s before the crash",
+                figures["increments_lost_answered_before"],
+                figures["increments_lost_answered_before"] == 0,
+            )
+        ),
+        "serving_after_store_seconds": goal(
+            f"<= {SERVES_AFTER_STORE_GOAL:g}",
+            figures["serving_after_store_seconds"],
+            figures["serving_after_store_seconds"] <= SERVES_AFTER_STORE_GOAL,
+        ),
+    }
+    return {"figures": without_load(figures), "goals": goals, "restored": f"{label} started again by systemd"}
+
+
+def losses(load: Load, crash: float) -> dict[str, int]:
+    """Answered increments missing from the sessions' final counters: all of them, and those answered more than
+    DURABLE_AFTER before the crash (a client's loss beyond the increments it had answered in that last window)."""
+    lost = lost_before = 0
+    for client in load.clients:
+        if client.counter_final is None:
+            continue
+        missing = max(0, client.increments - client.counter_final)
+        recent = sum(1 for at in client.answered if crash - DURABLE_AFTER <= at <= crash)
+        lost += missing
+        lost_before += max(0, missing - recent)
+    return {"increments_lost": lost, "increments_lost_answered_before": lost_before}
