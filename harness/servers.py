@@ -456,9 +456,7 @@ class KitRedis:
 
     def kill(self) -> None:
         """SIGKILL: nothing saved on the way down, as the OOM killer or a segfault leaves it."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+        _stop(self.proc, signal.SIGKILL)
 
     def destroy(self) -> None:
         self.kill()
