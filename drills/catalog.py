@@ -20,7 +20,7 @@ from typing import Any
 from .app_nodes import node_kill, node_stop, rolling, scale_out
 from .balancing import ip_hash_spread
 from .cluster import Target
-from .crash import store_kill
+from .crash import power_off, store_kill
 from .measure import ATOMIC, SHARED, Params
 from .replication import lag
 from .sessions import contention, cookie_limits, footprint
@@ -32,6 +32,8 @@ LAB_INVENTORY = "inventories/lab.py"
 # Redis Sentinel and Cluster want Redis on three hosts: the lab's inventory with them.
 HA_LAB = {"sentinel": "inventories/lab_ha.py", "cluster": "inventories/lab_ha.py"}
 REDIS_MODES = {"sentinel": {"redis_mode": "sentinel"}, "cluster": {"redis_mode": "cluster"}}
+# Redis syncing its append-only file on every write: a crash loses no answered write at all.
+STRICT_AOF = {"always": {"redis_appendfsync": "always"}}
 
 
 @dataclasses.dataclass
@@ -112,8 +114,14 @@ DRILLS: dict[str, Drill] = {
             "systemd starts it again",
             store_kill,
             lambda s: s in STORE_SERVICE,
-            extra_variants=lambda s: REDIS_MODES if s in ("redis", "token") else {},
+            extra_variants=lambda s: {**REDIS_MODES, **STRICT_AOF} if s in ("redis", "token") else {},
             lab_inventories=HA_LAB,
+        ),
+        Drill(
+            "power-off",
+            "the store's host loses power under load (every process killed at once, on the lab), then boots again",
+            power_off,
+            lambda s: s in STORE_SERVICE,
         ),
         Drill("contention", "200 parallel increments of one session through the balancer", contention),
         Drill(

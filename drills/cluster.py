@@ -155,12 +155,12 @@ class Target:
             "slowest_steps": steps,
         }
 
-    def apply_unloaded(self) -> dict[str, Any]:
+    def apply_unloaded(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """apply(), for when no load is running (a configuration deployed between drills, a drill's restore): the app
         nodes that must restart do so all at once (app_rolling_batch = every node), with one health wait instead of
         a drain, a restart and nginx_fail_timeout's settle per node. Nothing is measured then, and no client is
         there to fail; the inventory's own batch size stays what a deploy under load uses."""
-        return self.apply({"app_rolling_batch": max(1, len(self.role("app")))})
+        return self.apply({"app_rolling_batch": max(1, len(self.role("app"))), **(extra or {})})
 
     # -- SSH ------------------------------------------------------------------------------------------------------
 

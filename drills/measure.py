@@ -14,6 +14,10 @@ from typing import Any
 from .cluster import DrillError, Target
 from .load import Load, failure_window, summarize
 
+# How aiohttp names a connection refused (ClientConnectorError) or reset (the others) by a host whose processes are
+# gone, and how soon such an answer comes (a refusal is at once; a hang is not one).
+REFUSED = ("ClientConnectorError", "ServerDisconnectedError", "ClientOSError")
+PROMPT = 1.0
 SHARED = ("cookie", "database", "replication", "redis", "token")
 ATOMIC = ("database", "redis", "token")
 
@@ -103,6 +107,22 @@ def json_503_goal(figures: dict[str, Any]) -> dict[str, Any]:
         count for error, count in figures["errors"].items() if not error.startswith("503")
     )
     return goal(0, not_503 + figures["failed_not_json"], not_503 == 0 and figures["failed_not_json"] == 0)
+
+
+def outage_errors_goal(figures: dict[str, Any]) -> dict[str, Any]:
+    """Every request that failed while a host was down: the app's JSON 503 (a store away), or a connection the host
+    refused or reset at once (its balancer down with it: nothing listens, or the socket's process is gone). Never a
+    hang until a timeout, never another error. Counts the others into figures["failed_not_503_or_refused"]."""
+    other: dict[str, int] = {}
+    for o in figures["_load"].outcomes:
+        if o.op == "check" or not o.failed:
+            continue
+        if (o.status == 503 and o.json_error) or (o.status == 0 and o.error in REFUSED and o.end - o.start < PROMPT):
+            continue
+        key = f"{o.status or 'no answer'} {o.error}".strip()
+        other[key] = other.get(key, 0) + 1
+    figures["failed_not_503_or_refused"] = sum(other.values())
+    return goal("503 or refused", other or "none other", not other)
 
 
 def zero_loss_goals(target: Target, figures: dict[str, Any]) -> dict[str, Any]:

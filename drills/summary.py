@@ -70,6 +70,13 @@ COLUMNS = {
             f"{f['seconds_until_writes']} s / {f['increments_lost']} / {f['sessions_lost']}"
         ),
     ),
+    "power-off": (
+        "store host powered off: failed (not 503/refused) / writes back in / answered increments lost / lost",
+        lambda f: (
+            f"{f['failed']} ({f.get('failed_not_503_or_refused', 0)}) / "
+            f"{f['seconds_until_writes']} s / {f['increments_lost']} / {f['sessions_lost']}"
+        ),
+    ),
     "contention": ("200 parallel increments: lost", lambda f: f"{f['lost_updates']}"),
     "footprint": (
         "bytes per session (sessions per GiB)",

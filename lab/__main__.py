@@ -1,4 +1,5 @@
-"""python -m lab up [--hosts N | --servers] [--release R[,R...]] | down [--purge] | status   (as root, on Debian 12)
+"""python -m lab up [--hosts N | --servers] [--release R[,R...]] | down [--purge] | status | power-cycle HOST [--off S]
+(as root, on Debian 12)
 
 --servers makes the hosts as servers come (root login over SSH refused; a `deploy` user with sudo and the lab's key)
 and one per role, in the shape of inventories/example.py; inventories/lab.py then describes them that way.
@@ -37,12 +38,25 @@ def main(argv: list[str]) -> int:
     down = sub.add_parser("down", help="stop every host and remove everything the lab made")
     down.add_argument("--purge", action="store_true", help="also drop the cached image and package cache")
     sub.add_parser("status", help="list hosts, addresses, state and memory")
+    cycle = sub.add_parser(
+        "power-cycle",
+        help="kill every process of a host at once (a power cut: nothing saved on the way down), then boot it again",
+    )
+    cycle.add_argument("host", help="lab1, lab2, ...")
+    cycle.add_argument("--off", type=float, default=0, metavar="SECONDS", help="how long it stays off (default 0)")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
             control.up(args.hosts, "servers" if args.servers else "lab", args.release)
         elif args.command == "down":
             control.down(args.purge)
+        elif args.command == "power-cycle":
+            times = control.power_cycle(args.host, args.off)
+            print(
+                f"{args.host}: killed in {times['kill_seconds']:.2f}s, off {times['off_seconds']:.1f}s, "
+                f"booted in {times['boot_seconds']:.1f}s",
+                flush=True,
+            )
         else:
             rows = control.status()
             if not rows:

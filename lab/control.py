@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 from . import config, image, network, proxy, ssh
@@ -256,6 +257,37 @@ def down(purge: bool = False) -> None:
         f"{sum(progress.times.values()):.1f}s" + (" ; cached image purged" if purge else ""),
         flush=True,
     )
+
+
+def power_cycle(name: str, off_seconds: float = 0, wait: bool = True) -> dict[str, float]:
+    """One running host's every process killed at once (Host.power_off), kept off off_seconds, then booted again;
+    with wait, until its systemd has finished booting. Returns the seconds each step took."""
+    if os.geteuid() != 0:
+        raise LabError("must run as root: powering a lab host off and on kills and starts its container")
+    state = config.paths()
+    host = next((h for h in recorded(state) if h.name == name), None)
+    if host is None or host.pid() is None:
+        running = ", ".join(h.name for h in recorded(state) if h.pid() is not None) or "none"
+        raise LabError(f"{name}: not a running lab host (running: {running})")
+    started = time.monotonic()
+    host.power_off()
+    off = time.monotonic()
+    time.sleep(off_seconds)
+    host.boot()
+    booted = time.monotonic()
+    if wait:
+        ssh.wait_running(state, host)
+    return {
+        "kill_seconds": round(off - started, 3),
+        "off_seconds": round(booted - off, 3),
+        "boot_seconds": round(time.monotonic() - booted, 3),
+    }
+
+
+def wait_booted(name: str) -> None:
+    """Until a lab host's systemd has finished booting (every unit started)."""
+    state = config.paths()
+    ssh.wait_running(state, Host(state, int(name.removeprefix("lab"))))
 
 
 def status() -> list[dict]:

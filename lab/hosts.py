@@ -219,6 +219,52 @@ class Host:
                     pass
             time.sleep(0.2)
 
+    def power_off(self, timeout: float = 10) -> None:
+        """Every process of the host killed at once (SIGKILL: nspawn, the guest's init and every service), as a
+        machine losing power: nothing is stopped, flushed or saved on the way down. What its services had written
+        stays on its disk (the overlay), and its network namespace stays, so it boots again as it was. (Unlike a real
+        power cut, data written but not yet synced survives in this machine's page cache: the lab cannot take that
+        away; see docs/lab.md.)"""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.processes()
+            running = self.pid()
+            if not left and running is None:
+                break
+            if time.monotonic() > deadline:
+                raise LabError(f"{self.name}: processes still alive {timeout:g} s after SIGKILL: {left}")
+            for cgroup in self.cgroups():
+                kill_all = cgroup / "cgroup.kill"  # cgroup v2: the whole subtree at once
+                if kill_all.exists():
+                    try:
+                        kill_all.write_text("1")
+                    except OSError:
+                        pass
+            for value in [*left, *([running] if running is not None else [])]:
+                try:
+                    os.kill(value, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        self._remove_cgroups(keep_own=True)
+
+    def _remove_cgroups(self, keep_own: bool = False) -> None:
+        """The host's cgroups (those its systemd made below its own, and unless keep_own its own), once empty."""
+        for cgroup in self.cgroups():
+            for sub in sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+                try:
+                    sub.rmdir()
+                except OSError:
+                    pass
+            if keep_own:
+                continue
+            try:
+                cgroup.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                raise LabError(f"cgroup {cgroup} still busy: {error}") from None
+
     def destroy(self) -> None:
         self.stop()
         if self.mounted():
@@ -226,18 +272,7 @@ class Host:
             if self.mounted():
                 run(["umount", "-l", str(self.root)])
         network.remove_host(self.name)
-        for cgroup in self.cgroups():
-            for sub in sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-                try:
-                    sub.rmdir()
-                except OSError:
-                    pass
-            try:
-                cgroup.rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError as error:
-                raise LabError(f"cgroup {cgroup} still busy: {error}") from None
+        self._remove_cgroups()
         if self.dir.exists():
             if self.mounted():
                 raise LabError(f"{self.root} is still mounted: not removing it")

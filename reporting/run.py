@@ -44,10 +44,11 @@ FULL_DRILLS = (
     "lag",
     "failover",
     "store-kill",
+    "power-off",
 )
-# Drills the full report runs on fewer strategies than they apply to (its time goal is 30 min): failover's and
-# store-kill's Redis is the same for redis and token, so redis stands for both (./kit drill NAME runs both).
-REPORT_STRATEGIES = {"failover": ("redis",), "store-kill": ("redis", "database")}
+# Drills the full report runs on fewer strategies than they apply to (its time goal is 30 min): the Redis of failover,
+# store-kill and power-off is the same for redis and token, so redis stands for both (./kit drill NAME runs both).
+REPORT_STRATEGIES = {"failover": ("redis",), "store-kill": ("redis", "database"), "power-off": ("redis", "database")}
 QUICK_DRILLS = ("node-stop", "contention", "footprint", "lag")
 # Seconds each kind of step is expected to take on the lab (2 cores), for the estimate of what is left; the
 # estimate scales them by how long the steps done so far took against theirs.
@@ -69,6 +70,8 @@ ESTIMATE = {
     "scale-out": 75,
     "lag": 60,
     "failover": 40,
+    "store-kill": 30,
+    "power-off": 40,
     "deploy-scale": 600,
 }
 QUICK_ESTIMATE = {**ESTIMATE, "verify": 12, "load": 15, "node-stop": 12, "footprint": 10, "lag": 25}

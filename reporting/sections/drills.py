@@ -59,6 +59,7 @@ def drills(report: Report) -> None:
                 "failover": ("seconds_until_writes",),
                 "store-freeze": ("failures_end_after_thaw_seconds",),
                 "store-kill": ("seconds_until_writes",),
+                "power-off": ("seconds_until_writes",),
             }.get(drill)
             rows.append(
                 [

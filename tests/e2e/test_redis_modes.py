@@ -1,5 +1,6 @@
-"""redis_mode=sentinel and redis_mode=cluster on the lab (inventories/lab_ha.py: Redis on three hosts): each
-deployed, verified and applied again with zero changes; a primary killed under load fails over within the goal and
+"""Every redis_mode switch in one apply. First cluster on the lab's one Redis host (inventories/lab.py), then
+redis_mode=sentinel and redis_mode=cluster on inventories/lab_ha.py (Redis on three hosts): each deployed, verified
+and applied again with zero changes; a primary killed under load fails over within the goal and
 loses nothing, and an apply after the failover still changes nothing (who is primary is Redis' own state, not the
 kit's files). Then back to standalone on inventories/lab.py: what the other modes left running retired and the
 app's Redis a primary, verified."""
@@ -17,6 +18,8 @@ from tests.e2e.test_deploy import PYINFRA, run, totals
 
 pytestmark = pytest.mark.lab
 HA = "inventories/lab_ha.py"
+LAB = "inventories/lab.py"
+ONE_HOST_CLUSTER = {"redis_mode": "cluster", "redis_cluster_node_timeout": "2s"}
 MODES = {
     "sentinel": {"session_strategy": "token", "redis_mode": "sentinel", "redis_sentinel_down_after": "2s"},
     "cluster": {"session_strategy": "redis", "redis_mode": "cluster", "redis_cluster_node_timeout": "2s"},
@@ -27,6 +30,25 @@ def verify(inventory: str, data: dict, outside_source: str) -> None:
     result = run(*verify_command(inventory, data, "--outside-source", outside_source))
     assert result.returncode == 0, f"verification of {inventory} {data} failed:\n{result.stdout[-6000:]}"
     assert re.search(r"\d+ passed", result.stdout)
+
+
+def test_cluster_on_the_one_redis_host_in_one_apply(lab, outside_source):
+    """redis_mode=cluster on inventories/lab.py, whose one Redis host is also the balancer and the database, applied
+    over a standalone deployment: one run makes the instances and the cluster before any app node waits for it
+    (deploys/site.py's barrier, not the steps' positions), verified, and applied again with zero changes. Sentinel on
+    three hosts comes next (the tests below), retiring these instances."""
+    data = {"session_strategy": "redis"}
+    target = Target(LAB, data)
+    try:
+        standalone = target.apply_unloaded()
+        assert standalone.get("errors") == 0, standalone
+        switched = target.apply_unloaded(ONE_HOST_CLUSTER)
+        assert switched.get("errors") == 0 and switched.get("changed", 0) > 0, switched
+        again = target.apply(ONE_HOST_CLUSTER)
+        assert again.get("changed") == 0 and again.get("errors") == 0, f"second apply changed things: {again}"
+    finally:
+        target.close()
+    verify(LAB, {**data, **ONE_HOST_CLUSTER}, outside_source)
 
 
 @pytest.fixture(scope="module", params=list(MODES))
