@@ -25,7 +25,14 @@ def install_nginx(cluster: Cluster) -> None:
     pair = []
     if cluster.vars["lb_tls"]:
         names = tls.subject_names(
-            name for lb in cluster.groups["lb"] for name in (lb.data.get("ssh_hostname") or lb.name, private_ip(lb))
+            [
+                *(
+                    name
+                    for lb in cluster.groups["lb"]
+                    for name in (lb.data.get("ssh_hostname") or lb.name, private_ip(lb))
+                ),
+                *([cluster.vars["lb_vip"]] if cluster.vars["lb_vip"] else []),
+            ]
         )
         certificate, key = tls.pair(ROOT, cluster.vars, names)
         pair = [

@@ -1,16 +1,18 @@
-"""Apply everything by group:  pyinfra -y INVENTORY deploys/site.py [--data session_strategy=X]
+"""Apply everything by group: pyinfra -y INVENTORY deploys/site.py [--data session_strategy=X]
 
 The inventory is checked first (session_kit/validate.py): a mistake stops the run, with one line naming it, before
 any operation exists. Only what the chosen strategy needs is deployed: Redis for redis and token (and its Sentinels
 with redis_mode=sentinel), PostgreSQL for database; the load balancer and the app nodes always; a host firewall on
-every host first (deploys/firewall.py). App nodes that must restart do so one batch at a time, each drained,
-restarted and healthy before the next (deploys/rolling.py): a deploy under load fails no request."""
+every host first (deploys/firewall.py); with lb_vip, keepalived on the balancers (deploys/keepalived.py). App nodes
+that must restart do so one batch at a time, each drained, restarted and healthy before the next
+(deploys/rolling.py): a deploy under load fails no request."""
 
 from pyinfra import host, inventory
 
 from deploys.app import install_app
 from deploys.cluster import Cluster, barrier
 from deploys.firewall import install_firewall
+from deploys.keepalived import install_keepalived, retire_keepalived
 from deploys.nginx import install_nginx
 from deploys.postgres import install_postgres
 from deploys.redis import install_redis, install_sentinel, retire_redis
@@ -32,5 +34,9 @@ if cluster.has_role("app"):
     install_app(cluster)
 if cluster.has_role("lb"):
     install_nginx(cluster)
+if cluster.has_role("lb") and cluster.vars["lb_vip"]:
+    install_keepalived(cluster)
+else:
+    retire_keepalived()
 # Declared on every host, so that the batches run one after the other across the cluster (deploys/rolling.py).
 restart_app_nodes(cluster)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .app_nodes import node_kill, node_stop, rolling, scale_out
-from .balancing import ip_hash_spread
+from .balancing import ip_hash_spread, lb_failover
 from .cluster import Target
 from .crash import power_off, store_kill
 from .measure import ATOMIC, SHARED, Params
@@ -136,6 +136,13 @@ DRILLS: dict[str, Drill] = {
             "sticky (ip_hash): each node's share of requests, clients in one /24 and in 16",
             ip_hash_spread,
             lambda s: s == "sticky",
+        ),
+        Drill(
+            "lb-failover",
+            "the balancer holding the floating address (lb_vip) loses its Nginx under load; keepalived moves the "
+            "address, which stays put when that Nginx is back",
+            lb_failover,
+            lab_inventories={"": "inventories/lab_ha.py"},
         ),
         Drill(
             "scale-out",

@@ -220,8 +220,10 @@ class Target:
 
     def access_log(self, run_id: str) -> str:
         """The balancer's access log lines of one load run (every request carries an X-Request-Id with its run id)."""
-        lb = self.role("lb")[0]
-        return self.ssh(lb, f"grep -F -- ' {run_id}-' /var/log/nginx/session-kit.access.log || true", timeout=60)
+        return "".join(  # every balancer's: with lb_vip, the one holding it, and any that held it before
+            self.ssh(lb, f"grep -F -- ' {run_id}-' /var/log/nginx/session-kit.access.log || true", timeout=60)
+            for lb in self.role("lb")
+        )
 
     def close(self) -> None:
         if self._ssh_config is not None:

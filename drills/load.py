@@ -311,6 +311,14 @@ def failure_window(outcomes: list[Outcome]) -> float:
     return round(max(o.end for o in failed) - min(o.start for o in failed), 2) if failed else 0.0
 
 
+def longest_silence(outcomes: list[Outcome], since: float = 0.0) -> float:
+    """The longest time, from `since` on, in which no request was answered (a 2xx-4xx answer ends a silence): what a
+    user waits through while the cluster has no way to serve anyone."""
+    answered = sorted(o.end for o in outcomes if not o.failed and o.op != "check" and o.end >= since)
+    marks = [since, *answered]
+    return round(max((b - a for a, b in zip(marks, marks[1:])), default=0.0), 2)
+
+
 def _count(items) -> dict[str, int]:
     counts: dict[str, int] = {}
     for item in items:

@@ -77,6 +77,13 @@ COLUMNS = {
             f"{f['seconds_until_writes']} s / {f['increments_lost']} / {f['sessions_lost']}"
         ),
     ),
+    "lb-failover": (
+        "balancer's Nginx killed: failed (not 503/refused) / longest silence / sessions lost / flapped back",
+        lambda f: (
+            f"{f['failed']} ({f.get('failed_not_503_or_refused', 0)}) / {f['longest_silence_seconds']} s / "
+            f"{f['sessions_lost']} / {'yes' if f['held_after_return'] == f.get('held_by') else 'no'}"
+        ),
+    ),
     "contention": ("200 parallel increments: lost", lambda f: f"{f['lost_updates']}"),
     "footprint": (
         "bytes per session (sessions per GiB)",

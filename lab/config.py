@@ -94,6 +94,11 @@ def load_generator_sources() -> list[str]:
     ]
 
 
+def floating_ip() -> ipaddress.IPv4Address:
+    """The HA lab's floating address (lb_vip): next to the hosts' (lab1 is .11), owned by none of them."""
+    return subnet().network_address + 10
+
+
 def host_name(index: int) -> str:
     return f"lab{index}"
 

@@ -29,12 +29,13 @@ def lab_hosts() -> list[dict]:
     return json.loads(path.read_text())["hosts"]
 
 
-def roles(names: list[str], redis_hosts: int = 1) -> dict[str, list[str]]:
+def roles(names: list[str], redis_hosts: int = 1, lb_hosts: int = 1) -> dict[str, list[str]]:
     """lab1 is the load balancer and holds Redis and PostgreSQL; the others are app nodes. With fewer than three
     hosts every host is an app node too. redis_hosts > 1: Redis on that many hosts from lab1 on (the others app
-    nodes as well), for redis_mode=sentinel."""
+    nodes as well), for redis_mode=sentinel. lb_hosts > 1: that many balancers from lab1 on, sharing the lab's
+    floating address."""
     app = names[1:] if len(names) >= 3 else names
-    return {"lb": names[:1], "app": app, "redis": names[: max(1, redis_hosts)], "db": names[:1]}
+    return {"lb": names[: max(1, lb_hosts)], "app": app, "redis": names[: max(1, redis_hosts)], "db": names[:1]}
 
 
 def example_groups(path: Path = EXAMPLE) -> dict[str, list[tuple[str, dict]]]:
@@ -70,15 +71,18 @@ def lab_data(described: dict, host: dict, inventory_name: str) -> dict:
     }
 
 
-def groups(inventory_name: str = "lab", redis_hosts: int = 1) -> dict[str, list[tuple[str, dict]]]:
+def groups(inventory_name: str = "lab", redis_hosts: int = 1, lb_hosts: int = 1) -> dict[str, list[tuple[str, dict]]]:
     hosts = lab_hosts()
     described = json.loads(config.paths().inventory.read_text())
     if described.get("shape", "lab") == "servers":
         return servers_groups(described, hosts, inventory_name)
-    by_name = {host["name"]: (host["name"], lab_data(described, host, inventory_name)) for host in hosts}
+    floating = {"lb_vip": str(config.floating_ip())} if lb_hosts > 1 else {}
+    by_name = {
+        host["name"]: (host["name"], {**lab_data(described, host, inventory_name), **floating}) for host in hosts
+    }
     return {
         role: [by_name[name] for name in names]
-        for role, names in roles([h["name"] for h in hosts], redis_hosts).items()
+        for role, names in roles([h["name"] for h in hosts], redis_hosts, lb_hosts).items()
     }
 
 

@@ -82,6 +82,13 @@ NGINX = {
     "nginx_login_burst": Var(20, Int(0, 100000)),
     # Addresses or networks never limited (a load generator, a monitor): ["10.0.0.5", "10.0.1.0/24"].
     "nginx_unlimited_sources": Var([], Networks()),
+    # The balancers' floating address (an IPv4 address on the lb hosts' network, not any host's own), the one
+    # clients are given: held by one lb host at a time and moved by keepalived (VRRP over unicast, authenticated)
+    # when that host or its Nginx dies; it does not move back when the old holder returns. Needed with two or more
+    # lb hosts; None: no keepalived, clients use the lb host's own address.
+    "lb_vip": Var(None, Address(optional=True), same=True),
+    # VRRP's virtual router id for the lb_vip (1-255): unique among the VRRP routers on that network.
+    "lb_vrrp_router_id": Var(51, Int(1, 255), same=True),
 }
 
 FIREWALL = {

@@ -54,7 +54,11 @@ def check(host, inventory) -> tuple[dict[str, Any], dict[str, list]]:
         values["session_strategy"],
         {role: [h.name for h in hosts] for role, hosts in groups.items()},
         values["redis_mode"],
+        values["lb_vip"],
     )
+    hosts = {private_ip(h) for h in inventory}
+    if values["lb_vip"] and values["lb_vip"] in hosts:
+        raise KitError(f"lb_vip: {values['lb_vip']} is a host's own address; the floating address must be a free one")
     return values, groups
 
 
@@ -117,6 +121,8 @@ class Deployment:
         return kit_secrets.load(_ROOT / self.vars["secrets_dir"], self.vars["inventory_name"])
 
     def _lb_address(self) -> str:
+        if self.vars.get("lb_vip"):
+            return self.vars["lb_vip"]
         lb = self.role("lb")[0]
         return lb.ssh.get("ssh_hostname") or lb.ip
 
@@ -137,9 +143,13 @@ class Deployment:
         return f"http://{self._lb_address()}" + ("" if port == "80" else f":{port}")
 
     def tls_names(self) -> list[str]:
-        """What the balancer's self-signed certificate names: each lb host's ssh_hostname and private address."""
+        """What the balancer's self-signed certificate names: each lb host's ssh_hostname and private address, and
+        the floating address (lb_vip)."""
         return kit_tls.subject_names(
-            name for lb in self.role("lb") for name in (lb.ssh.get("ssh_hostname") or lb.name, lb.ip)
+            [
+                *(name for lb in self.role("lb") for name in (lb.ssh.get("ssh_hostname") or lb.name, lb.ip)),
+                *([self.vars["lb_vip"]] if self.vars.get("lb_vip") else []),
+            ]
         )
 
     @property

@@ -23,6 +23,7 @@ NAMES = (
     "redis_replication_password",
     "postgres_password",
     "replication_key",
+    "vrrp_password",  # keepalived's PASS authentication between balancers: its first 8 characters (VRRP's limit)
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

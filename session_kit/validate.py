@@ -123,9 +123,11 @@ def check_same(values: Mapping[str, Mapping[str, Any]]) -> None:
                 raise KitError(f"{name}: must be the same on every host, but {first} has {a!r} and {other} has {b!r}")
 
 
-def check_groups(strategy: str, groups: Mapping[str, list[str]], redis_mode: str = "standalone") -> None:
+def check_groups(
+    strategy: str, groups: Mapping[str, list[str]], redis_mode: str = "standalone", lb_vip: str | None = None
+) -> None:
     """The groups the strategy needs hold hosts; there are at least two app nodes; Sentinel has a replica to
-    promote."""
+    promote; one balancer, or two and more sharing a floating address (lb_vip)."""
     for group in STRATEGIES[strategy].needs:
         if not groups.get(group):
             raise KitError(f"{group}: group is empty, but session_strategy={strategy} needs it")
@@ -136,5 +138,10 @@ def check_groups(strategy: str, groups: Mapping[str, list[str]], redis_mode: str
         )
     if len(groups.get("app", [])) < 2:
         raise KitError(f"app: needs two or more hosts to share sessions across, has {len(groups.get('app', []))}")
-    if len(groups.get("lb", [])) != 1:
-        raise KitError(f"lb: needs exactly one host, has {len(groups.get('lb', []))}")
+    balancers = len(groups.get("lb", []))
+    if balancers == 0:
+        raise KitError("lb: group is empty, but every strategy needs a load balancer")
+    if balancers > 1 and not lb_vip:
+        raise KitError(
+            f"lb: {balancers} hosts need lb_vip, the floating address clients use (keepalived moves it between them)"
+        )

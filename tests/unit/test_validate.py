@@ -221,11 +221,14 @@ def test_strategy_needs_its_group(strategy, missing):
         check_groups(strategy, {**GROUPS, missing: []})
 
 
-def test_two_app_nodes_and_one_balancer():
+def test_two_app_nodes_and_one_balancer_or_several_on_a_floating_address():
     with pytest.raises(KitError, match="^app: needs two or more"):
         check_groups("cookie", {**GROUPS, "app": ["a1"]})
-    with pytest.raises(KitError, match="^lb: needs exactly one"):
+    with pytest.raises(KitError, match="^lb: 2 hosts need lb_vip, the floating address"):
         check_groups("cookie", {**GROUPS, "lb": ["l1", "l2"]})
+    with pytest.raises(KitError, match="^lb: group is empty"):
+        check_groups("cookie", {**GROUPS, "lb": []})
+    check_groups("cookie", {**GROUPS, "lb": ["l1", "l2"]}, lb_vip="10.0.0.10")
 
 
 def test_default_balancing_per_strategy():

@@ -54,6 +54,35 @@ def test_load_balancer(deployment, remote):
             assert f"listen {deployment.vars['nginx_listen_tls']} ssl" in content, f"{node.name}: no TLS listener"
 
 
+def test_one_balancer_holds_the_floating_address_and_every_balancer_serves_alike(deployment, remote, proven):
+    """With lb_vip: keepalived runs on every balancer, exactly one holds the address, the address answers /healthz,
+    and every balancer answers on its own address too, from the same site configuration (a failover changes
+    nothing a client sees)."""
+    vip = deployment.vars.get("lb_vip")
+    if not vip:
+        pytest.skip("no lb_vip: one balancer, no floating address")
+    import requests
+
+    holders, sites = [], set()
+    for node in nodes_of(deployment, "lb"):
+        host = remote(node)
+        service = host.service("keepalived")
+        assert service.is_running and service.is_enabled, f"{node.name}: keepalived is not running and enabled"
+        addresses = host.run("ip -o -4 addr show").stdout.split()
+        if vip in (a.split("/")[0] for a in addresses):
+            holders.append(node.name)
+        sites.add(host.run("sha256sum /etc/nginx/sites-available/session-kit.conf").stdout.split()[0])
+        own = deployment.lb_url.replace(vip, node.ip, 1)
+        answer = requests.get(own + "/healthz", timeout=5, verify=deployment.tls_verify)
+        assert answer.status_code == 200, f"{node.name}: its own address answers /healthz with {answer.status_code}"
+    assert len(holders) == 1, f"the floating address {vip} is held by {holders or 'no balancer'}, not exactly one"
+    assert len(sites) == 1, "the balancers' session-kit sites differ"
+    answer = requests.get(deployment.lb_url + "/healthz", timeout=5, verify=deployment.tls_verify)
+    assert answer.status_code == 200, f"{vip} answers /healthz with {answer.status_code}"
+    count = len(nodes_of(deployment, "lb"))
+    proven(f"the floating address {vip} held by {holders[0]} alone; {count} balancers serve alike")
+
+
 def test_app_nodes(deployment, remote):
     port = deployment.vars["app_port"]
     for node in nodes_of(deployment, "app"):
