@@ -387,3 +387,28 @@ def test_the_app_follows_the_cluster_from_every_instance():
         "redis", {**GOOD, "redis_mode": "cluster"}, keys, cluster_nodes=[("10.0.0.9", 7000), ("10.0.0.10", 7000)]
     )
     assert env["REDIS_CLUSTER_NODES"] == "10.0.0.9:7000,10.0.0.10:7000" and "REDIS_SENTINELS" not in env
+
+
+@pytest.mark.parametrize("inventory", ["inventories/example.py", "inventories/example_ha.py"])
+def test_the_shipped_examples_pass_the_check(inventory):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "session_kit", "check", inventory], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and ": ok: " in result.stdout, result.stdout + result.stderr
+
+
+def test_a_floating_address_that_is_a_hosts_own_is_refused():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "session_kit", "check", "inventories/example_ha.py", "--data", "lb_vip=10.0.1.11"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "lb_vip: 10.0.1.11 is a host's own address" in result.stderr
