@@ -42,6 +42,8 @@ CONF = "/etc/redis/redis.conf"
 READ_ONLY = "/etc/systemd/system/redis-server.service.d/session-kit.conf"
 INSTANCE_READ_ONLY = "/etc/systemd/system/redis-server@.service.d/session-kit.conf"
 SENTINEL_CONF = "/etc/redis/sentinel.conf"
+# Where a retired Redis Cluster instance's state and data go (retire_redis), one directory per instance and time.
+RETIRED = "/var/lib/redis/retired"
 # sentinel.conf's first line: the kit wrote it (Sentinel keeps comments when it rewrites the file). redis.conf's too.
 SENTINEL_MARK = REDIS_MARK = "# Managed by session-kit"
 
@@ -248,9 +250,10 @@ def retire_redis(cluster: Cluster) -> None:
     - A Sentinel the kit set up (sentinel.conf carries its mark) where none should run: stopped and disabled, and
       its file removed, so that a later redis_mode=sentinel starts from the primary the kit names, not from this
       Sentinel's memory of the cluster.
-    - Redis Cluster instances (redis-server@PORT) this host should not run: stopped and disabled.
+    - Redis Cluster instances (redis-server@PORT) this host should not run: stopped and disabled, their cluster
+      state and data moved to RETIRED (a later cluster starts afresh).
     - The kit's Redis on a host that has left the redis group: stopped and disabled.
-    Packages and the instances' files stay."""
+    Packages and the kit's files stay."""
     ours = not cluster.runs_sentinel() and _sentinel_conf_is_ours()
     stop_for_good("Stop the Sentinel left from redis_mode=sentinel", "redis-sentinel", _if=lambda: ours)
     files.file(name="Remove its sentinel.conf", path=SENTINEL_CONF, present=False, _if=lambda: ours)
@@ -273,6 +276,18 @@ def retire_redis(cluster: Cluster) -> None:
         port = unit.removeprefix("redis-server@").removesuffix(".service")
         if port.isdigit() and int(port) not in wanted:
             stop_for_good(f"Stop {unit} (left from redis_mode=cluster)", unit)
+            # Leaving the mode starts from an empty store (docs/deploying.md): the instance's cluster identity and
+            # data are set aside (kept, not deleted), so that a later cluster, on these hosts or others, is created
+            # afresh instead of being refused as another layout's.
+            aside = f"{RETIRED}/{port}-$(date +%Y%m%dT%H%M%S)"
+            server.shell(
+                name=f"Set aside {unit}'s cluster state and data in {RETIRED}",
+                commands=[
+                    f"mkdir -p {aside} && cd /var/lib/redis && "
+                    f"for f in nodes-{port}.conf dump-{port}.rdb appendonlydir-{port}; do "
+                    f'if [ -e "$f" ]; then mv "$f" {aside}/; fi; done'
+                ],
+            )
 
 
 def stop_for_good(name: str, service: str, **arguments):

@@ -21,6 +21,7 @@ from .app_nodes import node_kill, node_stop, rolling, scale_out
 from .balancing import ip_hash_spread, lb_failover
 from .cluster import Target
 from .crash import power_off, store_kill
+from .host_loss import CUT_SECONDS, host_loss
 from .measure import ATOMIC, SHARED, Params
 from .replication import lag
 from .sessions import contention, cookie_limits, footprint
@@ -142,6 +143,13 @@ DRILLS: dict[str, Drill] = {
             "the balancer holding the floating address (lb_vip) loses its Nginx under load; keepalived moves the "
             "address, which stays put when that Nginx is back",
             lb_failover,
+            lab_inventories={"": "inventories/lab_ha.py"},
+        ),
+        Drill(
+            "host-loss",
+            f"each host the strategy uses cut off the network under load (a dead host; on the lab), {CUT_SECONDS:g} s, "
+            "then connected again",
+            host_loss,
             lab_inventories={"": "inventories/lab_ha.py"},
         ),
         Drill(

@@ -84,6 +84,14 @@ COLUMNS = {
             f"{f['sessions_lost']} / {'yes' if f['held_after_return'] == f.get('held_by') else 'no'}"
         ),
     ),
+    "host-loss": (
+        "any host cut off, worst of each: failed / longest silence / writes back in / lost / answered increments "
+        "lost / whole after its return",
+        lambda f: (
+            f"{f['failed']} / {f['longest_silence_seconds']} s / {f['seconds_until_writes']} s / "
+            f"{f['sessions_lost']} / {f['increments_lost']} / {f['whole_after_return_seconds']} s"
+        ),
+    ),
     "contention": ("200 parallel increments: lost", lambda f: f"{f['lost_updates']}"),
     "footprint": (
         "bytes per session (sessions per GiB)",

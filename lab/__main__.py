@@ -1,5 +1,5 @@
 """python -m lab up [--hosts N | --servers] [--release R[,R...]] | down [--purge] | status | power-cycle HOST [--off S]
-(as root, on Debian 12)
+| cut HOST [--for S]   (as root, on Debian 12)
 
 --servers makes the hosts as servers come (root login over SSH refused; a `deploy` user with sudo and the lab's key)
 and one per role, in the shape of inventories/example.py; inventories/lab.py then describes them that way.
@@ -44,12 +44,20 @@ def main(argv: list[str]) -> int:
     )
     cycle.add_argument("host", help="lab1, lab2, ...")
     cycle.add_argument("--off", type=float, default=0, metavar="SECONDS", help="how long it stays off (default 0)")
+    cut = sub.add_parser(
+        "cut", help="cut a host off the network (its cable pulled: peers get no answer at all), then connect it again"
+    )
+    cut.add_argument("host", help="lab1, lab2, ...")
+    cut.add_argument("--for", dest="seconds", type=float, default=30, metavar="SECONDS", help="default 30")
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
             control.up(args.hosts, "servers" if args.servers else "lab", args.release)
         elif args.command == "down":
             control.down(args.purge)
+        elif args.command == "cut":
+            control.cut(args.host, args.seconds)
+            print(f"{args.host}: cut off for {args.seconds:g}s, connected again", flush=True)
         elif args.command == "power-cycle":
             times = control.power_cycle(args.host, args.off)
             print(

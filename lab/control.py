@@ -284,6 +284,25 @@ def power_cycle(name: str, off_seconds: float = 0, wait: bool = True) -> dict[st
     }
 
 
+def link(name: str, up: bool) -> None:
+    """A running lab host cut off the network (its cable pulled: up=False) or connected again."""
+    if os.geteuid() != 0:
+        raise LabError("must run as root: cutting a lab host off changes the machine's links")
+    state = config.paths()
+    if not any(h.name == name and h.pid() is not None for h in recorded(state)):
+        raise LabError(f"{name}: not a running lab host")
+    network.set_link(name, up)
+
+
+def cut(name: str, seconds: float) -> None:
+    """link(name, False) for `seconds`, then up again (whatever happens meanwhile)."""
+    link(name, False)
+    try:
+        time.sleep(seconds)
+    finally:
+        network.set_link(name, True)
+
+
 def wait_booted(name: str) -> None:
     """Until a lab host's systemd has finished booting (every unit started)."""
     state = config.paths()

@@ -84,6 +84,15 @@ def add_host(name: str, ip: ipaddress.IPv4Address) -> None:
     # No default route: the hosts reach each other, the machine and the apt proxy on the bridge, nothing else.
 
 
+def set_link(name: str, up: bool) -> None:
+    """The host's cable: its veth's end on the bridge down (the host sees its link lose carrier, its peers get no
+    answer at all, as from a dead host or a pulled cable) or up again."""
+    veth = config.netns(name)
+    if not link_exists(veth):
+        raise LabError(f"{name}: no link {veth} (is the host up?)")
+    run(["ip", "link", "set", veth, "up" if up else "down"])
+
+
 def host_mac(ip: ipaddress.IPv4Address) -> str:
     """A locally administered unicast MAC address made of the host's IPv4 address: 02:00:a:b:c:d."""
     return ":".join(f"{byte:02x}" for byte in (0x02, 0x00, *ipaddress.IPv4Address(ip).packed))

@@ -1,7 +1,8 @@
 """`./kit status INVENTORY`: per host, its roles, what is deployed there and whether it is healthy right now.
 
 One SSH call per host (all at once) reads the facts: the strategy and balancing the kit rendered, the versions of
-the app, Nginx, Redis and PostgreSQL, and whether each service of the host's roles is active. Then HTTP: every app
+the app, Nginx, Redis and PostgreSQL, whether each service of the host's roles is active, and who holds what: the
+balancer holding the floating address (lb_vip), the Redis primary and how far behind each replica is. Then HTTP: every app
 node's /healthz on its private address, and the load balancer's /healthz (over HTTPS with lb_tls, the certificate
 verified as the inventory's). Exit status 0 when everything is healthy,
 1 when something is not (each problem named on its own line), 2 when the inventory is wrong.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import shlex
 import subprocess
 import tempfile
 from pathlib import Path
@@ -77,6 +79,9 @@ def host_status(deployment: Deployment, config: Path, node: Node) -> HostStatus:
     instances = [f"redis-server@{port}" for other, port in deployment.cluster_instances() if other == node]
     if instances:  # redis_mode=cluster: its instances serve, not redis-server
         services = [service for service in services if service != "redis-server"] + instances
+    vip = deployment.vars.get("lb_vip")
+    if "lb" in node.roles and vip:
+        services.append("keepalived")
     script = FACTS + "".join(
         f'echo "service:{s}=$(systemctl is-active {s} 2>/dev/null)"\n' for s in services if s != "postgresql"
     )
@@ -88,6 +93,7 @@ def host_status(deployment: Deployment, config: Path, node: Node) -> HostStatus:
             "for c in $(pg_lsclusters -h 2>/dev/null | awk '{print $1 \"-\" $2}'); do "
             'echo "cluster:postgresql@$c=$(systemctl is-active postgresql@$c 2>/dev/null)"; done\n'
         )
+    script += _role_facts(deployment, node)
     try:
         result = _ssh(config, node, script)
     except subprocess.TimeoutExpired:
@@ -121,6 +127,60 @@ def host_status(deployment: Deployment, config: Path, node: Node) -> HostStatus:
     return HostStatus(node, facts, states, health)
 
 
+def _role_facts(deployment: Deployment, node: Node) -> str:
+    """Who holds what: the floating address on a balancer, and a Redis's role and replication offset (standalone and
+    Sentinel; the app's Redis, as admin)."""
+    script = ""
+    vip = deployment.vars.get("lb_vip")
+    if "lb" in node.roles and vip:
+        script += f"ip -o -4 addr show | grep -qF ' {vip}/' && echo holds_vip=yes || echo holds_vip=no\n"
+    uses_redis = "redis" in node.roles and "redis" in deployment.strategy.needs
+    if uses_redis and not deployment.cluster_instances():
+        password = shlex.quote(deployment.secrets()["redis_admin_password"])
+        script += (
+            f"REDISCLI_AUTH={password} redis-cli --no-auth-warning --user admin -h {node.ip} "
+            f"-p {deployment.vars['redis_port']} INFO replication 2>/dev/null | tr -d '\\r' | "
+            "sed -n 's/^role:/redis_role=/p; s/^master_repl_offset:/redis_offset=/p; "
+            "s/^master_link_status:/redis_link=/p'\n"
+        )
+    return script
+
+
+def roles_held(deployment: Deployment, statuses: list[HostStatus]) -> tuple[list[str], list[str]]:
+    """(lines, problems): which balancer holds the floating address, which Redis is primary and how far behind each
+    replica is (bytes of replication stream not yet applied)."""
+    lines, problems = [], []
+    vip = deployment.vars.get("lb_vip")
+    if vip:
+        holders = [s.node.name for s in statuses if s.facts.get("holds_vip") == "yes"]
+        lines.append(f"floating address {vip}: held by {', '.join(holders) or 'no balancer'}")
+        if len(holders) != 1:
+            problems.append(f"the floating address {vip} is held by {len(holders)} balancers, not one")
+    redis = [s for s in statuses if s.facts.get("redis_role")]
+    primaries = [s for s in redis if s.facts["redis_role"] == "master"]
+    if redis:
+        top = max((int(s.facts.get("redis_offset") or 0) for s in primaries), default=0)
+        replicas = [
+            f"{s.node.name} ({top - int(s.facts.get('redis_offset') or 0)} bytes behind"
+            + ("" if s.facts.get("redis_link") == "up" else f", link {s.facts.get('redis_link') or 'unknown'}")
+            + ")"
+            for s in redis
+            if s.facts["redis_role"] == "slave"
+        ]
+        lines.append(
+            f"redis: primary {', '.join(s.node.name for s in primaries) or 'none'}"
+            + (f"; replicas {', '.join(replicas)}" if replicas else "")
+        )
+        if len(primaries) != 1:
+            problems.append(f"redis: {len(primaries)} primaries, not one")
+        problems += [
+            f"{s.node.name}: its Redis replica's link to the primary is {s.facts.get('redis_link') or 'unknown'}"
+            for s in redis
+            if s.facts["redis_role"] == "slave" and s.facts.get("redis_link") != "up"
+        ]
+    return lines, problems
+
+
 def collect(deployment: Deployment) -> list[HostStatus]:
     with tempfile.NamedTemporaryFile("w", prefix="session-kit-ssh-", suffix=".conf") as config:
         config.write(deployment.ssh_config_text())
@@ -148,7 +208,9 @@ def render(deployment: Deployment, statuses: list[HostStatus]) -> str:
             f"{status.node.name:10s} {','.join(status.node.roles):16s} {system:20s} {deployed:26s} "
             f"{versions:44s} {health}"
         )
-    problems = [problem for status in statuses for problem in status.problems]
+    held, problems = roles_held(deployment, statuses)
+    lines += held
+    problems += [problem for status in statuses for problem in status.problems]
     expected = deployment.strategy.name
     for status in statuses:
         running = status.facts.get("strategy")

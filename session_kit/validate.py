@@ -141,6 +141,8 @@ def check_groups(
     balancers = len(groups.get("lb", []))
     if balancers == 0:
         raise KitError("lb: group is empty, but every strategy needs a load balancer")
+    if balancers == 1 and lb_vip:
+        raise KitError("lb_vip: needs two or more lb hosts to move between (one has nothing to fail over to)")
     if balancers > 1 and not lb_vip:
         raise KitError(
             f"lb: {balancers} hosts need lb_vip, the floating address clients use (keepalived moves it between them)"

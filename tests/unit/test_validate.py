@@ -229,6 +229,8 @@ def test_two_app_nodes_and_one_balancer_or_several_on_a_floating_address():
     with pytest.raises(KitError, match="^lb: group is empty"):
         check_groups("cookie", {**GROUPS, "lb": []})
     check_groups("cookie", {**GROUPS, "lb": ["l1", "l2"]}, lb_vip="10.0.0.10")
+    with pytest.raises(KitError, match="^lb_vip: needs two or more lb hosts"):
+        check_groups("cookie", {**GROUPS, "lb": ["l1"]}, lb_vip="10.0.0.10")
 
 
 def test_default_balancing_per_strategy():
