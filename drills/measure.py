@@ -14,10 +14,9 @@ from typing import Any
 from .cluster import DrillError, Target
 from .load import Load, failure_window, summarize
 
-# How aiohttp names a connection refused (ClientConnectorError) or reset (the others) by a host whose processes are
-# gone, and how soon such an answer comes (a refusal is at once; a hang is not one).
+# How aiohttp names a connection refused (ClientConnectorError) or reset (the others): an answer from the network.
+# A request the client gave up on is a TimeoutError: a hang.
 REFUSED = ("ClientConnectorError", "ServerDisconnectedError", "ClientOSError")
-PROMPT = 1.0
 SHARED = ("cookie", "database", "replication", "redis", "token")
 ATOMIC = ("database", "redis", "token")
 
@@ -110,14 +109,15 @@ def json_503_goal(figures: dict[str, Any]) -> dict[str, Any]:
 
 
 def outage_errors_goal(figures: dict[str, Any]) -> dict[str, Any]:
-    """Every request that failed while a host was down: the app's JSON 503 (a store away), or a connection the host
-    refused or reset at once (its balancer down with it: nothing listens, or the socket's process is gone). Never a
-    hang until a timeout, never another error. Counts the others into figures["failed_not_503_or_refused"]."""
+    """Every request that failed while a host was down: the app's JSON 503 (a store away), or a connection refused or
+    reset (its balancer down with it, or the floating address moved to a balancer that does not know the
+    connection). Never a hang until the client gave up (a timeout), never another error. Counts the others into
+    figures["failed_not_503_or_refused"]."""
     other: dict[str, int] = {}
     for o in figures["_load"].outcomes:
         if o.op == "check" or not o.failed:
             continue
-        if (o.status == 503 and o.json_error) or (o.status == 0 and o.error in REFUSED and o.end - o.start < PROMPT):
+        if (o.status == 503 and o.json_error) or (o.status == 0 and o.error in REFUSED):
             continue
         key = f"{o.status or 'no answer'} {o.error}".strip()
         other[key] = other.get(key, 0) + 1

@@ -28,6 +28,12 @@ from .base import STORE_TIMEOUT, StoreUnavailable
 log = logging.getLogger("sample_app.redis")
 
 TIMEOUT = STORE_TIMEOUT
+# A Redis restarting (`systemctl restart`, a package upgrade) refuses connections for a moment: a request that finds
+# no connection tries again every RECONNECT_PAUSE for up to RECONNECT_WITHIN instead of failing at once, so that a
+# restart shorter than that fails no request. (Redis Cluster's nodes do not wait: their client looks for the slot's
+# new owner instead, resp_cluster.py.)
+RECONNECT_WITHIN = STORE_TIMEOUT
+RECONNECT_PAUSE = 0.1
 
 
 class RedisError(Exception):
@@ -187,6 +193,8 @@ class LeanRedis:
         self.tracker = tracker
         self.follows = follows
         self.connected_to: tuple[str, int] | None = None  # where the current connection goes
+        # A cluster node (address given) does not wait for a refusing node: its client finds the slot's owner.
+        self.waits_for_restart = address is None
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._scripts: dict[str, str] = {}
@@ -251,6 +259,19 @@ class LeanRedis:
         self._proto, self.connected_to = proto, (host, port)
         return proto
 
+    async def _connect_waiting(self) -> _Protocol:
+        """_connect, tried again while Redis refuses the connection (NotSent: nothing was sent), for up to
+        RECONNECT_WITHIN."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECONNECT_WITHIN
+        while True:
+            try:
+                return await self._connect()
+            except NotSent:
+                if loop.time() + RECONNECT_PAUSE >= deadline:
+                    raise
+                await asyncio.sleep(RECONNECT_PAUSE)
+
     async def execute(self, *command: Any) -> Any:
         return (await self.pipeline(command))[0]
 
@@ -268,7 +289,7 @@ class LeanRedis:
                 self.tracker.lost()  # now: the connection's own end is only heard of on a later loop turn
             proto = None
         if proto is None or proto.closed:
-            proto = await self._connect()
+            proto = await self._connect_waiting() if self.waits_for_restart else await self._connect()
         if len(commands) == 1:
             return [await proto.send(commands[0])]
         # No per-call timer: the watchdog enforces TIMEOUT.

@@ -282,6 +282,36 @@ def test_redis_outage_is_503_and_loses_nothing(strategy):
         redis.destroy()
 
 
+@pytest.mark.parametrize("strategy", ["redis", "token"])
+def test_a_redis_restart_shorter_than_the_store_timeout_fails_no_request(strategy):
+    """Redis away for about a second (a `systemctl restart`, a package upgrade): a request sent meanwhile waits for it
+    (sample_app/stores/resp.py, RECONNECT_WITHIN) and is answered, instead of a 503 at once."""
+    import threading
+
+    from sample_app.stores.resp import RECONNECT_WITHIN
+
+    redis = RedisServer().start()
+    cluster = Cluster(strategy, Backends(redis=redis), size=1).start()
+    try:
+        client = SessionClient(bearer=cluster.bearer)
+        url = cluster.urls[0]
+        client.login(url, "patient")
+        assert client.post(url + "/session/counter").json()["counter"] == 1
+        redis.stop(save=True)
+        back = threading.Timer(0.8, redis.start)
+        back.start()
+        started = time.monotonic()
+        response = client.post(url + "/session/counter")
+        waited = time.monotonic() - started
+        back.join()
+        assert response.status_code == 200, f"{response.status_code} {response.text}"
+        assert response.json()["counter"] == 2
+        assert 0.5 < waited < RECONNECT_WITHIN + 1, f"answered after {waited:.2f} s"
+    finally:
+        cluster.destroy()
+        redis.destroy()
+
+
 def test_postgres_outage_is_503_and_loses_nothing(backends):
     cluster = Cluster("database", backends, size=2).start()
     try:
