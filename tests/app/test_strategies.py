@@ -244,6 +244,55 @@ def test_redis_sentinel_failover_keeps_sessions():
         master.destroy()
 
 
+def test_a_master_demoted_while_the_app_stays_connected_is_left_for_the_new_one():
+    """A failover that leaves the old master running (SENTINEL FAILOVER here; on the lab, a host cut off the network
+    and back, whose own app node kept its connection): Redis closes its clients' connections when it is demoted, and
+    the app's next request asks Sentinel again: writes work again within seconds, on the new master, and nothing
+    written before is lost."""
+    master = RedisServer().start()
+    replica = RedisServer(extra=("--replicaof", "127.0.0.1", str(master.port))).start()
+    sentinel = cluster = None
+    try:
+        assert eventually(lambda: "state=online" in master.cli("INFO", "replication"), timeout=30, interval=0.2)
+        sentinel = SentinelServer(master).start()
+        assert eventually(
+            lambda: str(replica.port) in sentinel.cli("SENTINEL", "REPLICAS", "mymaster"), timeout=30, interval=0.2
+        ), "Sentinel never saw the replica"
+        cluster = Cluster(
+            "redis",
+            Backends(redis=master),
+            size=1,
+            extra_env={
+                "REDIS_URL": f"redis://:{master.password}@127.0.0.1:1/0",
+                "REDIS_SENTINELS": f"127.0.0.1:{sentinel.port}",
+            },
+        ).start()
+        client = SessionClient()
+        url = cluster.urls[0]
+        client.login(url, "demoted")
+        assert client.post(url + "/session/counter").json()["counter"] == 1
+        assert master.cli("WAIT", "1", "5000") == "1"
+        assert "OK" in sentinel.cli("SENTINEL", "FAILOVER", "mymaster")
+        assert eventually(lambda: replica.cli("ROLE").splitlines()[0] == "master", timeout=30, interval=0.2)
+        assert eventually(lambda: master.cli("ROLE").splitlines()[0] == "slave", timeout=30, interval=0.2)
+
+        def written():
+            response = client.post(url + "/session/counter")
+            return response if response.status_code == 200 else None
+
+        response = eventually(written, timeout=10, interval=0.2)
+        assert response is not None, "writes never came back after the failover"
+        assert response.json()["counter"] == 2
+        assert replica.cli("HGET", master.cli("KEYS", "*").split()[0], "counter") == "2"
+    finally:
+        if cluster:
+            cluster.destroy()
+        if sentinel:
+            sentinel.destroy()
+        replica.destroy()
+        master.destroy()
+
+
 # -- outages ----------------------------------------------------------------------------------------------------
 
 
