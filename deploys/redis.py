@@ -341,12 +341,10 @@ def append_only_while_running(cluster: Cluster, me: str, port: int, conf, direct
         return
     running = host.get_fact(Command, redis_cli(cluster, me, "INFO persistence", "2>/dev/null || true", port=port))
     without = "aof_enabled:0" in (running or "")
-    wait = StringCommand(
+    wait = StringCommand(  # one INFO a round: neither a rewrite in progress nor one scheduled
         "for i in $(seq 1 600); do",
         redis_cli(cluster, me, "INFO persistence", port=port),
-        "| grep -q '^aof_rewrite_in_progress:0' &&",
-        redis_cli(cluster, me, "INFO persistence", port=port),
-        "| grep -q '^aof_rewrite_scheduled:0' && exit 0; sleep 0.1; done;",
+        "| grep -cE '^aof_rewrite_(in_progress|scheduled):0' | grep -qx 2 && exit 0; sleep 0.1; done;",
         "echo 'Redis did not finish writing its append-only file in 60 s' >&2; exit 1",
     )
     commands = [redis_cli(cluster, me, "CONFIG SET appendonly yes", port=port), wait]

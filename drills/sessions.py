@@ -15,6 +15,8 @@ from typing import Any
 
 import aiohttp
 
+from session_kit.strategies import ONE_WORKER
+
 from .cluster import DrillError, Target
 from .load import Load, summarize
 from .measure import ATOMIC, Params, goal
@@ -216,7 +218,7 @@ def _store_bytes(target: Target) -> Callable[[], float]:
             return float(_psql(target, "SELECT coalesce(pg_total_relation_size('sessions'), 0)").strip() or 0)
 
         return table_bytes
-    if strategy in ("sticky", "replication"):
+    if strategy in ONE_WORKER:  # sessions in the app's one process: its memory
         nodes = target.role("app")
 
         def rss_bytes() -> float:

@@ -3,6 +3,7 @@ authentication, lag and catch-up, Redis through Sentinel, and the stores survivi
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 
@@ -196,14 +197,16 @@ def test_redis_through_sentinel(backends):
         master.destroy()
 
 
-def test_redis_sentinel_failover_keeps_sessions():
-    """The master dies; Sentinel promotes the replica; the app finds the new master and the session is still there."""
+@contextlib.contextmanager
+def sentinel_pair(size: int):
+    """A master, its replica online, a Sentinel that has seen the replica, and `size` app nodes of the redis strategy
+    that find the master through that Sentinel: yields (master, replica, sentinel, cluster)."""
     master = RedisServer().start()
     replica = RedisServer(extra=("--replicaof", "127.0.0.1", str(master.port))).start()
     sentinel = cluster = None
     try:
-        # The replica's first full sync takes a moment; WAIT below only counts a replica that is online, and
-        # Sentinel can only promote a replica it has seen in the master's INFO.
+        # The replica's first full sync takes a moment; WAIT only counts a replica that is online, and Sentinel can
+        # only promote a replica it has seen in the master's INFO.
         assert eventually(lambda: "state=online" in master.cli("INFO", "replication"), timeout=30, interval=0.2), (
             "the replica never came online"
         )
@@ -214,27 +217,13 @@ def test_redis_sentinel_failover_keeps_sessions():
         cluster = Cluster(
             "redis",
             Backends(redis=master),
-            size=2,
+            size=size,
             extra_env={
                 "REDIS_URL": f"redis://:{master.password}@127.0.0.1:1/0",
                 "REDIS_SENTINELS": f"127.0.0.1:{sentinel.port}",
             },
         ).start()
-        client = SessionClient()
-        client.login(cluster.urls[0], "survivor")
-        assert client.post(cluster.urls[1] + "/session/counter").json()["counter"] == 1
-        assert master.cli("WAIT", "1", "5000") == "1", "the replica did not acknowledge the writes"
-        master.proc.kill()  # no shutdown, no save: the master is simply gone
-
-        def recovered():
-            response = client.get(cluster.urls[0] + "/session")
-            return response if response.status_code == 200 else None
-
-        response = eventually(recovered, timeout=30, interval=0.2)
-        assert response is not None, "the app never reached the promoted replica"
-        assert response.json()["counter"] == 1
-        assert client.post(cluster.urls[1] + "/session/counter").json()["counter"] == 2
-        assert replica.cli("ROLE").splitlines()[0] == "master"
+        yield master, replica, sentinel, cluster
     finally:
         if cluster:
             cluster.destroy()
@@ -244,29 +233,37 @@ def test_redis_sentinel_failover_keeps_sessions():
         master.destroy()
 
 
+def _answered(call):
+    """eventually() of a request: its response once it is a 200, else None."""
+
+    def once():
+        response = call()
+        return response if response.status_code == 200 else None
+
+    return eventually(once, timeout=30, interval=0.2)
+
+
+def test_redis_sentinel_failover_keeps_sessions():
+    """The master dies; Sentinel promotes the replica; the app finds the new master and the session is still there."""
+    with sentinel_pair(size=2) as (master, replica, _, cluster):
+        client = SessionClient()
+        client.login(cluster.urls[0], "survivor")
+        assert client.post(cluster.urls[1] + "/session/counter").json()["counter"] == 1
+        assert master.cli("WAIT", "1", "5000") == "1", "the replica did not acknowledge the writes"
+        master.proc.kill()  # no shutdown, no save: the master is simply gone
+        response = _answered(lambda: client.get(cluster.urls[0] + "/session"))
+        assert response is not None, "the app never reached the promoted replica"
+        assert response.json()["counter"] == 1
+        assert client.post(cluster.urls[1] + "/session/counter").json()["counter"] == 2
+        assert replica.cli("ROLE").splitlines()[0] == "master"
+
+
 def test_a_master_demoted_while_the_app_stays_connected_is_left_for_the_new_one():
     """A failover that leaves the old master running (SENTINEL FAILOVER here; on the lab, a host cut off the network
     and back, whose own app node kept its connection): Redis closes its clients' connections when it is demoted, and
     the app's next request asks Sentinel again: writes work again within seconds, on the new master, and nothing
     written before is lost."""
-    master = RedisServer().start()
-    replica = RedisServer(extra=("--replicaof", "127.0.0.1", str(master.port))).start()
-    sentinel = cluster = None
-    try:
-        assert eventually(lambda: "state=online" in master.cli("INFO", "replication"), timeout=30, interval=0.2)
-        sentinel = SentinelServer(master).start()
-        assert eventually(
-            lambda: str(replica.port) in sentinel.cli("SENTINEL", "REPLICAS", "mymaster"), timeout=30, interval=0.2
-        ), "Sentinel never saw the replica"
-        cluster = Cluster(
-            "redis",
-            Backends(redis=master),
-            size=1,
-            extra_env={
-                "REDIS_URL": f"redis://:{master.password}@127.0.0.1:1/0",
-                "REDIS_SENTINELS": f"127.0.0.1:{sentinel.port}",
-            },
-        ).start()
+    with sentinel_pair(size=1) as (master, replica, sentinel, cluster):
         client = SessionClient()
         url = cluster.urls[0]
         client.login(url, "demoted")
@@ -275,22 +272,10 @@ def test_a_master_demoted_while_the_app_stays_connected_is_left_for_the_new_one(
         assert "OK" in sentinel.cli("SENTINEL", "FAILOVER", "mymaster")
         assert eventually(lambda: replica.cli("ROLE").splitlines()[0] == "master", timeout=30, interval=0.2)
         assert eventually(lambda: master.cli("ROLE").splitlines()[0] == "slave", timeout=30, interval=0.2)
-
-        def written():
-            response = client.post(url + "/session/counter")
-            return response if response.status_code == 200 else None
-
-        response = eventually(written, timeout=10, interval=0.2)
+        response = _answered(lambda: client.post(url + "/session/counter"))
         assert response is not None, "writes never came back after the failover"
         assert response.json()["counter"] == 2
         assert replica.cli("HGET", master.cli("KEYS", "*").split()[0], "counter") == "2"
-    finally:
-        if cluster:
-            cluster.destroy()
-        if sentinel:
-            sentinel.destroy()
-        replica.destroy()
-        master.destroy()
 
 
 # -- outages ----------------------------------------------------------------------------------------------------
