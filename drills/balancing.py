@@ -79,6 +79,12 @@ def holder(target: Target) -> Any:
     return None
 
 
+def silence_goal(figures: dict[str, Any]) -> dict[str, Any]:
+    """The longest time with no answered request while the floating address moved: at most SILENCE_GOAL."""
+    silence = figures["longest_silence_seconds"]
+    return goal(f"<= {SILENCE_GOAL:g}", silence, silence <= SILENCE_GOAL)
+
+
 def lb_failover(target: Target, params: Params) -> dict[str, Any]:
     """Under load through the floating address: SIGKILL of the holder's Nginx (it stays down: Debian's unit does not
     restart it). Its keepalived check fails and the address moves; then Nginx is started again on the old holder,
@@ -118,11 +124,7 @@ def lb_failover(target: Target, params: Params) -> dict[str, Any]:
     figures["held_after_return"] = after.name if after else None
     goals = {
         "errors_are_503_or_refused": outage_errors_goal(figures),
-        "longest_silence_seconds": goal(
-            f"<= {SILENCE_GOAL:g}",
-            figures["longest_silence_seconds"],
-            figures["longest_silence_seconds"] <= SILENCE_GOAL,
-        ),
+        "longest_silence_seconds": silence_goal(figures),
         # sticky too: its sessions live on the app nodes, which both balancers route to alike
         "sessions_lost": goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0),
         "no_flap_back": goal(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .cluster import DrillError, Target
-from .load import Load
+from .load import Load, seconds_until_writes
 from .measure import Params, goal, json_503_goal, outage_errors_goal, under_load, without_load
 from .stores import FREEZE_UNIT, cluster_primary, redis_cli, sentinel_primary
 
@@ -135,8 +135,7 @@ def _crash(
     figures["store_back_seconds"] = round(back - kill_at, 2)
     # the app serves again when the last failure ends: how long after the store answered
     figures["serving_after_store_seconds"] = round(max(0.0, max(failed_after, default=kill_at) - back), 2)
-    increments = [o for o in load.outcomes if o.op == "increment" and o.start >= kill_at and o.failed]
-    figures["seconds_until_writes"] = round(max(o.end for o in increments) - kill_at, 2) if increments else 0.0
+    figures["seconds_until_writes"] = seconds_until_writes(load.outcomes, kill_at)
     figures.update(losses(load, kill_at))
     strict = target.strategy == "database" or target.deployment.vars["redis_appendfsync"] == "always"
     goals = {

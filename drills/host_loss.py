@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .balancing import SILENCE_GOAL, holder
+from .balancing import holder, silence_goal
 from .cluster import DrillError, Target
 from .crash import losses
-from .load import Load, longest_silence
+from .load import Load, longest_silence, seconds_until_writes
 from .measure import ATOMIC, SHARED, Params, goal, outage_errors_goal, under_load, without_load
 from .stores import redis_cli, sentinel_primary
 
@@ -111,7 +111,6 @@ def _cut_one(target: Target, params: Params, node, seconds: float) -> tuple[dict
     figures = under_load(target, params, action)
     load: Load = figures["_load"]
     cut, back, done = (figures["events"][k] for k in ("cut", "back", "whole"))
-    increments = [o for o in load.outcomes if o.op == "increment" and o.start >= cut and o.failed]
     figures.update(
         {
             "host": node.name,
@@ -119,18 +118,14 @@ def _cut_one(target: Target, params: Params, node, seconds: float) -> tuple[dict
             "held_address": held_address,
             "store_primary": primary,
             "longest_silence_seconds": longest_silence(load.outcomes, since=cut),
-            "seconds_until_writes": round(max(o.end for o in increments) - cut, 2) if increments else 0.0,
+            "seconds_until_writes": seconds_until_writes(load.outcomes, cut),
             "whole_after_return_seconds": round(done - back, 2),
             **losses(load, cut),
         }
     )
     goals = {"errors_are_503_or_refused": outage_errors_goal(figures)}
     if held_address:
-        goals["longest_silence_seconds"] = goal(
-            f"<= {SILENCE_GOAL:g}",
-            figures["longest_silence_seconds"],
-            figures["longest_silence_seconds"] <= SILENCE_GOAL,
-        )
+        goals["longest_silence_seconds"] = silence_goal(figures)
     if target.strategy in SHARED or "app" not in node.roles:  # sticky's sessions on a lost app node go with it
         goals["sessions_lost"] = goal(0, figures["sessions_lost"], figures["sessions_lost"] == 0)
     if target.strategy in ATOMIC:

@@ -311,6 +311,13 @@ def failure_window(outcomes: list[Outcome]) -> float:
     return round(max(o.end for o in failed) - min(o.start for o in failed), 2) if failed else 0.0
 
 
+def seconds_until_writes(outcomes: list[Outcome], since: float) -> float:
+    """Seconds from `since` until the last increment sent after it that failed had ended (0 when none failed): when
+    writes were answered again (the first success says nothing where other writes kept working meanwhile)."""
+    failed = [o.end for o in outcomes if o.op == "increment" and o.start >= since and o.failed]
+    return round(max(failed) - since, 2) if failed else 0.0
+
+
 def longest_silence(outcomes: list[Outcome], since: float = 0.0) -> float:
     """The longest time, from `since` on, in which no request was answered (a 2xx-4xx answer ends a silence): what a
     user waits through while the cluster has no way to serve anyone."""

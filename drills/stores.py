@@ -13,7 +13,7 @@ from typing import Any
 from session_kit.variables import Duration
 
 from .cluster import DrillError, Target
-from .load import Load
+from .load import Load, seconds_until_writes
 from .measure import Params, goal, json_503_goal, under_load, without_load
 
 # -- store-restart --------------------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def failover(target: Target, params: Params, within: float = 60) -> dict[str, An
     # Writes are back when the last one fails: with Redis Cluster the other primaries' slots keep taking writes, so
     # the first success after the kill says nothing; the last failure says when the killed primary's slots answer.
     failed = [o for o in load.outcomes if o.op == "increment" and o.start >= kill and o.failed]
-    figures["seconds_until_writes"] = round(max(o.end for o in failed) - kill, 2) if failed else 0.0
+    figures["seconds_until_writes"] = seconds_until_writes(load.outcomes, kill)
     figures["write_outage_seconds"] = (
         round(max(o.end for o in failed) - min(o.start for o in failed), 2) if failed else 0.0
     )
